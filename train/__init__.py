@@ -1,0 +1,1 @@
+"""Episodic few-shot training and evaluation."""
