@@ -1,0 +1,1 @@
+"""Video files: encoding (synthetic data, benchmarks) and decoding backends."""
