@@ -1,0 +1,20 @@
+"""A procedural few-shot action benchmark in which temporal order matters.
+
+Each class is a motion pattern with a natural-language name; many classes come in
+time-reversal pairs (the same frames in reverse order), so a model that ignores
+frame order cannot tell them apart.
+"""
+
+from pipeline.synth.catalogue import CATALOGUE, ClassSpec, catalogue_by_name
+from pipeline.synth.generate import SynthConfig, generate
+from pipeline.synth.render import VideoParams, render_video
+
+__all__ = [
+    "CATALOGUE",
+    "ClassSpec",
+    "catalogue_by_name",
+    "SynthConfig",
+    "generate",
+    "VideoParams",
+    "render_video",
+]
