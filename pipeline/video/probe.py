@@ -1,0 +1,115 @@
+"""Read a video's stream facts without decoding: codec, size, rate, and every frame's timestamp.
+
+Demuxing is cheap (milliseconds per clip), and it gives the exact frame count and
+the presentation timestamp of every frame, which sampling and seeking rely on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class VideoError(Exception):
+    """A video that cannot be read; `reason` is a short, stable category for summaries."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video's first video stream.
+
+    Attributes:
+        path: the file.
+        codec: FFmpeg decoder name (h264, vp9, mpeg4, gif ...).
+        pix_fmt: decoded pixel format (yuv420p, yuv444p, yuv420p10le ...).
+        width, height: coded frame size.
+        fps: average frame rate.
+        num_frames: frames in the stream (one per non-empty packet).
+        frame_pts: presentation timestamps of frames 0..num_frames-1, in stream time base.
+        keyframe_pts: timestamps of the keyframes, ascending.
+        time_base: seconds per timestamp unit.
+        pts_reliable: every packet had a timestamp, all distinct.
+    """
+
+    path: str
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    frame_pts: tuple[int, ...] = field(repr=False)
+    keyframe_pts: tuple[int, ...] = field(repr=False)
+    time_base: float
+    pts_reliable: bool
+
+    def timestamp(self, index: int) -> float:
+        """Seconds from the stream's first frame to frame `index`."""
+        if self.pts_reliable:
+            return (self.frame_pts[index] - self.frame_pts[0]) * self.time_base
+        return index / self.fps
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Demux the first video stream of `path` (no decoding).
+
+    Raises:
+        VideoError: missing, empty or unreadable file, no video stream, or no frames.
+    """
+    import av  # heavy import, kept local
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError("missing", str(path))
+    if path.stat().st_size == 0:
+        raise VideoError("empty file", str(path))
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise VideoError("unreadable container", f"{path}: {e}") from None
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise VideoError("no video stream", f"{path} has streams: {', '.join(kinds)}")
+        stream = container.streams.video[0]
+        pts, keys, missing_pts = [], [], 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # flush packets and AVI placeholders carry no frame
+                    continue
+                if packet.pts is None:
+                    missing_pts += 1
+                    continue
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.FFmpegError as e:
+            raise VideoError("corrupt stream", f"{path}: {e}") from None
+        n = len(pts) + missing_pts
+        if n == 0:
+            raise VideoError("no frames", str(path))
+        cc = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        if fps <= 0 and tb > 0 and len(pts) > 1:
+            fps = (len(pts) - 1) / ((max(pts) - min(pts)) * tb)
+        return VideoInfo(
+            path=str(path),
+            codec=cc.name,
+            pix_fmt=cc.format.name if cc.format else "unknown",
+            width=cc.width,
+            height=cc.height,
+            fps=fps if fps > 0 else 25.0,
+            num_frames=n,
+            frame_pts=tuple(sorted(pts)),
+            keyframe_pts=tuple(sorted(keys)),
+            time_base=tb,
+            pts_reliable=missing_pts == 0 and len(set(pts)) == len(pts) and tb > 0,
+        )
