@@ -1,0 +1,171 @@
+"""Few-shot benchmarks: split lists (local or downloaded from their public source), class names, video lookup.
+
+Split lists are `<class name>/<video id>` lines, one file per split. `--splits DIR`
+may hold `train.txt`, `val.txt`, `test.txt` directly, or a folder per dataset
+(`DIR/ssv2_full/train.txt`, as in the published split collections). Without it the
+lists are downloaded once from the authors' public repositories into a cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".ts"}
+)
+
+_TRX = "https://raw.githubusercontent.com/tobyperrett/trx/390c20aa8ed7e309ae4949464fdcf015c4009329/splits"
+_CMN = "https://raw.githubusercontent.com/ffmpbgrnn/CMN/23b5ef3e6defd4ee93e97131eb3c0b7926481f56"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A benchmark's identity and where its split lists come from.
+
+    Attributes:
+        name: the CLI name.
+        title: what papers call it, with the split's origin.
+        folder: its folder name in a split collection (`DIR/<folder>/train.txt`).
+        sources: public URL of each split list (empty: the lists come with the data).
+        ssv2_labels: class labels are anonymous (`train12`); names come from SSv2's label files.
+    """
+
+    name: str
+    title: str
+    folder: str = ""
+    sources: dict = field(default_factory=dict)
+    ssv2_labels: bool = False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    d.name: d
+    for d in [
+        DatasetSpec(
+            "ssv2", "SSv2-Full (OTAM split, Cao et al. 2020)", "ssv2_full",
+            {s: f"{_TRX}/ssv2_OTAM/{s}list07.txt" for s in SPLITS}, ssv2_labels=True,
+        ),
+        DatasetSpec("ssv2-small", "SSv2-Small (CMN split, Zhu & Yang 2018)", "ssv2_small", {s: f"{_CMN}/smsm-100/{s}.list" for s in SPLITS}),
+        DatasetSpec("kinetics100", "Kinetics-100 (CMN split, Zhu & Yang 2018)", "kinetics100", {s: f"{_CMN}/kinetics-100/{s}.list" for s in SPLITS}),
+        DatasetSpec("ucf101", "UCF101 (ARN split, Zhang et al. 2020)", "ucf101", {s: f"{_TRX}/ucf_ARN/{s}list03.txt" for s in SPLITS}),
+        DatasetSpec("hmdb51", "HMDB51 (ARN split, Zhang et al. 2020)", "hmdb51", {s: f"{_TRX}/hmdb_ARN/{s}list03.txt" for s in SPLITS}),
+        DatasetSpec("synth", "the built-in synthetic benchmark (fsar-data synth)"),
+        DatasetSpec("folder", "any folder of videos with `<class>/<id>` split lists"),
+    ]
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded split lists live: $FSAR_CACHE, else $XDG_CACHE_HOME/fsar, else ~/.cache/fsar."""
+    if os.environ.get("FSAR_CACHE"):
+        return Path(os.environ["FSAR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fsar"
+
+
+def download_splits(spec: DatasetSpec, cache_dir: Path) -> Path:
+    """Fetch a dataset's split lists once into `cache_dir/splits/<folder>/`; returns that folder."""
+    if not spec.sources:
+        raise ValueError(f"{spec.name}: no public split lists to download; pass --splits DIR")
+    dest = Path(cache_dir) / "splits" / spec.folder
+    dest.mkdir(parents=True, exist_ok=True)
+    for split, url in spec.sources.items():
+        target = dest / f"{split}.txt"
+        if target.exists():
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                data = r.read()
+        except OSError as e:
+            raise RuntimeError(
+                f"could not download the {spec.name} {split} list from {url} ({e}); "
+                f"download it by hand, or pass --splits DIR with {split}.txt in it"
+            ) from None
+        tmp = target.with_name(f".{target.name}.partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return dest
+
+
+def find_split_dir(spec: DatasetSpec, splits: Path | None, root: Path, cache_dir: Path | None = None) -> Path:
+    """The folder holding `<split>.txt` for this dataset: --splits, the data's own, or a download."""
+    candidates = []
+    if splits is not None:
+        candidates += [Path(splits), Path(splits) / spec.folder] if spec.folder else [Path(splits)]
+    elif spec.name in ("synth", "folder"):
+        candidates.append(Path(root) / "splits")
+    for c in candidates:
+        if any((c / f"{s}.txt").exists() for s in SPLITS):
+            return c
+    if candidates:
+        raise FileNotFoundError(f"no train.txt, val.txt or test.txt in {' or '.join(map(str, candidates))}")
+    return download_splits(spec, cache_dir or default_cache_dir())
+
+
+def read_split(path: Path) -> list[tuple[str, str]]:
+    """Parse `<class name>/<video id>` lines into (class, id) pairs, in file order."""
+    entries = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        cls, sep, vid = line.rpartition("/")
+        if not sep or not cls or not vid:
+            raise ValueError(f"{path}:{n}: expected '<class name>/<video id>', got {line!r}")
+        entries.append((cls, vid))
+    return entries
+
+
+def index_videos(root: Path) -> tuple[dict[str, Path], int]:
+    """Map video id (file name without extension) to path for every video file under `root`.
+
+    Returns:
+        (index, duplicates): when an id appears twice, the first path in sorted order wins
+        and `duplicates` counts the others.
+    """
+    index: dict[str, Path] = {}
+    dups = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in VIDEO_EXTENSIONS or name.startswith("."):
+                continue
+            if stem in index:
+                dups += 1
+                continue
+            index[stem] = Path(dirpath) / name
+    return index, dups
+
+
+def ssv2_class_names(root: Path, entries: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    """Names for SSv2-Full's anonymous labels from SSv2's own annotation files under `root`.
+
+    Each OTAM label (`train12`) covers the videos of one SSv2 template; the template,
+    with its brackets removed ("Pushing something from left to right"), is the name.
+    Returns {} when `train.json`/`validation.json` are not found.
+    """
+    id_to_template: dict[str, str] = {}
+    for fname in ("train.json", "validation.json", "something-something-v2-train.json", "something-something-v2-validation.json"):
+        for path in sorted(Path(root).rglob(fname)):
+            for item in json.loads(path.read_text(encoding="utf-8")):
+                id_to_template[str(item["id"])] = re.sub(r"[\[\]]", "", item["template"])
+    if not id_to_template:
+        return {}
+    names: dict[str, str] = {}
+    for split_entries in entries.values():
+        for label, vid in split_entries:
+            if label not in names and vid in id_to_template:
+                names[label] = id_to_template[vid]
+    return names
