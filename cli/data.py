@@ -91,6 +91,78 @@ def synth(
     typer.echo(f"dataset written to {summary.out.resolve()}")
 
 
+@app.command()
+def shard(
+    dataset: str = typer.Argument(..., help="ssv2, ssv2-small, kinetics100, ucf101, hmdb51, synth or folder."),
+    root: Path = typer.Option(..., help="Folder searched recursively for the videos (by id, any sub-folder or extension)."),
+    out: Path = typer.Option(..., help="Output folder for shards, manifest.json and summary.json."),
+    splits: Optional[Path] = typer.Option(None, help="Folder with train.txt/val.txt/test.txt (or <dataset>/ sub-folders); default: the data's own or a one-time download."),
+    split: str = typer.Option("train,val,test", help="Splits to shard."),
+    frames: int = typer.Option(8, help="T: segments per video; val/test store the middle frame of each."),
+    train_frames: int = typer.Option(16, help="Frames stored per training video (a multiple of --frames), for temporal jitter."),
+    short_side: int = typer.Option(256, help="Resize to this shorter side in pixels (0 keeps the size)."),
+    jpeg_quality: int = typer.Option(90, help="JPEG quality of stored frames."),
+    decoder: str = typer.Option("auto", help="auto, dali (GPU), dali-cpu (VP8/VP9) or pyav."),
+    workers: Optional[int] = typer.Option(None, help="Ray workers on a local cluster [default: all cores; 1 runs in this process]."),
+    address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster instead."),
+    shard_size: int = typer.Option(64, help="Videos per shard."),
+    max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-attempt only the videos that failed in finished shards."),
+) -> None:
+    """Decode videos, sample frames uniformly and write WebDataset shards (resumable; bad videos are recorded, not fatal)."""
+    from pipeline.shard.config import ShardConfig
+    from pipeline.shard.run import run_shard_stage
+
+    try:
+        config = ShardConfig(
+            dataset=dataset,
+            root=root,
+            out=out,
+            splits_dir=splits,
+            splits=parse_list(split),
+            frames=frames,
+            train_frames=train_frames,
+            short_side=short_side,
+            jpeg_quality=jpeg_quality,
+            decoder=decoder,
+            shard_size=shard_size,
+            workers=workers or os.cpu_count() or 1,
+            address=address,
+            max_failure_rate=max_failure_rate,
+            retry_failed=retry_failed,
+        )
+        with progress_bar("sharding", "videos") as on_progress:
+            summary = run_shard_stage(config, on_progress=on_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    print_shard_summary(summary)
+    if not summary["passed"]:
+        console.print(
+            f"[red]failure rate {summary['failure_rate']:.2%} exceeds --max-failure-rate {summary['max_failure_rate']:.2%}[/red]"
+        )
+        raise typer.Exit(1)
+
+
+def print_shard_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"shards in {summary['out']}")
+    for col in ("split", "videos", "ok", "failed", "shards", "frames", "MB"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, c in summary["splits"].items():
+        table.add_row(split, str(c["videos"]), str(c["ok"]), str(c["failed"]), str(c["shards"]), str(c["frames"]), f"{c['bytes'] / 1e6:.1f}")
+    console.print(table)
+    run = summary["this_run"]
+    rate = f"{run['videos_per_second']:.1f} videos/s" if run["videos_per_second"] else "nothing to do"
+    console.print(f"this run: {run['videos_processed']} videos in {run['seconds']:.1f} s ({rate}); decoders: {summary['decoders']}")
+    if summary["failures_by_reason"]:
+        console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))
+        for f in summary["failed_videos"][:5]:
+            console.print(f"  {f['split']}/{f['id']}: {f['reason']} {f['detail'][:120]}")
+    typer.echo(f"summary written to {Path(summary['out']).resolve() / 'summary.json'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; `argv` defaults to sys.argv[1:]."""
     app(args=argv, prog_name="fsar-data")

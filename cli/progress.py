@@ -24,22 +24,33 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
 
 
+class FailuresColumn(ProgressColumn):
+    """Failures so far, in red once there are any."""
+
+    def render(self, task) -> Text:
+        n = task.fields.get("failures")
+        if n is None:
+            return Text("")
+        return Text(f"{n} failed", style="red" if n else "dim")
+
+
 @contextmanager
-def progress_bar(description: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield an `on_progress(done, total)` callback that drives a progress bar on stderr."""
+def progress_bar(description: str, unit: str) -> Iterator[Callable[..., None]]:
+    """Yield an `on_progress(done, total[, failures])` callback that drives a progress bar on stderr."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(unit),
+        FailuresColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=False,
     ) as bar:
-        task = bar.add_task(description, total=None)
+        task = bar.add_task(description, total=None, failures=None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def update(done: int, total: int, failures: int | None = None) -> None:
+            bar.update(task, completed=done, total=total, failures=failures)
 
         yield update

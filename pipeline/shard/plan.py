@@ -1,0 +1,162 @@
+"""Plan the shard stage: resolve split lists, class names and video paths; cut splits into shards.
+
+The plan is a pure function of the inputs: the same split lists, root and config give
+the same shards with the same contents, so runs can be resumed and compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.datasets import dataset_spec, find_split_dir, index_videos, read_split, ssv2_class_names
+from pipeline.shard.config import ShardConfig
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One listed video: its id, WebDataset key, class, and where it was found (None: missing)."""
+
+    id: str
+    key: str
+    label: str  # the class label as written in the split list
+    class_index: int  # index among the split's classes
+    class_name: str  # natural-language name
+    path: str | None
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work: a split's slice of videos and where its files go."""
+
+    split: str
+    index: int
+    entries: tuple[VideoEntry, ...]
+    num_frames: int  # frames stored per video in this split
+
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+    def tar_path(self, out: Path) -> Path:
+        return Path(out) / self.split / f"{self.name()}.tar"
+
+    def stats_path(self, out: Path) -> Path:
+        # Kept out of the split folder, so that folder holds only shards for any reader.
+        return Path(out) / "_status" / self.split / f"{self.name()}.json"
+
+
+def safe_key(video_id: str) -> str:
+    """A WebDataset key for a video id: no dots (they separate key from field) nor other
+    characters that trouble file names; ids that had any get a short hash of the original
+    appended, so distinct ids keep distinct keys."""
+    key = re.sub(r"[^A-Za-z0-9_-]", "_", video_id)
+    if key != video_id:
+        key = f"{key}_{hashlib.sha1(video_id.encode('utf-8')).hexdigest()[:8]}"
+    return key
+
+
+def _natural(label: str) -> list:
+    # 'train2' < 'train10', as SSv2-Full's anonymous labels are numbered.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
+
+
+def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
+    """Resolve everything the workers need and cut each split into shards.
+
+    Returns:
+        (manifest, tasks): the manifest describes the dataset (classes per split,
+        counts, sampling config, tool version); tasks are in split then shard order.
+    """
+    spec = dataset_spec(config.dataset)
+    split_dir = find_split_dir(spec, config.splits_dir, config.root, config.cache_dir)
+    entries = {}
+    for split in config.splits:
+        path = split_dir / f"{split}.txt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no {split} list for {spec.name} (use --split to choose splits)")
+        entries[split] = read_split(path)
+    names: dict[str, str] = {}
+    names_from = "split lists"
+    if spec.ssv2_labels:
+        names = ssv2_class_names(config.root, entries)
+        names_from = "SSv2 label files under the root" if names else "none found: anonymous labels kept"
+    index, duplicates = index_videos(config.root)
+
+    manifest = {
+        "dataset": spec.name,
+        "title": spec.title,
+        "tool_version": __version__,
+        "root": str(config.root.resolve()),
+        "split_lists": str(split_dir.resolve()),
+        "class_names_from": names_from,
+        "sampling": config.sampling(),
+        "decoder": config.decoder,
+        "duplicate_ids_under_root": duplicates,
+        "splits": {},
+    }
+    tasks: list[ShardTask] = []
+    seen_keys: dict[str, str] = {}
+    for split, items in entries.items():
+        labels = sorted({label for label, _ in items}, key=_natural)
+        cls_index = {label: i for i, label in enumerate(labels)}
+        videos = []
+        for label, vid in items:
+            key = safe_key(vid)
+            if seen_keys.setdefault(key, vid) != vid:
+                raise ValueError(f"video ids {seen_keys[key]!r} and {vid!r} map to the same key {key!r}")
+            path = index.get(vid)
+            videos.append(VideoEntry(vid, key, label, cls_index[label], names.get(label, label), str(path) if path else None))
+        n_frames = config.train_frames if split == "train" else config.frames
+        shards = [
+            ShardTask(split, i, tuple(videos[s : s + config.shard_size]), n_frames)
+            for i, s in enumerate(range(0, len(videos), config.shard_size))
+        ]
+        tasks += shards
+        manifest["splits"][split] = {
+            "classes": [{"index": cls_index[l], "label": l, "name": names.get(l, l)} for l in labels],
+            "videos": len(videos),
+            "missing": sum(v.path is None for v in videos),
+            "frames_per_video": n_frames,
+            "shards": [t.name() + ".tar" for t in shards],
+            "list_sha256": hashlib.sha256("".join(f"{l}/{v}\n" for l, v in items).encode()).hexdigest(),
+        }
+    return manifest, tasks
+
+
+def identity(manifest: dict) -> dict:
+    """The manifest fields that determine the shards' content (not the tool version or paths)."""
+    return {
+        "dataset": manifest["dataset"],
+        "sampling": manifest["sampling"],
+        "decoder": manifest["decoder"],
+        "splits": {s: v["list_sha256"] for s, v in manifest["splits"].items()},
+    }
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write OUT/manifest.json, refusing an OUT sharded from other inputs or settings."""
+    out = Path(out)
+    path = out / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_id, new_id = identity(old), identity(manifest)
+        old_splits = old_id.pop("splits")
+        new_splits = new_id.pop("splits")
+        changed = [k for k in new_id if old_id.get(k) != new_id[k]]
+        changed += [f"split {s}" for s in new_splits if s in old_splits and old_splits[s] != new_splits[s]]
+        if changed:
+            raise ValueError(
+                f"{out} holds shards made with other inputs or settings ({', '.join(changed)} differ); "
+                "choose another --out or delete it"
+            )
+        # Keep splits sharded by earlier runs that this run does not touch.
+        manifest = {**manifest, "splits": {**old["splits"], **manifest["splits"]}}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".manifest.json.partial")
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

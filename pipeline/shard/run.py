@@ -1,0 +1,145 @@
+"""Run the shard stage: plan, skip finished shards, execute the rest in-process or on Ray, summarise."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from pipeline.shard.config import ShardConfig
+from pipeline.shard.plan import ShardTask, plan, write_manifest
+from pipeline.shard.worker import ShardWorker, write_json
+
+Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
+
+
+def _finished(task: ShardTask, out: Path) -> dict | None:
+    stats = task.stats_path(out)
+    if stats.exists() and task.tar_path(out).exists():
+        return json.loads(stats.read_text(encoding="utf-8"))
+    return None
+
+
+def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict]:
+    worker = ShardWorker(config)
+    worker.setup()
+    for task, retry in work:
+        yield worker.process(task, retry_failed=retry)
+
+
+def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict]:
+    """One actor per worker (its decoder is set up once), each shard one task."""
+    import ray
+    from ray.util import ActorPool
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.address:
+            ray.init(address=config.address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        gpus = 1 if config.decoder == "dali" else 0
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(ShardWorker)
+        n_actors = max(1, min(config.workers, len(work)))
+        actors = [actor_cls.remote(config) for _ in range(n_actors)]
+        ray.get([a.setup.remote() for a in actors])
+        pool = ActorPool(actors)
+        yield from pool.map_unordered(lambda a, w: a.process.remote(w[0], retry_failed=w[1]), work)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) -> dict:
+    """Shard the videos described by `config`; returns the summary (also OUT/summary.json).
+
+    Finished shards (tar and stats file present) are skipped; with
+    `config.retry_failed` those with failures are redone for their failed videos only.
+    Partial shards (no stats file) are redone from scratch.
+    """
+    t0 = time.perf_counter()
+    manifest, tasks = plan(config)
+    write_manifest(config.out, manifest)
+    done: dict[tuple[str, int], dict] = {}
+    work: list[tuple[ShardTask, bool]] = []
+    for task in tasks:
+        stats = _finished(task, config.out)
+        if stats is None:
+            work.append((task, False))
+        elif config.retry_failed and stats["failed"]:
+            work.append((task, True))
+        else:
+            done[(task.split, task.index)] = stats
+    total = sum(len(t.entries) for t in tasks)
+    skipped_videos = sum(len(v["videos"]) for v in done.values())
+    processed = 0
+    failures = sum(v["failed"] for v in done.values())
+    if on_progress:
+        on_progress(skipped_videos, total, failures)
+    results: Iterable[dict] = []
+    if work:
+        use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)
+        results = _run_ray(config, work) if use_ray else _run_local(config, work)
+    t_work = time.perf_counter()
+    for stats in results:
+        key = (stats["split"], int(stats["shard"][6:12]))
+        done[key] = stats
+        processed += len(stats["videos"])
+        failures += stats["failed"]
+        if on_progress:
+            on_progress(skipped_videos + processed, total, failures)
+    seconds = time.perf_counter() - t0
+    summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, seconds, time.perf_counter() - t_work)
+    write_json(config.out / "summary.json", summary)
+    return summary
+
+
+def summarise(config: ShardConfig, shard_stats: list[dict], processed: int, seconds: float, work_seconds: float) -> dict:
+    """Counts per split, failures by reason, decoders used and this run's throughput."""
+    per_split: dict[str, Counter] = {}
+    reasons: Counter = Counter()
+    decoders: Counter = Counter()
+    flags: Counter = Counter()
+    failed_videos = []
+    for s in shard_stats:
+        c = per_split.setdefault(s["split"], Counter())
+        c["videos"] += len(s["videos"])
+        c["ok"] += s["ok"]
+        c["failed"] += s["failed"]
+        c["frames"] += s["frames"]
+        c["bytes"] += s["bytes"]
+        c["shards"] += 1
+        for r in s["videos"]:
+            if r["status"] == "ok":
+                decoders[r["decoder"]] += 1
+                flags.update(r["flags"])
+            else:
+                reasons[r["reason"]] += 1
+                failed_videos.append({"split": s["split"], "shard": s["shard"], "id": r["id"], "reason": r["reason"], "detail": r["detail"]})
+    total = sum(c["videos"] for c in per_split.values())
+    failed = sum(c["failed"] for c in per_split.values())
+    rate = failed / total if total else 0.0
+    return {
+        "out": str(config.out),
+        "videos": total,
+        "ok": total - failed,
+        "failed": failed,
+        "failure_rate": round(rate, 6),
+        "max_failure_rate": config.max_failure_rate,
+        "passed": rate <= config.max_failure_rate,
+        "splits": {k: dict(v) for k, v in per_split.items()},
+        "failures_by_reason": dict(reasons.most_common()),
+        "decoders": dict(decoders),
+        "flags": dict(flags),
+        "this_run": {
+            "videos_processed": processed,
+            "seconds": round(seconds, 3),
+            "videos_per_second": round(processed / work_seconds, 3) if processed and work_seconds > 0 else None,
+            "workers": config.workers,
+            "ray_address": config.address,
+        },
+        "failed_videos": failed_videos,
+    }

@@ -1,0 +1,168 @@
+"""The shard worker: decode, sample, resize and JPEG-encode one shard's videos into a WebDataset tar.
+
+`ShardWorker.setup()` prepares the decoder once per worker; `process(task)` handles one
+shard and never raises for a bad video: each video ends as ok, or failed with a reason.
+The tar is written under a temporary name and renamed; the stats file is written last,
+so its presence marks a finished shard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.sampling import segment_middles
+from pipeline.shard.config import ShardConfig
+from pipeline.shard.plan import ShardTask, VideoEntry
+from pipeline.video.decode import decoder_used, make_decoder
+from pipeline.video.probe import VideoError, probe
+
+
+def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize an RGB frame so its shorter side is `short_side` pixels (0: unchanged)."""
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    if short_side == 0 or min(h, w) == short_side:
+        return frame
+    scale = short_side / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC))
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB", colorsubsampling="420")
+
+
+def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> None:
+    """Write samples (lists of (member name, bytes)) to a tar with fixed metadata, atomically."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for members in samples:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
+
+
+def read_tar_samples(path: Path) -> dict[str, list[tuple[str, bytes]]]:
+    """Members of a shard grouped by sample key, in file order."""
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            key = m.name.split(".", 1)[0]
+            out.setdefault(key, []).append((m.name, tar.extractfile(m).read()))
+    return out
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ShardWorker:
+    """Turns one shard's videos into a WebDataset tar plus a stats file."""
+
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self.decoder = None
+
+    def setup(self) -> None:
+        """Create the decoder (once per worker: DALI builds a pipeline here)."""
+        self.decoder = make_decoder(self.config.decoder)
+        self.decoder.setup()
+
+    def process(self, task: ShardTask, retry_failed: bool = False) -> dict:
+        """Write `task`'s shard; returns its stats (also written to the stats file).
+
+        With `retry_failed`, the videos that succeeded in the existing shard are copied
+        over unchanged and only the failed ones are decoded again.
+        """
+        if self.decoder is None:
+            self.setup()
+        out = self.config.out
+        tar_path, stats_path = task.tar_path(out), task.stats_path(out)
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+        stats_path.parent.mkdir(parents=True, exist_ok=True)
+        reuse: dict[str, list[tuple[str, bytes]]] = {}
+        old_status: dict[str, dict] = {}
+        if retry_failed and stats_path.exists() and tar_path.exists():
+            reuse = read_tar_samples(tar_path)
+            old_status = {r["key"]: r for r in json.loads(stats_path.read_text(encoding="utf-8"))["videos"]}
+        samples, records = [], []
+        for entry in task.entries:
+            if entry.key in reuse and old_status.get(entry.key, {}).get("status") == "ok":
+                samples.append(reuse[entry.key])
+                records.append(old_status[entry.key])
+                continue
+            members, record = self._video(entry, task)
+            records.append(record)
+            if members:
+                samples.append(members)
+        write_tar(tar_path, samples)
+        ok = sum(r["status"] == "ok" for r in records)
+        stats = {
+            "split": task.split,
+            "shard": task.name() + ".tar",
+            "ok": ok,
+            "failed": len(records) - ok,
+            "frames": ok * task.num_frames,
+            "bytes": tar_path.stat().st_size,
+            "videos": records,
+        }
+        write_json(stats_path, stats)  # last: marks the shard finished
+        return stats
+
+    def _video(self, entry: VideoEntry, task: ShardTask) -> tuple[list[tuple[str, bytes]], dict]:
+        record = {"id": entry.id, "key": entry.key, "status": "failed", "reason": "", "detail": ""}
+        try:
+            if entry.path is None:
+                raise VideoError("missing", f"no file for id {entry.id!r} under the root")
+            info = probe(entry.path)
+            indices = segment_middles(info.num_frames, task.num_frames)
+            frames = self.decoder.decode(info, indices)
+            flags = []
+            if info.num_frames < self.config.frames:
+                flags.append("short")
+            if info.num_frames < task.num_frames:
+                flags.append("repeated_frames")
+            jpegs = [encode_jpeg(resize_short_side(f, self.config.short_side), self.config.jpeg_quality) for f in frames]
+        except VideoError as e:
+            record.update(reason=e.reason, detail=e.detail)
+            return [], record
+        except Exception as e:  # a bad video must never take the shard down
+            record.update(reason=f"error: {type(e).__name__}", detail=f"{entry.path}: {e}"[:500])
+            return [], record
+        meta = {
+            "id": entry.id,
+            "key": entry.key,
+            "class_index": entry.class_index,
+            "class_name": entry.class_name,
+            "label": entry.label,
+            "split": task.split,
+            "source": os.path.relpath(entry.path, self.config.root),
+            "frame_indices": [int(i) for i in indices],
+            "timestamps": [round(info.timestamp(i), 6) for i in indices],
+            "fps": round(info.fps, 6),
+            "num_frames": info.num_frames,
+            "width": info.width,
+            "height": info.height,
+            "codec": info.codec,
+            "pix_fmt": info.pix_fmt,
+            "decoder": decoder_used(self.decoder, info),
+            "flags": flags,
+        }
+        members = [(f"{entry.key}.{j:03d}.jpg", b) for j, b in enumerate(jpegs)]
+        members.append((f"{entry.key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
+        members.append((f"{entry.key}.cls", str(entry.class_index).encode("ascii")))
+        record.update(status="ok", decoder=meta["decoder"], flags=flags, num_frames=info.num_frames)
+        return members, record
