@@ -63,6 +63,8 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
     write_manifest(config.out, manifest)
+    for stale in config.out.rglob(".*.partial"):  # left by a killed run (one run per OUT at a time)
+        stale.unlink()
     done: dict[tuple[str, int], dict] = {}
     work: list[tuple[ShardTask, bool]] = []
     for task in tasks:

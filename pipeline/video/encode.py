@@ -39,6 +39,7 @@ CODECS: dict[str, CodecSpec] = {
     "hevc": CodecSpec(".mp4", "mp4", "libx265", options={"preset": "ultrafast", "crf": "28", "x265-params": "log-level=none:pools=none:frame-threads=1"}, tag="hvc1", min_longest_side=64),
     # UCF101 and HMDB51 ship MPEG-4 Part 2 (XviD) in AVI.
     "mpeg4": CodecSpec(".avi", "avi", "mpeg4", options={"qscale": "4"}, tag="XVID"),
+    "gif": CodecSpec(".gif", "gif", "gif", pix_fmt="rgb8"),
 }
 
 
@@ -88,6 +89,7 @@ def write_video(
     codec: str,
     gop: int | None = None,
     reproducible: bool = True,
+    pix_fmt: str | None = None,
 ) -> Path:
     """Encode RGB frames to `path` (its extension should match the codec's container).
 
@@ -99,6 +101,8 @@ def write_video(
         gop: keyframe interval in frames; None keeps the encoder's default
             (for short clips, a single keyframe).
         reproducible: byte-identical output for identical input (x264 about 2x slower).
+        pix_fmt: encode in another pixel format (yuv444p, yuv420p10le ...); FFmpeg then
+            converts from RGB, and the output is not guaranteed to be reproducible.
 
     Returns:
         The path written.
@@ -110,15 +114,18 @@ def write_video(
         raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
     T, H, W, _ = frames.shape
     check_frame_size(codec, W, H)
+    pix_fmt = pix_fmt or spec.pix_fmt
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
     with av.open(str(tmp), mode="w", format=spec.container, options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(spec.encoder, rate=fps, options=dict(spec.options))
-        stream.width, stream.height, stream.pix_fmt = W, H, spec.pix_fmt
+        stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
         stream.time_base = Fraction(1, fps)
         cc = stream.codec_context
         cc.thread_count = 1  # multi-threaded encoders are not bit-reproducible
         cc.flags |= av.codec.context.Flags.bitexact
+        if spec.encoder != "gif":
+            cc.color_range = 1  # limited (MPEG) range, as rgb_to_yuv420p produces
         if spec.tag:
             cc.codec_tag = spec.tag
         x264_params = []
@@ -130,7 +137,10 @@ def write_video(
         if spec.encoder == "libx264" and x264_params:
             cc.options = {**cc.options, "x264-params": ":".join(x264_params)}
         for i in range(T):
-            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
+            if pix_fmt == "yuv420p":
+                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
+            else:
+                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24").reformat(format=pix_fmt)
             frame.pts = i
             for packet in stream.encode(frame):
                 out.mux(packet)

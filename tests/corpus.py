@@ -1,0 +1,84 @@
+"""Test corpora: small real videos written on the fly, good and deliberately bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.synth import CATALOGUE, VideoParams, render_video
+from pipeline.video.encode import write_video
+
+
+def clip(frames: int, width: int = 96, height: int = 64, seed: int = 0) -> np.ndarray:
+    """A synthetic clip with visible motion, (frames, height, width, 3) uint8."""
+    return render_video(CATALOGUE[0], VideoParams(width, height, frames, 12, seed))
+
+
+def write_audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        samples = np.zeros((1, 1024 * 8), dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def bad_input_corpus(root: Path) -> dict[str, str | None]:
+    """Write every kind of awkward input under `root/videos`.
+
+    Returns:
+        {video id: expected failure reason, or None when the video must shard fine}.
+        Ids missing from disk are included (reason "missing").
+    """
+    v = root / "videos"
+    (v / "nested" / "deeper").mkdir(parents=True, exist_ok=True)
+    expect: dict[str, str | None] = {}
+
+    (v / "zero.mp4").write_bytes(b"")
+    expect["zero"] = "empty file"
+    good = write_video(v / "good.mp4", clip(12), 12, "h264")
+    data = good.read_bytes()
+    (v / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom lost
+    expect["truncated"] = "unreadable container"
+    expect["good"] = None
+    (v / "random.avi").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    expect["random"] = "unreadable container"
+    (v / "text.webm").write_text("this is not a video\n" * 50)
+    expect["text"] = "unreadable container"
+    write_audio_only(v / "audio.mp4")
+    expect["audio"] = "no video stream"
+    expect["not-on-disk"] = "missing"
+    write_video(v / "one.mp4", clip(1), 12, "h264")
+    expect["one"] = None
+    write_video(v / "three.webm", clip(3), 12, "vp9")
+    expect["three"] = None
+    write_video(v / "nested" / "yuv444.mp4", clip(10), 12, "h264", pix_fmt="yuv444p", reproducible=False)
+    expect["yuv444"] = None
+    write_video(v / "nested" / "deeper" / "tenbit.mp4", clip(10), 12, "hevc", pix_fmt="yuv420p10le")
+    expect["tenbit"] = None
+    write_video(v / "hd720.mp4", clip(4, 1280, 720), 25, "h264")
+    expect["hd720"] = None
+    write_video(v / "anim.gif", clip(9), 10, "gif")
+    expect["anim"] = None
+    write_video(v / "clip with spaces.avi", clip(10), 12, "mpeg4")
+    expect["clip with spaces"] = None
+    write_video(v / "clip.v2.final.webm", clip(10), 12, "vp8")
+    expect["clip.v2.final"] = None
+    write_video(v / "клип-ü.mp4", clip(10), 12, "h264")
+    expect["клип-ü"] = None
+    return expect
+
+
+def write_lists(root: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:
+    """Write `<class>/<id>` split lists under root/splits; returns that folder."""
+    d = root / "splits"
+    d.mkdir(parents=True, exist_ok=True)
+    for split, items in splits.items():
+        (d / f"{split}.txt").write_text("".join(f"{c}/{i}\n" for c, i in items), encoding="utf-8")
+    return d

@@ -1,0 +1,97 @@
+"""Split lists, downloads (from local file URLs), SSv2 names, video lookup and safe keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from pipeline.datasets import DATASETS, SPLITS, download_splits, find_split_dir, index_videos, read_split, ssv2_class_names
+from pipeline.shard.plan import safe_key
+
+COUNTS = {  # videos per split, as published
+    "ssv2": (67013, 1926, 2857),
+    "ssv2-small": (6400, 1200, 2400),
+    "kinetics100": (6400, 1200, 2400),
+    "ucf101": (9154, 1421, 2745),
+    "hmdb51": (4280, 1194, 1292),
+}
+CLASSES = {"ssv2": (64, 12, 24), "ssv2-small": (64, 12, 24), "kinetics100": (64, 12, 24), "ucf101": (70, 10, 21), "hmdb51": (31, 10, 10)}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_standard_splits_from_a_split_collection(shared_data, tmp_path, name):
+    spec = DATASETS[name]
+    d = find_split_dir(spec, shared_data / "splits", tmp_path)
+    assert d.name == spec.folder
+    lists = {s: read_split(d / f"{s}.txt") for s in SPLITS}
+    assert tuple(len(lists[s]) for s in SPLITS) == COUNTS[name]
+    classes = {s: {c for c, _ in lists[s]} for s in SPLITS}
+    assert tuple(len(classes[s]) for s in SPLITS) == CLASSES[name]
+    assert not (classes["train"] & classes["val"] or classes["train"] & classes["test"] or classes["val"] & classes["test"])
+
+
+def test_download_fetches_once_into_the_cache(shared_data, tmp_path):
+    raw = shared_data / "splits" / "raw" / "trx" / "splits" / "hmdb_ARN"
+    src = tmp_path / "src"
+    src.mkdir()
+    for s in SPLITS:
+        (src / f"{s}list03.txt").write_bytes((raw / f"{s}list03.txt").read_bytes())
+    spec = replace(DATASETS["hmdb51"], sources={s: (src / f"{s}list03.txt").as_uri() for s in SPLITS})
+    d = download_splits(spec, tmp_path / "cache")
+    assert d == tmp_path / "cache" / "splits" / "hmdb51"
+    assert len(read_split(d / "test.txt")) == 1292
+    for f in src.iterdir():  # a second call must not need the source
+        f.unlink()
+    assert download_splits(spec, tmp_path / "cache") == d
+
+
+def test_failed_download_says_how_to_supply_the_lists(tmp_path):
+    spec = replace(DATASETS["ucf101"], sources={"train": (tmp_path / "nowhere.txt").as_uri()})
+    with pytest.raises(RuntimeError, match="pass --splits DIR"):
+        download_splits(spec, tmp_path / "cache")
+
+
+def test_public_sources_cover_every_benchmark():
+    for name in COUNTS:
+        assert set(DATASETS[name].sources) == set(SPLITS)
+        assert all(u.startswith("https://") for u in DATASETS[name].sources.values())
+
+
+def test_ssv2_names_come_from_the_label_files(tmp_path):
+    labels = tmp_path / "root" / "labels"
+    labels.mkdir(parents=True)
+    (labels / "train.json").write_text(json.dumps([{"id": "78687", "label": "x", "template": "Pushing [something] from left to right", "placeholders": []}]))
+    (labels / "validation.json").write_text(json.dumps([{"id": "195025", "label": "y", "template": "Dropping [something] onto [something]", "placeholders": []}]))
+    names = ssv2_class_names(tmp_path / "root", {"train": [("train8", "78687")], "test": [("test18", "195025"), ("test3", "1")]})
+    assert names == {"train8": "Pushing something from left to right", "test18": "Dropping something onto something"}
+    assert ssv2_class_names(tmp_path / "empty", {"train": [("train8", "78687")]}) == {}
+
+
+def test_videos_are_found_by_id_in_any_subfolder(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "v1.webm").write_bytes(b"x")
+    (tmp_path / "v2.mp4").write_bytes(b"x")
+    (tmp_path / "a" / "v2.avi").write_bytes(b"x")  # duplicate id
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "clip.v3.mkv").write_bytes(b"x")
+    index, dups = index_videos(tmp_path)
+    assert set(index) == {"v1", "v2", "clip.v3"} and dups == 1
+    assert index["v1"].name == "v1.webm"
+
+
+def test_malformed_split_line_names_file_and_line(tmp_path):
+    p = tmp_path / "train.txt"
+    p.write_text("a/1\nno-slash-here\n")
+    with pytest.raises(ValueError, match=r"train.txt:2: expected '<class name>/<video id>'"):
+        read_split(p)
+
+
+def test_safe_keys_have_no_dots_and_stay_distinct():
+    ids = ["12345", "clip.v2", "clip_v2", "clip v2", "клип-ü", "a.b.c", "-VtLx-mcPds_000012_000022"]
+    keys = [safe_key(i) for i in ids]
+    assert len(set(keys)) == len(ids)
+    assert all("." not in k and " " not in k and k.isascii() for k in keys)
+    assert safe_key("12345") == "12345" and safe_key("-VtLx-mcPds_000012_000022") == "-VtLx-mcPds_000012_000022"
+    assert safe_key("clip.v2") == safe_key("clip.v2")  # deterministic

@@ -1,0 +1,123 @@
+"""Sparse decoding gives exactly the frames a full decode gives, whatever the backend."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from corpus import clip
+from pipeline.sampling import segment_middles
+from pipeline.video.decode import DaliDecoder, PyAVDecoder, make_decoder
+from pipeline.video.encode import write_video
+from pipeline.video.probe import VideoError, probe
+
+
+def full_decode(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def index_sets(n: int, rng) -> list[list[int]]:
+    sets = [segment_middles(n, 8), segment_middles(n, 16), [n - 1, 0], [0] * 3]
+    sets.append(sorted(rng.choice(n, size=min(8, n), replace=False).tolist()))
+    sets.append(rng.choice(n, size=min(8, n), replace=False).tolist())  # unsorted
+    return sets
+
+
+@pytest.mark.parametrize("skip_nonref", [True, False])
+def test_pyav_sparse_equals_full_decode_on_real_clips(real_clips, skip_nonref):
+    dec = PyAVDecoder(skip_nonref=skip_nonref)
+    rng = np.random.default_rng(0)
+    for path in real_clips:
+        info = probe(path)
+        ref = full_decode(path)
+        assert info.num_frames == len(ref), path
+        for idx in index_sets(info.num_frames, rng):
+            got = dec.decode(info, idx)
+            assert got.shape[0] == len(idx)
+            for k, i in enumerate(idx):
+                assert np.array_equal(got[k], ref[i]), (path.name, i)
+
+
+def test_seeking_across_many_keyframes_is_exact(tmp_path):
+    # One keyframe every 5 frames: sparse decoding seeks between them.
+    frames = clip(60, seed=3)
+    path = write_video(tmp_path / "gop5.mp4", frames, 25, "h264", gop=5)
+    info = probe(path)
+    assert len(info.keyframe_pts) == 12
+    ref = full_decode(path)
+    for idx in ([3, 17, 41, 59], [0, 5, 10, 55], [58, 2, 30]):
+        got = PyAVDecoder().decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), i
+
+
+def _nearest(frame: np.ndarray, ref: list[np.ndarray], around: int) -> int:
+    cands = [j for j in (around - 1, around, around + 1) if 0 <= j < len(ref)]
+    return min(cands, key=lambda j: np.abs(frame.astype(np.int16) - ref[j]).mean())
+
+
+@pytest.mark.parametrize("codec", ["vp9", "vp8"])
+def test_dali_cpu_matches_pyav_frames_and_indices(tmp_path, codec):
+    pytest.importorskip("nvidia.dali")
+    frames = clip(30, seed=5)
+    path = write_video(tmp_path / f"c.{codec}.webm", frames, 12, codec)
+    info = probe(path)
+    dali = DaliDecoder("cpu")
+    dali.setup()
+    ref = full_decode(path)
+    idx = segment_middles(info.num_frames, 8)
+    got = dali.decode(info, idx)
+    pyav = PyAVDecoder().decode(info, idx)
+    assert got.shape == pyav.shape
+    assert np.abs(got.astype(np.int16) - pyav).mean() < 2.0
+    for k, i in enumerate(idx):  # no off-by-one: the frame is closest to its own index
+        assert _nearest(got[k], ref, i) == i
+
+
+def test_dali_cpu_refuses_h264_with_a_reason(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    path = write_video(tmp_path / "c.mp4", clip(8), 12, "h264")
+    dali = DaliDecoder("cpu")
+    assert not dali.supports(probe(path))
+    with pytest.raises(VideoError, match="dali-cpu cannot decode h264"):
+        dali.decode(probe(path), [0])
+
+
+@pytest.mark.gpu
+def test_dali_gpu_matches_pyav_on_real_clips(real_clips):
+    dali = DaliDecoder("gpu")
+    dali.setup()
+    for path in real_clips:
+        info = probe(path)
+        if not dali.supports(info):
+            continue
+        idx = segment_middles(info.num_frames, 8)
+        ref = full_decode(path)
+        got = dali.decode(info, idx)
+        assert np.abs(got.astype(np.int16) - np.stack([ref[i] for i in idx])).mean() < 3.0, path
+        for k, i in enumerate(idx):
+            assert _nearest(got[k], ref, i) == i, (path, i)
+
+
+def test_auto_uses_pyav_without_a_gpu(tmp_path):
+    from pipeline.video.decode import cuda_available, decoder_used
+
+    if cuda_available():
+        pytest.skip("a GPU is present")
+    dec = make_decoder("auto")
+    dec.setup()
+    path = write_video(tmp_path / "c.webm", clip(8), 12, "vp9")
+    assert decoder_used(dec, probe(path)) == "pyav"
+
+
+def test_out_of_range_indices_are_refused(tmp_path):
+    path = write_video(tmp_path / "c.mp4", clip(8), 12, "h264")
+    with pytest.raises(ValueError, match=r"outside \[0, 8\)"):
+        PyAVDecoder().decode(probe(path), [0, 8])
+
+
+def test_unknown_decoder_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: auto, dali, dali-cpu, pyav"):
+        make_decoder("ffmpeg")

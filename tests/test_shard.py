@@ -1,0 +1,270 @@
+"""The shard stage end to end: read-back, exact sampling, bad input, kill-and-resume, retries."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.data import app
+from corpus import bad_input_corpus, write_lists
+from pipeline.sampling import segment_middles
+from pipeline.shard.config import ShardConfig
+from pipeline.shard.run import run_shard_stage
+from pipeline.synth import SynthConfig, generate
+from pipeline.synth.generate import load_videos
+from pipeline.video.encode import CODECS, write_video
+
+SYNTH = dict(classes=6, videos_per_class=4, size=(96, 64), frames=(12, 20), codecs=("vp9", "h264", "mpeg4"), workers=1)
+
+
+def tree(root: Path, skip=("summary.json",)) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def shard_config(root: Path, out: Path, **kw) -> ShardConfig:
+    return ShardConfig(**{"dataset": "synth", "root": root, "out": out, "workers": 1, "shard_size": 5, "short_side": 48, **kw})
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shard") / "synth"
+    generate(SynthConfig(out=root, **SYNTH))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(synth_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shard") / "out"
+    summary = run_shard_stage(shard_config(synth_root, out))
+    assert summary["failed"] == 0 and summary["passed"]
+    return out
+
+
+def read_split(out: Path, split: str) -> list[dict]:
+    urls = sorted(str(p) for p in (out / split).glob("shard-*.tar"))
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+def test_shards_read_back_with_webdataset(shards, synth_root):
+    manifest = json.loads((shards / "manifest.json").read_text())
+    videos = {v["id"]: v for v in load_videos(synth_root)}
+    assert manifest["dataset"] == "synth" and manifest["tool_version"]
+    assert manifest["sampling"]["frames"] == 8 and manifest["sampling"]["train_frames"] == 16
+    for split in ("train", "val", "test"):
+        samples = read_split(shards, split)
+        info = manifest["splits"][split]
+        assert len(samples) == info["videos"] > 0
+        names = {c["index"]: c["name"] for c in info["classes"]}
+        n_frames = 16 if split == "train" else 8
+        for s in samples:
+            meta = json.loads(s["json"])
+            frames = sorted(k for k in s if k.endswith(".jpg"))
+            assert frames == [f"{j:03d}.jpg" for j in range(n_frames)]
+            assert int(s["cls"]) == meta["class_index"] and names[meta["class_index"]] == meta["class_name"]
+            assert meta["class_name"] == videos[meta["id"]]["class"] and meta["split"] == split
+            assert meta["frame_indices"] == segment_middles(meta["num_frames"], n_frames)
+            assert meta["num_frames"] == videos[meta["id"]]["frames"]
+            assert len(meta["timestamps"]) == n_frames and meta["decoder"] == "pyav"
+            img = Image.open(io.BytesIO(s["000.jpg"]))
+            assert min(img.size) == 48  # short side
+
+
+def counter_video(n: int) -> np.ndarray:
+    """Frame k is flat grey level 10 + 7k: its index can be read back from any lossy copy."""
+    levels = 10 + 7 * np.arange(n, dtype=np.int32)
+    return np.broadcast_to(levels[:, None, None, None], (n, 64, 96, 3)).astype(np.uint8).copy()
+
+
+def test_stored_frames_are_the_sampled_indices_exactly(tmp_path):
+    root = tmp_path / "root"
+    (root / "v").mkdir(parents=True)
+    ids = []
+    for name, codec, gop in [("h264", "h264", None), ("h264gop5", "h264", 5), ("vp9", "vp9", None), ("vp9gop4", "vp9", 4),
+                             ("mpeg4", "mpeg4", None), ("hevc", "hevc", None), ("gif", "gif", None)]:
+        for n in (3, 9, 17, 34):
+            vid = f"{name}-{n}"
+            write_video(root / "v" / f"{vid}{CODECS[codec].ext}", counter_video(n), 25, codec, gop=gop)
+            ids.append(("counter", vid))
+    write_lists(root, {"train": ids, "test": ids})
+    out = tmp_path / "out"
+    summary = run_shard_stage(ShardConfig(dataset="folder", root=root, out=out, splits=("train", "test"), workers=1, short_side=0))
+    assert summary["failed"] == 0
+    for split, n_frames in (("train", 16), ("test", 8)):
+        samples = read_split(out, split)
+        assert len(samples) == len(ids)
+        for s in samples:
+            meta = json.loads(s["json"])
+            assert meta["frame_indices"] == segment_middles(meta["num_frames"], n_frames)
+            for j, i in enumerate(meta["frame_indices"]):
+                level = np.asarray(Image.open(io.BytesIO(s[f"{j:03d}.jpg"]))).mean()
+                assert round((level - 10) / 7) == i, (meta["id"], j, i, level)
+
+
+def test_real_clips_store_the_decoded_frames_at_the_sampled_indices(real_clips, tmp_path):
+    import av
+
+    write_lists(tmp_path, {"test": [(p.parent.name, p.stem) for p in real_clips]})
+    out = tmp_path / "out"
+    summary = run_shard_stage(ShardConfig(dataset="folder", root=real_clips[0].parents[1], splits_dir=tmp_path / "splits",
+                                          out=out, splits=("test",), workers=1, short_side=0))
+    assert summary["failed"] == 0 and summary["ok"] == len(real_clips)
+    by_id = {p.stem: p for p in real_clips}
+    judged = 0
+    for s in read_split(out, "test"):
+        meta = json.loads(s["json"])
+        with av.open(str(by_id[meta["id"]])) as c:
+            ref = [f.to_ndarray(format="rgb24").astype(np.int16) for f in c.decode(video=0)]
+        assert meta["num_frames"] == len(ref)
+        for j, i in enumerate(meta["frame_indices"]):
+            stored = np.asarray(Image.open(io.BytesIO(s[f"{j:03d}.jpg"]))).astype(np.int16)
+            err = np.abs(stored - ref[i]).mean()
+            assert err < 4.0, (meta["id"], i, err)  # JPEG loss only
+            for k in (i - 1, i + 1):  # where a neighbour differs well beyond JPEG loss, it must not match better
+                if 0 <= k < len(ref) and np.abs(ref[k] - ref[i]).mean() > 3 * err:
+                    assert np.abs(stored - ref[k]).mean() > err, (meta["id"], i, k)
+                    judged += 1
+    assert judged >= 100
+
+
+def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth_root, tmp_path):
+    ray = pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    summary = run_shard_stage(shard_config(synth_root, out, workers=2))
+    assert summary["this_run"]["videos_processed"] == summary["videos"]
+    assert tree(out) == tree(shards)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        manifest = json.loads((out / "manifest.json").read_text())
+        for split in ("train", "test"):
+            rows = ray.data.read_webdataset(str(out / split)).take_all()
+            assert len(rows) == manifest["splits"][split]["videos"]
+            assert {"000.jpg", "json", "cls", "__key__"} <= set(rows[0])
+    finally:
+        ray.shutdown()
+
+
+def test_rerun_skips_finished_shards(shards, synth_root):
+    before = tree(shards)
+    summary = run_shard_stage(shard_config(synth_root, shards))
+    assert summary["this_run"]["videos_processed"] == 0
+    assert tree(shards) == before
+
+
+def test_other_settings_into_the_same_out_are_refused(shards, synth_root):
+    with pytest.raises(ValueError, match="sampling"):
+        run_shard_stage(shard_config(synth_root, shards, frames=4, train_frames=8))
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("bad")
+    expect = bad_input_corpus(root)
+    ids = list(expect)
+    write_lists(root, {"train": [(f"class {i % 3}", vid) for i, vid in enumerate(ids)], "test": [("other class", "good")]})
+    return root, expect
+
+
+def test_bad_input_ends_as_ok_or_failed_with_a_reason(bad_corpus, tmp_path):
+    root, expect = bad_corpus
+    out = tmp_path / "out"
+    config = ShardConfig(dataset="folder", root=root, out=out, splits=("train", "test"), workers=1, shard_size=4, short_side=64, max_failure_rate=1.0)
+    summary = run_shard_stage(config)
+    statuses = {}
+    for f in sorted((out / "_status" / "train").glob("*.json")):
+        for r in json.loads(f.read_text())["videos"]:
+            assert r["id"] not in statuses
+            statuses[r["id"]] = r
+    assert set(statuses) == set(expect)  # nothing lost
+    for vid, reason in expect.items():
+        r = statuses[vid]
+        if reason is None:
+            assert r["status"] == "ok", (vid, r)
+        else:
+            assert (r["status"], r["reason"]) == ("failed", reason), (vid, r)
+            assert r["detail"]
+    assert statuses["one"]["flags"] == ["short", "repeated_frames"] and statuses["three"]["flags"] == ["short", "repeated_frames"]
+    stored = {json.loads(s["json"])["id"]: s for s in read_split(out, "train")}
+    assert set(stored) == {v for v, r in expect.items() if r is None}
+    assert all("." not in s["__key__"] for s in stored.values())
+    big = json.loads(stored["hd720"]["json"])
+    assert (big["width"], big["height"]) == (1280, 720)
+    assert Image.open(io.BytesIO(stored["hd720"]["000.jpg"])).size == (114, 64)
+    n_bad = sum(r is not None for r in expect.values())
+    assert summary["failed"] == n_bad and summary["videos"] == len(expect) + 1
+    assert sum(summary["failures_by_reason"].values()) == n_bad
+    assert json.loads((out / "summary.json").read_text())["failed"] == n_bad
+
+
+def test_cli_exit_code_follows_the_failure_rate(bad_corpus, tmp_path):
+    root, expect = bad_corpus
+    args = ["shard", "folder", "--root", str(root), "--workers", "1", "--short-side", "32", "--split", "test"]
+    ok = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    args[-1] = "train"
+    bad = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--max-failure-rate", "0.1"])
+    assert bad.exit_code == 1, bad.output
+    assert "exceeds --max-failure-rate" in " ".join(bad.output.split())
+    assert "failures by reason" in bad.output
+    lenient = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--max-failure-rate", "0.9"])
+    assert lenient.exit_code == 0, lenient.output
+
+
+def test_retry_failed_redoes_only_failed_videos(synth_root, shards, tmp_path):
+    root = tmp_path / "root"
+    (root / "videos").mkdir(parents=True)
+    for p in (synth_root / "videos").iterdir():
+        os.link(p, root / "videos" / p.name)
+    (root / "splits").mkdir()
+    for f in (synth_root / "splits").iterdir():
+        (root / "splits" / f.name).write_bytes(f.read_bytes())
+    victim = sorted((root / "videos").iterdir())[3]
+    kept = victim.read_bytes()
+    victim.unlink()
+    out = tmp_path / "out"
+    first = run_shard_stage(shard_config(root, out, dataset="folder", max_failure_rate=1.0))
+    assert first["failed"] == 1 and first["failures_by_reason"] == {"missing": 1}
+    victim.write_bytes(kept)
+    again = run_shard_stage(shard_config(root, out, dataset="folder"))
+    assert again["failed"] == 1 and again["this_run"]["videos_processed"] == 0  # finished shards are skipped
+    retried = run_shard_stage(shard_config(root, out, dataset="folder", retry_failed=True))
+    assert retried["failed"] == 0 and retried["this_run"]["videos_processed"] == 5  # one shard
+    fresh = tmp_path / "fresh"
+    run_shard_stage(shard_config(root, fresh, dataset="folder"))
+    skip = ("summary.json", "manifest.json")
+    assert tree(out, skip) == tree(fresh, skip)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
+           "--workers", "1", "--shard-size", "5", "--short-side", "48"]
+    for kill_after in (1, 3):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob("_status/*/*.json"))) < kill_after:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    total_shards = len(list(shards.glob("_status/*/*.json")))
+    assert len(list(out.glob("_status/*/*.json"))) < total_shards, "the run finished before it was killed"
+    summary = run_shard_stage(shard_config(synth_root, out))
+    assert 0 < summary["this_run"]["videos_processed"] < summary["videos"]
+    assert tree(out) == tree(shards)  # stale partial files included: they must be gone
