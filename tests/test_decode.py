@@ -102,14 +102,15 @@ def test_dali_gpu_matches_pyav_on_real_clips(real_clips):
 
 
 def test_auto_uses_pyav_without_a_gpu(tmp_path):
-    from pipeline.video.decode import cuda_available, decoder_used
+    from pipeline.video.decode import cuda_available, read_sampled
 
     if cuda_available():
         pytest.skip("a GPU is present")
     dec = make_decoder("auto")
     dec.setup()
     path = write_video(tmp_path / "c.webm", clip(8), 12, "vp9")
-    assert decoder_used(dec, probe(path)) == "pyav"
+    info, idx, frames, backend = read_sampled(dec, path, lambda n: [0, n - 1], lambda w, h: None)
+    assert backend == "pyav" and idx == [0, 7] and frames.shape == (2, 64, 96, 3)
 
 
 def test_out_of_range_indices_are_refused(tmp_path):

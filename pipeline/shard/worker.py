@@ -19,20 +19,8 @@ import numpy as np
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, VideoEntry
-from pipeline.video.decode import decoder_used, make_decoder
-from pipeline.video.probe import VideoError, probe
-
-
-def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
-    """Resize an RGB frame so its shorter side is `short_side` pixels (0: unchanged)."""
-    from PIL import Image
-
-    h, w = frame.shape[:2]
-    if short_side == 0 or min(h, w) == short_side:
-        return frame
-    scale = short_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC))
+from pipeline.video.decode import make_decoder, read_sampled, scaled_size
+from pipeline.video.probe import VideoError
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -127,15 +115,18 @@ class ShardWorker:
         try:
             if entry.path is None:
                 raise VideoError("missing", f"no file for id {entry.id!r} under the root")
-            info = probe(entry.path)
-            indices = segment_middles(info.num_frames, task.num_frames)
-            frames = self.decoder.decode(info, indices)
+            info, indices, frames, backend = read_sampled(
+                self.decoder,
+                entry.path,
+                lambda n: segment_middles(n, task.num_frames),
+                lambda w, h: scaled_size(w, h, self.config.short_side),
+            )
             flags = []
             if info.num_frames < self.config.frames:
                 flags.append("short")
             if info.num_frames < task.num_frames:
                 flags.append("repeated_frames")
-            jpegs = [encode_jpeg(resize_short_side(f, self.config.short_side), self.config.jpeg_quality) for f in frames]
+            jpegs = [encode_jpeg(f, self.config.jpeg_quality) for f in frames]
         except VideoError as e:
             record.update(reason=e.reason, detail=e.detail)
             return [], record
@@ -158,7 +149,7 @@ class ShardWorker:
             "height": info.height,
             "codec": info.codec,
             "pix_fmt": info.pix_fmt,
-            "decoder": decoder_used(self.decoder, info),
+            "decoder": backend,
             "flags": flags,
         }
         members = [(f"{entry.key}.{j:03d}.jpg", b) for j, b in enumerate(jpegs)]

@@ -56,11 +56,11 @@ class VideoInfo:
         return index / self.fps
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Demux the first video stream of `path` (no decoding).
+def open_video(path: str | os.PathLike):
+    """Open `path` with PyAV; returns (container, its first video stream).
 
     Raises:
-        VideoError: missing, empty or unreadable file, no video stream, or no frames.
+        VideoError: missing, empty or unreadable file, or no video stream.
     """
     import av  # heavy import, kept local
 
@@ -73,43 +73,56 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         container = av.open(str(path))
     except av.FFmpegError as e:
         raise VideoError("unreadable container", f"{path}: {e}") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise VideoError("no video stream", f"{path} has streams: {', '.join(kinds)}")
+    return container, container.streams.video[0]
+
+
+def demux_packets(container, stream, path) -> list:
+    """Every non-empty packet of `stream`, in decode order (flush packets and AVI placeholders dropped)."""
+    import av
+
+    try:
+        return [p for p in container.demux(stream) if p.size > 0]
+    except av.FFmpegError as e:
+        raise VideoError("corrupt stream", f"{path}: {e}") from None
+
+
+def info_from_packets(path, stream, packets: list) -> VideoInfo:
+    """Stream facts from its demuxed packets: one frame per packet."""
+    pts = [p.pts for p in packets if p.pts is not None]
+    keys = [p.pts for p in packets if p.pts is not None and p.is_keyframe]
+    if not packets:
+        raise VideoError("no frames", str(path))
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    if fps <= 0 and tb > 0 and len(pts) > 1 and max(pts) > min(pts):
+        fps = (len(pts) - 1) / ((max(pts) - min(pts)) * tb)
+    return VideoInfo(
+        path=str(path),
+        codec=cc.name,
+        pix_fmt=cc.format.name if cc.format else "unknown",
+        width=cc.width,
+        height=cc.height,
+        fps=fps if fps > 0 else 25.0,
+        num_frames=len(packets),
+        frame_pts=tuple(sorted(pts)),
+        keyframe_pts=tuple(sorted(keys)),
+        time_base=tb,
+        pts_reliable=len(pts) == len(packets) and len(set(pts)) == len(pts) and tb > 0,
+    )
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Demux the first video stream of `path` (no decoding).
+
+    Raises:
+        VideoError: missing, empty or unreadable file, no video stream, or no frames.
+    """
+    container, stream = open_video(path)
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise VideoError("no video stream", f"{path} has streams: {', '.join(kinds)}")
-        stream = container.streams.video[0]
-        pts, keys, missing_pts = [], [], 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:  # flush packets and AVI placeholders carry no frame
-                    continue
-                if packet.pts is None:
-                    missing_pts += 1
-                    continue
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keys.append(packet.pts)
-        except av.FFmpegError as e:
-            raise VideoError("corrupt stream", f"{path}: {e}") from None
-        n = len(pts) + missing_pts
-        if n == 0:
-            raise VideoError("no frames", str(path))
-        cc = stream.codec_context
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        if fps <= 0 and tb > 0 and len(pts) > 1:
-            fps = (len(pts) - 1) / ((max(pts) - min(pts)) * tb)
-        return VideoInfo(
-            path=str(path),
-            codec=cc.name,
-            pix_fmt=cc.format.name if cc.format else "unknown",
-            width=cc.width,
-            height=cc.height,
-            fps=fps if fps > 0 else 25.0,
-            num_frames=n,
-            frame_pts=tuple(sorted(pts)),
-            keyframe_pts=tuple(sorted(keys)),
-            time_base=tb,
-            pts_reliable=missing_pts == 0 and len(set(pts)) == len(pts) and tb > 0,
-        )
+        return info_from_packets(path, stream, demux_packets(container, stream, path))
