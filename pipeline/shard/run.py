@@ -22,14 +22,15 @@ def _finished(task: ShardTask, out: Path) -> dict | None:
     return None
 
 
-def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict]:
+def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
     worker = ShardWorker(config)
     worker.setup()
+    yield None  # set up: throughput is timed from here
     for task, retry in work:
         yield worker.process(task, retry_failed=retry)
 
 
-def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict]:
+def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
     """One actor per worker (its decoder is set up once), each shard one task."""
     import ray
     from ray.util import ActorPool
@@ -46,6 +47,7 @@ def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterato
         n_actors = max(1, min(config.workers, len(work)))
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
         ray.get([a.setup.remote() for a in actors])
+        yield None  # workers are up: throughput is timed from here
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda a, w: a.process.remote(w[0], retry_failed=w[1]), work)
     finally:
@@ -81,12 +83,15 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     failures = sum(v["failed"] for v in done.values())
     if on_progress:
         on_progress(skipped_videos, total, failures)
-    results: Iterable[dict] = []
+    results: Iterable[dict | None] = []
     if work:
         use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)
         results = _run_ray(config, work) if use_ray else _run_local(config, work)
-    t_work = time.perf_counter()
+    t_start = t_work = time.perf_counter()
     for stats in results:
+        if stats is None:  # workers ready
+            t_work = time.perf_counter()
+            continue
         key = (stats["split"], int(stats["shard"][6:12]))
         done[key] = stats
         processed += len(stats["videos"])
@@ -95,6 +100,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
             on_progress(skipped_videos + processed, total, failures)
     seconds = time.perf_counter() - t0
     summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, seconds, time.perf_counter() - t_work)
+    summary["this_run"]["startup_seconds"] = round(t_work - t_start, 3)
     write_json(config.out / "summary.json", summary)
     return summary
 
@@ -139,7 +145,7 @@ def summarise(config: ShardConfig, shard_stats: list[dict], processed: int, seco
         "this_run": {
             "videos_processed": processed,
             "seconds": round(seconds, 3),
-            "videos_per_second": round(processed / work_seconds, 3) if processed and work_seconds > 0 else None,
+            "videos_per_second": round(processed / work_seconds, 3) if processed and work_seconds > 0 else None,  # workers up
             "workers": config.workers,
             "ray_address": config.address,
         },
