@@ -5,13 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fsar-installed
 DATA   ?= data
 SYNTH  ?= $(DATA)/synth
+SHARDS ?= $(DATA)/synth-shards
+RESULTS ?= results
 
-.PHONY: help setup test test-all reproduce clean
+.PHONY: help setup test test-all reproduce bench-decode clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
+	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"
 
@@ -31,7 +34,15 @@ test-all: setup
 
 reproduce: setup
 	$(BIN)/fsar-data synth $(SYNTH)
-	@echo "synthetic benchmark ready in $(SYNTH) (classes.json, splits/, videos/)"
+	$(BIN)/fsar-data shard synth --root $(SYNTH) --out $(SHARDS) --short-side 144
+	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS)"
+
+$(VENV)/.fsar-bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+bench-decode: $(VENV)/.fsar-bench-installed
+	$(BIN)/python -m pipeline.bench.decode --out $(RESULTS)/bench-decode
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

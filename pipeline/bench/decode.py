@@ -1,0 +1,246 @@
+"""Decode benchmark: the shard stage against raw decoders doing the same sampling, in one run.
+
+    python -m pipeline.bench.decode [--out results/bench-decode] [--scale 1.0]
+
+Builds (once, cached) a corpus like the benchmarks' videos, then measures videos/s on
+one core: our shard stage (decode, resize, JPEG, tar) and raw decoders returning the
+same 8 uniformly sampled frames resized to a 256-pixel short side: PyAV decoding every
+frame, PyAV seeking per frame, torchcodec, decord and OpenCV (each skipped, with the
+reason, when not installed). Then the stage's scaling from 1 to 2 workers. Ratios are
+against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.sampling import segment_middles
+from pipeline.video.decode import resize_frames, scaled_size
+from pipeline.synth import CATALOGUE, VideoParams, render_video
+from pipeline.video.encode import CODECS, write_video
+from pipeline.video.probe import probe
+
+SHORT_SIDE = 256
+T = 8
+
+# name: (codec, width, height, frames, fps, gop, clips, grain). Grain (noise std in grey
+# levels) brings bitrates near real data: about 500 kbps (SSv2 and UCF101), 650 (Kinetics).
+CORPORA = {
+    "ssv2-like VP9 240p": ("vp9", 424, 240, 42, 12, None, 120, 0.0),
+    "kinetics-like H.264 10 s, 1 keyframe": ("h264", 456, 256, 250, 25, 1000, 10, 2.0),
+    "kinetics-like H.264 10 s, keyframe/30": ("h264", 456, 256, 250, 25, 30, 10, 2.0),
+    "ucf-like MPEG-4 AVI 320x240": ("mpeg4", 320, 240, 175, 25, None, 30, 10.0),
+}
+REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-clips"
+
+
+def build_corpus(root: Path, scale: float) -> dict[str, list[Path]]:
+    """Render and encode the corpora under `root` (reused when already there)."""
+    out = {}
+    for i, (name, (codec, w, h, n, fps, gop, clips, grain)) in enumerate(CORPORA.items()):
+        d = root / f"corpus{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for k in range(max(2, int(clips * scale))):
+            p = d / f"{i}-{k:03d}{CODECS[codec].ext}"
+            if not p.exists():
+                spec = CATALOGUE[(7 * k + i) % len(CATALOGUE)]
+                frames = render_video(spec, VideoParams(w, h, n, fps, 1000 * i + k))
+                if grain:
+                    noise = np.random.default_rng(k).normal(0.0, grain, size=frames.shape)
+                    frames = np.clip(frames + noise, 0, 255).astype(np.uint8)
+                write_video(p, frames, fps, codec, gop=gop, reproducible=False)
+            paths.append(p)
+        out[name] = paths
+    if REAL_CLIPS.is_dir():  # the real clips beside the checkout: UCF101/HMDB51 MPEG-4, Kinetics H.264
+        out["real clips (UCF101, HMDB51, Kinetics)"] = sorted(p for p in REAL_CLIPS.rglob("*") if p.suffix in (".mp4", ".avi"))
+    return out
+
+
+def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+    """The raw decoders' resize: OpenCV's (the fastest here) when installed."""
+    size = scaled_size(frame.shape[1], frame.shape[0], short_side)
+    if size is None:
+        return frame
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+    except ImportError:
+        return resize_frames(frame[None], size)[0]
+
+
+# -- raw decoders: path, indices -> list of resized RGB frames ---------------------------------
+def pyav_every_frame(path: Path, idx: list[int]) -> list[np.ndarray]:
+    import av
+
+    want, out = set(idx), {}
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.codec_context.thread_count = 1
+        for k, f in enumerate(c.decode(s)):
+            if k in want:
+                out[k] = resize_short_side(f.to_ndarray(format="rgb24"), SHORT_SIDE)
+            if k >= idx[-1]:
+                break
+    return [out[i] for i in idx]
+
+
+def pyav_seek(path: Path, idx: list[int]) -> list[np.ndarray]:
+    """The usual per-frame recipe: seek to the frame's time, decode forward to it."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.codec_context.thread_count = 1
+        rate, tb = float(s.average_rate), float(s.time_base)
+        start = s.start_time or 0
+        for i in idx:
+            target = start + int(round(i / rate / tb))
+            c.seek(target, stream=s, backward=True)
+            for f in c.decode(s):
+                if f.pts is not None and f.pts >= target:
+                    out.append(resize_short_side(f.to_ndarray(format="rgb24"), SHORT_SIDE))
+                    break
+    return out
+
+
+def torchcodec_frames(path: Path, idx: list[int]) -> list[np.ndarray]:
+    from torchcodec.decoders import VideoDecoder
+
+    d = VideoDecoder(str(path), num_ffmpeg_threads=1, seek_mode="approximate")
+    batch = d.get_frames_at(idx).data.permute(0, 2, 3, 1).numpy()
+    return [resize_short_side(f, SHORT_SIDE) for f in batch]
+
+
+def decord_frames(path: Path, idx: list[int]) -> list[np.ndarray]:
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=1)
+    return [resize_short_side(f, SHORT_SIDE) for f in vr.get_batch(idx).asnumpy()]
+
+
+def opencv_sequential(path: Path, idx: list[int]) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    want, out, k = set(idx), {}, 0
+    while k <= idx[-1]:
+        if not cap.grab():
+            break
+        if k in want:
+            ok, bgr = cap.retrieve()
+            out[k] = resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), SHORT_SIDE)
+        k += 1
+    cap.release()
+    return [out[i] for i in idx]
+
+
+RAW: dict[str, Callable] = {
+    "PyAV every frame": pyav_every_frame,
+    "PyAV seeking": pyav_seek,
+    "torchcodec get_frames_at": torchcodec_frames,
+    "decord get_batch": decord_frames,
+    "OpenCV sequential": opencv_sequential,
+}
+
+
+def time_raw(fn: Callable, paths: list[Path], indices: dict[Path, list[int]]) -> float | str:
+    """videos/s of `fn` over `paths`, or the reason it could not run."""
+    try:
+        fn(paths[0], indices[paths[0]])  # warm-up: imports, codec init
+    except Exception as e:  # missing package or unsupported file
+        return f"n/a ({type(e).__name__}: {str(e).splitlines()[0][:60]})"
+    t = time.perf_counter()
+    for p in paths:
+        try:
+            frames = fn(p, indices[p])
+        except Exception as e:
+            return f"failed on {p.name} ({type(e).__name__})"
+        if len(frames) != len(indices[p]):
+            return f"wrong frame count on {p.name}: {len(frames)} of {len(indices[p])}"
+    return len(paths) / (time.perf_counter() - t)
+
+
+def time_stage(paths: list[Path], out: Path, workers: int) -> dict:
+    from pipeline.shard.config import ShardConfig
+    from pipeline.shard.run import run_shard_stage
+
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    lists = out / "lists"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "test.txt").write_text("".join(f"bench/{p.stem}\n" for p in paths))
+    config = ShardConfig(
+        dataset="folder", root=root, splits_dir=lists, out=out / "shards", splits=("test",),
+        workers=workers, shard_size=max(1, len(paths) // (4 * workers)), decoder="pyav", short_side=SHORT_SIDE,
+    )
+    summary = run_shard_stage(config)
+    assert summary["failed"] == 0, summary["failures_by_reason"]
+    return summary["this_run"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("results/bench-decode"))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips per corpus")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"building corpus in {args.out / 'corpus'} ...", flush=True)
+    corpora = build_corpus(args.out / "corpus", args.scale)
+    results: dict = {"machine": f"{os.cpu_count()} cores", "corpora": {}}
+    for name, paths in corpora.items():
+        indices = {p: segment_middles(probe(p).num_frames, T) for p in paths}
+        row = {"clips": len(paths)}
+        for raw, fn in RAW.items():
+            row[raw] = time_raw(fn, paths, indices)
+        with tempfile.TemporaryDirectory() as tmp:
+            row["fsar shard stage (1 worker)"] = time_stage(paths, Path(tmp), workers=1)["videos_per_second"]
+        numeric = {k: v for k, v in row.items() if k in RAW and isinstance(v, float)}
+        best = max(numeric, key=numeric.get)
+        row["fastest raw"] = best
+        row["stage / fastest raw"] = row["fsar shard stage (1 worker)"] / numeric[best]
+        results["corpora"][name] = row
+        print(f"\n{name} ({len(paths)} clips, {T} frames each, resize to {SHORT_SIDE}):", flush=True)
+        for k, v in row.items():
+            print(f"  {k:32s} {v:8.1f} videos/s" if isinstance(v, float) and k not in ("stage / fastest raw",) else f"  {k:32s} {v}")
+    paths = corpora["ssv2-like VP9 240p"]
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            one = time_stage(paths, Path(tmp) / "1", workers=1)
+            two = time_stage(paths, Path(tmp) / "2", workers=2)
+    finally:
+        ray.shutdown()
+    ratio = two["videos_per_second"] / one["videos_per_second"]
+    results["scaling"] = {"corpus": "ssv2-like VP9 240p", "1 worker": one, "2 workers (Ray)": two, "ratio": ratio}
+    print(
+        f"\nscaling on {len(paths)} ssv2-like clips: 1 worker {one['videos_per_second']:.1f} videos/s, "
+        f"2 Ray workers {two['videos_per_second']:.1f} videos/s once started ({two['startup_seconds']:.1f} s to start them): "
+        f"{ratio:.2f}x; end to end {one['seconds']:.1f} s vs {two['seconds']:.1f} s"
+    )
+    (args.out / "bench-decode.json").write_text(json.dumps(results, indent=1))
+    print(f"\nresults written to {args.out / 'bench-decode.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
