@@ -1,0 +1,237 @@
+"""Run the embed stage: resolve the backbone, embed shards into part files, join them into the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
+from pipeline.embed.config import EmbedConfig
+from pipeline.embed.worker import EmbedWorker, ShardReadError
+from pipeline.prompts import PROMPT_SETS
+
+Progress = Callable[[int, int, int], None]  # (shards done, shards total, shards failed)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
+    """The backbone every worker loads, and how its weights were obtained.
+
+    With pretrained 'none' the seeded random weights are saved beside the cache once,
+    and everyone (workers, text encoder, later fine-tuning) loads that very file.
+    """
+    name = resolve_name(config.backbone)
+    pretrained = config.pretrained or default_pretrained(name)
+    if pretrained != "none":
+        return BackboneSpec(name, pretrained), {}
+    warnings.warn(
+        f"{name} with RANDOM weights (--pretrained none, seed {config.seed}): embeddings carry no pretrained "
+        "knowledge; every output records this",
+        stacklevel=2,
+    )
+    path = config.random_weights
+    if not path.exists():
+        model, _ = create_backbone(BackboneSpec(name, "none", config.seed))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(model, path)
+    return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
+
+
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work) -> Iterator[tuple]:
+    import ray
+    from ray.util import ActorPool
+
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": config.address} if config.address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+        ray.init(logging_level="ERROR", log_to_driver=False, **kw)
+    try:
+        gpu = device == "cuda"
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(EmbedWorker)
+        actors = [actor.remote(spec, device, precision, config.batch, threads) for _ in range(min(config.workers, len(work)))]
+        ray.get([a.setup.remote() for a in actors])
+
+        def submit(a, w):
+            return a.process.remote(w[1], w[2])
+
+        pool = ActorPool(actors)
+        for w in work:
+            pool.submit(submit, w)
+        for w in work:
+            try:
+                yield w, pool.get_next(), None
+            except Exception as e:  # a RayTaskError wrapping the shard's failure
+                yield w, None, str(e).splitlines()[-1][:300]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) -> dict:
+    """Embed every shard listed in the shard manifest and write the cache; returns a summary.
+
+    Finished part files are reused; unreadable shards are reported and skipped while
+    their fraction stays within `config.max_failure_rate`, else the stage fails
+    (RuntimeError) without writing the cache.
+    """
+    t0 = time.perf_counter()
+    manifest = json.loads((config.shards / "manifest.json").read_text(encoding="utf-8"))
+    device, precision = config.resolved_device(), config.resolved_precision()
+    spec, random_info = resolve_weights(config)
+    model, source = create_backbone(spec, device)
+    source = {**source, **random_info}
+    if random_info:
+        source["sha256"] = sha256_file(spec.pretrained)
+    preprocess = Preprocess(model)
+    identity = {
+        "backbone": source["backbone"],
+        "pretrained": source["pretrained"],
+        "weights_sha256": source.get("sha256"),
+        "precision": precision,
+        "preprocess": preprocess.describe(),
+        "shard_manifest": manifest["splits"],
+    }
+    config.parts.mkdir(parents=True, exist_ok=True)
+    id_file = config.parts / "config.json"
+    if id_file.exists() and json.loads(id_file.read_text(encoding="utf-8")) != json.loads(json.dumps(identity)):
+        raise ValueError(f"{config.parts} holds parts made with another backbone, weights, precision or shards; delete it or choose another --cache")
+    _write_json(id_file, identity)
+    for stale in config.parts.rglob(".*.partial"):
+        stale.unlink()
+
+    tasks = []  # (split, shard tar, part file)
+    for split, info in manifest["splits"].items():
+        for name in info["shards"]:
+            tasks.append((split, config.shards / split / name, config.parts / split / (Path(name).stem + ".h5")))
+    work = [t for t in tasks if not t[2].exists()]
+    failed: dict[str, str] = {}
+    frames_done, t_work = 0, time.perf_counter()
+    if on_progress:
+        on_progress(len(tasks) - len(work), len(tasks), 0)
+    if config.workers > 1 or config.address:
+        results = _run_ray(config, spec, device, precision, work)
+    else:
+        worker = EmbedWorker(spec, device, precision, config.batch, config.threads)
+        worker.setup(model)
+
+        def local():
+            for w in work:
+                try:
+                    yield w, worker.process(w[1], w[2]), None
+                except ShardReadError as e:
+                    yield w, None, str(e)
+
+        results = local()
+    done = len(tasks) - len(work)
+    for w, stats, error in results:
+        done += 1
+        if error:
+            failed[str(w[1])] = error
+        else:
+            frames_done += stats["frames"]
+        if on_progress:
+            on_progress(done, len(tasks), len(failed))
+    seconds_work = time.perf_counter() - t_work
+    rate = len(failed) / len(tasks) if tasks else 0.0
+    summary = {
+        "cache": str(config.cache),
+        "backbone": source["backbone"],
+        "pretrained": source["pretrained"],
+        "random_init": source.get("random_init", False),
+        "device": device,
+        "precision": precision,
+        "shards": len(tasks),
+        "failed_shards": failed,
+        "this_run": {"frames": frames_done, "seconds": round(seconds_work, 3), "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None},
+    }
+    if rate > config.max_failure_rate:
+        raise RuntimeError(
+            f"{len(failed)} of {len(tasks)} shards could not be read (more than --max-failure-rate "
+            f"{config.max_failure_rate:.0%}); the cache was not written: " + "; ".join(failed.values())
+        )
+    join_cache(config, manifest, tasks, failed, model, source, preprocess, precision)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def encode_prompts(model, tokenizer, names: list[str], templates: tuple[str, ...], device: str) -> np.ndarray:
+    """encode_text of every (class, template) prompt: float32 (C, K, D)."""
+    import torch
+
+    prompts = [t.format(n) for n in names for t in templates]
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), 256):
+            out.append(model.encode_text(tokenizer(prompts[i : i + 256]).to(device)).float().cpu())
+    return torch.cat(out).view(len(names), len(templates), -1).numpy()
+
+
+def ensemble(per_template: np.ndarray) -> np.ndarray:
+    """(C, K, D) -> (C, D): mean of L2-normalised template embeddings, normalised again."""
+    x = per_template / np.linalg.norm(per_template, axis=-1, keepdims=True)
+    m = x.mean(axis=1)
+    return m / np.linalg.norm(m, axis=-1, keepdims=True)
+
+
+def join_cache(config, manifest, tasks, failed, model, source, preprocess, precision) -> None:
+    """Copy the part files, in shard order, into one HDF5 file with text embeddings and attributes."""
+    import h5py
+
+    from pipeline.backbones import _open_clip
+
+    tokenizer = _open_clip().get_tokenizer(source["backbone"])
+    device = next(model.parameters()).device.type
+    tmp = config.cache.with_name(f".{config.cache.name}.partial")
+    config.cache.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = "fsar-embedding-cache/1"
+        f.attrs["tool_version"] = __version__
+        f.attrs["backbone"] = source["backbone"]
+        f.attrs["pretrained"] = source["pretrained"]
+        f.attrs["random_init"] = bool(source.get("random_init", False))
+        f.attrs["weights_sha256"] = source.get("sha256", "")
+        f.attrs["weights_file"] = source.get("weights_file", "")
+        f.attrs["seed"] = int(source.get("seed", -1))
+        f.attrs["precision"] = precision
+        f.attrs["preprocess"] = json.dumps(preprocess.describe())
+        f.attrs["shard_manifest"] = json.dumps(manifest, ensure_ascii=False)
+        f.attrs["skipped_shards"] = json.dumps(failed)
+        f.attrs["prompt_sets"] = json.dumps({t: PROMPT_SETS[t] for t in config.templates})
+        for split, info in manifest["splits"].items():
+            parts = [t[2] for t in tasks if t[0] == split and str(t[1]) not in failed]
+            g = f.create_group(split)
+            arrays = {"frames": [], "labels": [], "keys": [], "ids": []}
+            for p in parts:
+                with h5py.File(p, "r") as pf:
+                    if "frames" in pf:
+                        arrays["frames"].append(pf["frames"][()])
+                    arrays["labels"].append(pf["labels"][()])
+                    arrays["keys"] += [k.decode() for k in pf["keys"][()]]
+                    arrays["ids"] += [k.decode() for k in pf["ids"][()]]
+            frames = np.concatenate(arrays["frames"]) if arrays["frames"] else np.zeros((0, info["frames_per_video"], 0), np.float16)
+            n = frames.shape[0]
+            g.create_dataset("frames", data=frames, chunks=(max(1, min(n, 16)),) + frames.shape[1:] if n else None, track_times=False)
+            g.create_dataset("labels", data=np.concatenate(arrays["labels"]) if arrays["labels"] else np.zeros(0, np.int64), track_times=False)
+            g.create_dataset("keys", data=arrays["keys"], dtype=h5py.string_dtype(), track_times=False)
+            g.create_dataset("ids", data=arrays["ids"], dtype=h5py.string_dtype(), track_times=False)
+            names = [c["name"] for c in sorted(info["classes"], key=lambda c: c["index"])]
+            g.create_dataset("class_names", data=names, dtype=h5py.string_dtype(), track_times=False)
+            t = g.create_group("text")
+            for set_name in config.templates:
+                per = encode_prompts(model, tokenizer, names, PROMPT_SETS[set_name], device)
+                t.create_dataset(set_name, data=ensemble(per).astype(np.float32), track_times=False)
+                t.create_dataset(f"{set_name}_templates", data=per.astype(np.float32), track_times=False)
+    os.replace(tmp, config.cache)
