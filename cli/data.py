@@ -144,6 +144,52 @@ def shard(
         raise typer.Exit(1)
 
 
+@app.command()
+def embed(
+    shards: Path = typer.Option(..., help="Output folder of `fsar-data shard` (with manifest.json)."),
+    cache: Path = typer.Option(..., help="HDF5 cache to write (part files go to CACHE.parts/)."),
+    backbone: str = typer.Option("ViT-B/16", help="open_clip model (OpenAI spellings accepted); fsar-tiny-vit for CPU runs."),
+    pretrained: Optional[str] = typer.Option(None, help="Pretrained tag, checkpoint file, or none (random) [default: openai]."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="bf16, fp16 or fp32 [default: bf16 on GPU, fp32 on CPU]."),
+    batch: int = typer.Option(256, help="Frames per forward pass."),
+    workers: int = typer.Option(1, help="Ray workers (one per GPU, or CPU workers); 1 runs in this process."),
+    address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster."),
+    templates: str = typer.Option("raw,clip-fsar,actionclip", help="Prompt sets for class-name embeddings."),
+    max_failure_rate: float = typer.Option(0.0, help="Fraction of unreadable shards tolerated (reported and skipped)."),
+) -> None:
+    """Embed every stored frame and each split's class names with a frozen open_clip model into HDF5."""
+    import warnings
+
+    from pipeline.embed.config import EmbedConfig
+    from pipeline.embed.run import run_embed_stage
+
+    try:
+        config = EmbedConfig(
+            shards=shards, cache=cache, backbone=backbone, pretrained=pretrained, device=device, precision=precision,
+            batch=batch, workers=workers, address=address, templates=parse_list(templates), max_failure_rate=max_failure_rate,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with progress_bar("embedding", "shards") as on_progress:
+                summary = run_embed_stage(config, on_progress=on_progress)
+        for w in caught:
+            if "RANDOM weights" in str(w.message):
+                console.print(f"[bold red]WARNING: {w.message}[/bold red]")
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None
+    run = summary["this_run"]
+    rate = f"{run['frames_per_second']:.0f} frames/s" if run["frames_per_second"] else "all parts reused"
+    console.print(
+        f"{summary['backbone']} ({'RANDOM weights' if summary['random_init'] else summary['pretrained']}) on {summary['device']}, "
+        f"{summary['precision']}: {run['frames']} frames in {run['seconds']:.1f} s ({rate})"
+    )
+    for shard, reason in summary["failed_shards"].items():
+        console.print(f"[red]skipped unreadable shard[/red] {shard}: {reason}")
+    typer.echo(f"cache written to {Path(summary['cache']).resolve()}")
+
+
 def print_shard_summary(summary: dict) -> None:
     from rich.table import Table
 
