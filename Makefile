@@ -6,15 +6,18 @@ STAMP  := $(VENV)/.fsar-installed
 DATA   ?= data
 SYNTH  ?= $(DATA)/synth
 SHARDS ?= $(DATA)/synth-shards
+CACHE  ?= $(DATA)/synth-cache.h5
+BACKBONE ?= fsar-tiny-vit
 RESULTS ?= results
 
-.PHONY: help setup test test-all reproduce bench-decode clean
+.PHONY: help setup test test-all reproduce bench-decode bench-embed clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
+	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"
 
@@ -35,7 +38,8 @@ test-all: setup
 reproduce: setup
 	$(BIN)/fsar-data synth $(SYNTH)
 	$(BIN)/fsar-data shard synth --root $(SYNTH) --out $(SHARDS) --short-side 144
-	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS)"
+	$(BIN)/fsar-data embed --shards $(SHARDS) --cache $(CACHE) --backbone $(BACKBONE) --pretrained none
+	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS), embeddings in $(CACHE)"
 
 $(VENV)/.fsar-bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -43,6 +47,10 @@ $(VENV)/.fsar-bench-installed: $(STAMP)
 
 bench-decode: $(VENV)/.fsar-bench-installed
 	$(BIN)/python -m pipeline.bench.decode --out $(RESULTS)/bench-decode
+
+bench-embed: setup
+	@test -f $(SHARDS)/manifest.json || $(MAKE) reproduce
+	$(BIN)/python -m pipeline.bench.embed --shards $(SHARDS) --backbone $(BACKBONE) --out $(RESULTS)/bench-embed
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
