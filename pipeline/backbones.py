@@ -105,7 +105,18 @@ def create_backbone(spec: BackboneSpec, device: str | torch.device = "cpu"):
             ) from None
         source = {"pretrained": spec.pretrained, "random_init": False}
     model.eval().requires_grad_(False)
+    source["state_sha256"] = state_sha256(model)
     return model.to(device), {"backbone": name, **source}
+
+
+def state_sha256(model) -> str:
+    """Checksum of a model's weights (names, dtypes, shapes and values), whatever their source."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def save_weights(model, path: Path) -> str:

@@ -111,7 +111,7 @@ def test_text_embeddings_equal_encode_text_of_the_prompts(cache):
 def test_cache_reads_back_with_plain_h5py(cache, shards):
     manifest = json.loads((shards / "manifest.json").read_text())
     with h5py.File(cache, "r") as f:
-        assert f.attrs["backbone"] == BACKBONE and f.attrs["tool_version"]
+        assert f.attrs["backbone"] == BACKBONE and f.attrs["tool_version"] and len(f.attrs["weights_state_sha256"]) == 64
         assert json.loads(f.attrs["shard_manifest"])["splits"] == manifest["splits"]
         assert json.loads(f.attrs["preprocess"])["resize_shortest"] == 64
         for split, info in manifest["splits"].items():
@@ -222,6 +222,8 @@ def test_local_checkpoint_files_load(tmp_path, suffix):
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
     loaded, source = create_backbone(BackboneSpec(BACKBONE, str(path)))
     assert source["sha256"] and not source["random_init"]
+    assert source["state_sha256"] == create_backbone(BackboneSpec(BACKBONE, "none", seed=7))[1]["state_sha256"]
+    assert source["state_sha256"] != create_backbone(BackboneSpec(BACKBONE, "none", seed=8))[1]["state_sha256"]
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, state[k]), k
 

@@ -100,6 +100,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) ->
         "backbone": source["backbone"],
         "pretrained": source["pretrained"],
         "weights_sha256": source.get("sha256"),
+        "state_sha256": source["state_sha256"],
         "precision": precision,
         "preprocess": preprocess.describe(),
         "shard_manifest": manifest["splits"],
@@ -204,6 +205,7 @@ def join_cache(config, manifest, tasks, failed, model, source, preprocess, preci
         f.attrs["random_init"] = bool(source.get("random_init", False))
         f.attrs["weights_sha256"] = source.get("sha256", "")
         f.attrs["weights_file"] = source.get("weights_file", "")
+        f.attrs["weights_state_sha256"] = source["state_sha256"]  # of the loaded weights, for any source
         f.attrs["seed"] = int(source.get("seed", -1))
         f.attrs["precision"] = precision
         f.attrs["preprocess"] = json.dumps(preprocess.describe())
