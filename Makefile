@@ -10,7 +10,7 @@ CACHE  ?= $(DATA)/synth-cache.h5
 BACKBONE ?= fsar-tiny-vit
 RESULTS ?= results
 
-.PHONY: help setup test test-all reproduce bench-decode bench-embed clean
+.PHONY: help setup test test-all reproduce bench-decode bench-embed bench-evaluate clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
+	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"
 
@@ -39,7 +40,10 @@ reproduce: setup
 	$(BIN)/fsar-data synth $(SYNTH)
 	$(BIN)/fsar-data shard synth --root $(SYNTH) --out $(SHARDS) --short-side 144
 	$(BIN)/fsar-data embed --shards $(SHARDS) --cache $(CACHE) --backbone $(BACKBONE) --pretrained none
-	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS), embeddings in $(CACHE)"
+	for m in protonet otam zero-shot; do for k in 1 5; do \
+	  $(BIN)/fsar-eval $(RESULTS)/baselines --cache $(CACHE) --method $$m --shot $$k || exit 1; done; done
+	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS), embeddings in $(CACHE),"
+	@echo "frozen-backbone baselines in $(RESULTS)/baselines"
 
 $(VENV)/.fsar-bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -47,6 +51,9 @@ $(VENV)/.fsar-bench-installed: $(STAMP)
 
 bench-decode: $(VENV)/.fsar-bench-installed
 	$(BIN)/python -m pipeline.bench.decode --out $(RESULTS)/bench-decode
+
+bench-evaluate: setup
+	$(BIN)/python -m pipeline.bench.evaluate --out $(RESULTS)/bench-evaluate
 
 bench-embed: setup
 	@test -f $(SHARDS)/manifest.json || $(MAKE) reproduce

@@ -1,0 +1,69 @@
+"""fsar-eval end to end on a small cache: outputs, recomputable CI, batched = per-episode answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.eval import app
+from pipeline.embed.config import EmbedConfig
+from pipeline.embed.reader import load_split
+from pipeline.embed.run import run_embed_stage
+from pipeline.shard.config import ShardConfig
+from pipeline.shard.run import run_shard_stage
+from pipeline.synth import SynthConfig, generate
+from train.episodes import EpisodeConfig, Episodes, sample_episodes
+from train.evaluate import episode_logits, eval_frames
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    generate(SynthConfig(out=root / "synth", classes=24, videos_per_class=3, size=(64, 48), frames=(8, 10), workers=1))
+    run_shard_stage(ShardConfig(dataset="synth", root=root / "synth", out=root / "shards", workers=1, short_side=48))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_embed_stage(EmbedConfig(shards=root / "shards", cache=root / "c.h5", backbone="fsar-micro-vit", pretrained="none", threads=1))
+    return root / "c.h5"
+
+
+@pytest.mark.parametrize("method", ["protonet", "otam", "zero-shot"])
+def test_fsar_eval_writes_results_anyone_can_recompute(cache, tmp_path, method):
+    result = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--method", method, "--episodes", "300", "--way", "5", "--shot", "1"])
+    assert result.exit_code == 0, result.output
+    out = json.loads((tmp_path / f"eval-test-5w1s-{method}.json").read_text())
+    for key in ("accuracy", "ci95", "episodes", "way", "shot", "seed", "method", "per_class_accuracy"):
+        assert key in out
+    assert out["episodes"] == 300 and out["method"] == method and out["random_init_backbone"]
+    with open(tmp_path / out["per_episode_file"]) as f:
+        acc = np.array([float(r["accuracy"]) for r in csv.DictReader(f)])
+    assert len(acc) == 300
+    assert out["accuracy"] == pytest.approx(acc.mean() * 100)
+    assert out["ci95"] == pytest.approx(1.96 * acc.std() / np.sqrt(300) * 100)
+    assert set(out["per_class_accuracy"]) <= set(load_split(cache, "test", verbose=False).class_names)
+    assert 0 <= out["reversal_pair_2way"]["accuracy"] <= 100 and out["reversal_pair_2way"]["pairs"] >= 1
+
+
+def test_batched_episodes_give_the_per_episode_answers(cache):
+    data = load_split(cache, "test", verbose=False)
+    frames = eval_frames(data)
+    eps = sample_episodes(data.labels, EpisodeConfig(5, 1, 1, 40, seed=3))
+    text = torch.from_numpy(data.text["clip-fsar"])
+    for method in ("protonet", "otam", "zero-shot"):
+        batched = episode_logits(method, frames, eps, text)
+        single = torch.cat([episode_logits(method, frames, Episodes(eps.classes[e : e + 1], eps.support[e : e + 1], eps.query[e : e + 1]), text) for e in range(40)])
+        assert torch.allclose(batched, single, atol=1e-5), method
+
+
+def test_bad_eval_arguments_exit_2(cache, tmp_path):
+    bad = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--method", "trx"])
+    assert bad.exit_code == 2 and "unknown method 'trx'" in bad.output
+    big = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--way", "20"])
+    assert big.exit_code == 2 and "need 20 classes" in " ".join(big.output.split())

@@ -1,0 +1,151 @@
+"""The evaluation protocol: fixed seeded episodes, mean accuracy with a 95% confidence interval.
+
+Frozen-backbone baselines run straight from the embedding cache: `protonet` (cosine
+to mean prototypes of frame-averaged embeddings), `otam` (ordered temporal alignment)
+and `zero-shot` (video-text cosine against the episode's class names).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.embed.reader import CachedSplit, load_split
+from train.episodes import EpisodeConfig, Episodes, sample_episodes, sample_pair_episodes
+from train.metrics import otam_logits, prototype_logits, text_logits
+
+METHODS = ("protonet", "otam", "zero-shot")
+
+
+def eval_frames(data: CachedSplit) -> torch.Tensor:
+    """[N, T, D] float32 frames for evaluation: a training split's extra stored frames are thinned
+    to the middle candidate of each of the T segments (as val/test store them)."""
+    manifest = json.loads(data.attrs["shard_manifest"])
+    T = manifest["sampling"]["frames"]
+    x = torch.from_numpy(data.frames.astype(np.float32))
+    F_ = x.shape[1]
+    if F_ != T:
+        per = F_ // T
+        x = x[:, [s * per + per // 2 for s in range(T)]]
+    return x
+
+
+def episode_logits(method: str, frames: torch.Tensor, eps: Episodes, text: torch.Tensor | None, lam: float = 0.5) -> torch.Tensor:
+    """Logits [E, way * query, way] of a method on a batch of episodes (all in one pass)."""
+    E, W, K = eps.support.shape
+    Q = eps.query.shape[2]
+    sup = frames[torch.from_numpy(eps.support.reshape(E, W * K))]  # [E, W*K, T, D]
+    qry = frames[torch.from_numpy(eps.query.reshape(E, W * Q))]  # [E, W*Q, T, D]
+    if method == "otam":
+        return otam_logits(qry, sup, W, lam)
+    if method == "protonet":
+        return prototype_logits(qry, sup, W)
+    if method == "zero-shot":
+        if text is None:
+            raise ValueError("zero-shot needs class-name embeddings")
+        return text_logits(qry, text[torch.from_numpy(eps.classes)])
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def score(method, frames, eps: Episodes, text=None, chunk: int = 2000) -> np.ndarray:
+    """Correctness [E, way * query] (bool) of every query, computed `chunk` episodes at a time."""
+    out = []
+    E, W, _ = eps.support.shape
+    Q = eps.query.shape[2]
+    target = torch.arange(W).repeat_interleave(Q)  # query order: class by class
+    with torch.no_grad():
+        for s in range(0, E, chunk):
+            part = Episodes(eps.classes[s : s + chunk], eps.support[s : s + chunk], eps.query[s : s + chunk])
+            out.append((episode_logits(method, frames, part, text).argmax(-1) == target).numpy())
+    return np.concatenate(out)
+
+
+def summarise(correct: np.ndarray) -> tuple[float, float]:
+    """Mean accuracy and 95% CI half-width (1.96 x std of per-episode accuracy / sqrt(episodes)), in %."""
+    per_episode = correct.mean(axis=1)
+    return float(per_episode.mean() * 100), float(1.96 * per_episode.std() / np.sqrt(len(per_episode)) * 100)
+
+
+def reversal_pairs(data: CachedSplit) -> list[tuple[int, int]]:
+    """Class-index pairs that are exact time reversals (known for the synthetic benchmark)."""
+    manifest = json.loads(data.attrs["shard_manifest"])
+    if manifest.get("dataset") != "synth":
+        return []
+    from pipeline.synth import catalogue_by_name
+
+    cat = catalogue_by_name()
+    idx = {n: i for i, n in enumerate(data.class_names)}
+    return sorted({tuple(sorted((i, idx[cat[n].partner]))) for n, i in idx.items() if n in cat and cat[n].partner in idx})
+
+
+def evaluate_frozen(cache: str | Path, method: str, split: str = "test", config: EpisodeConfig = EpisodeConfig(), prompts: str = "clip-fsar") -> tuple[dict, np.ndarray]:
+    """Score a frozen-backbone baseline on seeded episodes of a cached split.
+
+    Returns:
+        (result, correctness [E, way * query]); the result holds accuracy, ci95, the
+        protocol, per-class accuracy and, on the synthetic benchmark, accuracy on
+        time-reversal-pair classes, on the other classes, and on 2-way reversal-pair episodes.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    data = load_split(cache, split, verbose=False)
+    frames = eval_frames(data)
+    text = None
+    if method == "zero-shot":
+        if prompts not in data.text:
+            raise ValueError(f"{cache} has no {prompts!r} text embeddings; it has: {', '.join(data.text)}")
+        text = torch.from_numpy(data.text[prompts])
+    eps = sample_episodes(data.labels, config)
+    correct = score(method, frames, eps, text)
+    acc, ci = summarise(correct)
+    # Per class: every query of that class, over all episodes.
+    truth = np.repeat(eps.classes, config.query, axis=1)  # [E, W*Q] true class of each query
+    per_class = {data.class_names[c]: float(correct[truth == c].mean() * 100) for c in np.unique(truth)}
+    result = {
+        "method": method,
+        "split": split,
+        "accuracy": acc,
+        "ci95": ci,
+        "episodes": config.episodes,
+        "way": config.way,
+        "shot": config.shot,
+        "query": config.query,
+        "seed": config.seed,
+        "cache": str(cache),
+        "backbone": str(data.attrs.get("backbone")),
+        "random_init_backbone": bool(data.attrs.get("random_init", False)),
+        "per_class_accuracy": per_class,
+    }
+    if method == "zero-shot":
+        result["prompts"] = prompts
+    pairs = reversal_pairs(data)
+    if pairs:
+        in_pair = np.isin(truth, np.asarray(pairs).ravel())
+        result["accuracy_reversal_pair_classes"] = float(correct[in_pair].mean() * 100)
+        result["accuracy_other_classes"] = float(correct[~in_pair].mean() * 100) if (~in_pair).any() else None
+        pair_eps = sample_pair_episodes(data.labels, pairs, EpisodeConfig(2, config.shot, config.query, min(config.episodes, 2000), config.seed))
+        pa, pci = summarise(score(method, frames, pair_eps, text))
+        result["reversal_pair_2way"] = {"accuracy": pa, "ci95": pci, "episodes": len(pair_eps.classes), "pairs": len(pairs)}
+    return result, correct
+
+
+def write_eval(run_dir: str | Path, result: dict, correct: np.ndarray) -> Path:
+    """Write RUN_DIR/eval-<split>-<way>w<shot>s.json and the per-episode accuracies beside it (CSV)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"eval-{result['split']}-{result['way']}w{result['shot']}s"
+    if result["method"] in METHODS:
+        stem += f"-{result['method']}"
+    per_episode = correct.mean(axis=1)
+    with open(run_dir / f"{stem}-episodes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["episode", "accuracy", "correct", "queries"])
+        for e, (a, c) in enumerate(zip(per_episode, correct.sum(axis=1))):
+            w.writerow([e, f"{a:.6f}", int(c), correct.shape[1]])
+    path = run_dir / f"{stem}.json"
+    path.write_text(json.dumps({**result, "per_episode_file": f"{stem}-episodes.csv"}, indent=1) + "\n")
+    return path
