@@ -62,6 +62,17 @@ def test_batched_episodes_give_the_per_episode_answers(cache):
         assert torch.allclose(batched, single, atol=1e-5), method
 
 
+def test_pixel_baseline_reads_every_shard_sample(cache):
+    from train.pixel_baseline import main, pixel_features
+
+    shards = cache.parent / "shards"
+    feats, labels, names = pixel_features(shards, "test")
+    manifest = json.loads((shards / "manifest.json").read_text())["splits"]["test"]
+    assert feats.shape == (manifest["videos"], 8, 16 * 12 * 3) and len(names) == len(manifest["classes"])
+    results = main(["--shards", str(shards), "--shot", "1", "--episodes", "50"])
+    assert set(results) == {f"{f} / {m}" for f in ("pixels", "pixels minus first frame") for m in ("protonet", "otam")}
+
+
 def test_bad_eval_arguments_exit_2(cache, tmp_path):
     bad = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--method", "trx"])
     assert bad.exit_code == 2 and "unknown method 'trx'" in bad.output
