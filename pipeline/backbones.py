@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from pipeline.atomic import atomic_path
+
 CONFIG_DIR = Path(__file__).parent / "backbone_configs"
-TINY = ("fsar-tiny-vit", "fsar-micro-vit")
 _registered = False
 
 
@@ -123,10 +124,9 @@ def save_weights(model, path: Path) -> str:
     """Save a model's weights as safetensors (atomically); returns the file's sha256."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.partial")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
     return sha256_file(path)
 
 

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.atomic import write_bytes_atomic
+
 SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".ts"}
@@ -92,9 +94,7 @@ def download_splits(spec: DatasetSpec, cache_dir: Path) -> Path:
                 f"could not download the {spec.name} {split} list from {url} ({e}); "
                 f"download it by hand, or pass --splits DIR with {split}.txt in it"
             ) from None
-        tmp = target.with_name(f".{target.name}.partial")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_bytes_atomic(target, data)
     return dest
 
 

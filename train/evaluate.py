@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.embed.reader import CachedSplit, load_split
+from pipeline.sampling import train_candidates
 from train.episodes import EpisodeConfig, Episodes, sample_episodes, sample_pair_episodes
 from train.metrics import otam_logits, prototype_logits, text_logits
 
@@ -27,10 +28,8 @@ def eval_frames(data: CachedSplit) -> torch.Tensor:
     manifest = json.loads(data.attrs["shard_manifest"])
     T = manifest["sampling"]["frames"]
     x = torch.from_numpy(data.frames.astype(np.float32))
-    F_ = x.shape[1]
-    if F_ != T:
-        per = F_ // T
-        x = x[:, [s * per + per // 2 for s in range(T)]]
+    if x.shape[1] != T:
+        x = x[:, [c[len(c) // 2] for c in train_candidates(x.shape[1], T)]]
     return x
 
 
@@ -70,15 +69,12 @@ def summarise(correct: np.ndarray) -> tuple[float, float]:
     return float(per_episode.mean() * 100), float(1.96 * per_episode.std() / np.sqrt(len(per_episode)) * 100)
 
 
-def reversal_pairs(data: CachedSplit) -> list[tuple[int, int]]:
-    """Class-index pairs that are exact time reversals (known for the synthetic benchmark)."""
-    manifest = json.loads(data.attrs["shard_manifest"])
-    if manifest.get("dataset") != "synth":
-        return []
+def reversal_pairs(class_names: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of classes that are exact time reversals of each other (synthetic benchmark classes)."""
     from pipeline.synth import catalogue_by_name
 
     cat = catalogue_by_name()
-    idx = {n: i for i, n in enumerate(data.class_names)}
+    idx = {n: i for i, n in enumerate(class_names)}
     return sorted({tuple(sorted((i, idx[cat[n].partner]))) for n, i in idx.items() if n in cat and cat[n].partner in idx})
 
 
@@ -122,7 +118,7 @@ def evaluate_frozen(cache: str | Path, method: str, split: str = "test", config:
     }
     if method == "zero-shot":
         result["prompts"] = prompts
-    pairs = reversal_pairs(data)
+    pairs = reversal_pairs(data.class_names) if json.loads(data.attrs["shard_manifest"]).get("dataset") == "synth" else []
     if pairs:
         in_pair = np.isin(truth, np.asarray(pairs).ravel())
         result["accuracy_reversal_pair_classes"] = float(correct[in_pair].mean() * 100)

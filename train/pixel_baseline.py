@@ -37,9 +37,8 @@ def pixel_features(shards: Path, split: str, size=(16, 12)) -> tuple[torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pipeline.synth import catalogue_by_name
     from train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
-    from train.evaluate import score, summarise
+    from train.evaluate import reversal_pairs, score, summarise
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=Path, default=Path("data/synth-shards"))
@@ -50,9 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     raw, labels, names = pixel_features(args.shards, args.split)
-    cat = catalogue_by_name()
-    idx = {n: i for i, n in enumerate(names)}
-    pairs = sorted({tuple(sorted((i, idx[cat[n].partner]))) for n, i in idx.items() if n in cat and cat[n].partner in idx})
+    pairs = reversal_pairs(names)
     results = {}
     for feature, frames in (("pixels", raw), ("pixels minus first frame", raw - raw[:, :1])):
         for method in ("protonet", "otam"):

@@ -12,18 +12,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import __version__
+from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
 from pipeline.embed.worker import EmbedWorker, ShardReadError
 from pipeline.prompts import PROMPT_SETS
 
 Progress = Callable[[int, int, int], None]  # (shards done, shards total, shards failed)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
@@ -109,9 +104,8 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) ->
     id_file = config.parts / "config.json"
     if id_file.exists() and json.loads(id_file.read_text(encoding="utf-8")) != json.loads(json.dumps(identity)):
         raise ValueError(f"{config.parts} holds parts made with another backbone, weights, precision or shards; delete it or choose another --cache")
-    _write_json(id_file, identity)
-    for stale in config.parts.rglob(".*.partial"):
-        stale.unlink()
+    write_json_atomic(id_file, identity)
+    remove_stale_partials(config.parts)
 
     tasks = []  # (split, shard tar, part file)
     for split, info in manifest["splits"].items():
@@ -195,9 +189,8 @@ def join_cache(config, manifest, tasks, failed, model, source, preprocess, preci
 
     tokenizer = _open_clip().get_tokenizer(source["backbone"])
     device = next(model.parameters()).device.type
-    tmp = config.cache.with_name(f".{config.cache.name}.partial")
     config.cache.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(config.cache) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = "fsar-embedding-cache/1"
         f.attrs["tool_version"] = __version__
         f.attrs["backbone"] = source["backbone"]
@@ -236,4 +229,3 @@ def join_cache(config, manifest, tasks, failed, model, source, preprocess, preci
                 per = encode_prompts(model, tokenizer, names, PROMPT_SETS[set_name], device)
                 t.create_dataset(set_name, data=ensemble(per).astype(np.float32), track_times=False)
                 t.create_dataset(f"{set_name}_templates", data=per.astype(np.float32), track_times=False)
-    os.replace(tmp, config.cache)

@@ -7,7 +7,6 @@ and preprocessing run in a background thread that stays ahead of the forward pas
 from __future__ import annotations
 
 import json
-import os
 import queue
 import tarfile
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone
 
 
@@ -132,12 +132,10 @@ class EmbedWorker:
 
         embs = list(self.embed_videos(videos()))
         part.parent.mkdir(parents=True, exist_ok=True)
-        tmp = part.with_name(f".{part.name}.partial")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(part) as tmp, h5py.File(tmp, "w") as f:
             if embs:
                 f.create_dataset("frames", data=np.stack(embs), track_times=False)  # (N, F, D)
             f.create_dataset("labels", data=np.asarray([m[2] for m in metas], dtype=np.int64), track_times=False)
             f.create_dataset("keys", data=[m[0] for m in metas], dtype=h5py.string_dtype(), track_times=False)
             f.create_dataset("ids", data=[m[1] for m in metas], dtype=h5py.string_dtype(), track_times=False)
-        os.replace(tmp, part)
         return {"shard": str(shard), "part": str(part), "videos": len(metas), "frames": int(sum(e.shape[0] for e in embs))}

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.atomic import write_json_atomic
 from pipeline.datasets import dataset_spec, find_split_dir, index_videos, read_split, ssv2_class_names
 from pipeline.shard.config import ShardConfig
 
@@ -157,6 +157,4 @@ def write_manifest(out: Path, manifest: dict) -> None:
         # Keep splits sharded by earlier runs that this run does not touch.
         manifest = {**manifest, "splits": {**old["splits"], **manifest["splits"]}}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".manifest.json.partial")
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest)

@@ -10,7 +10,8 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
-from pipeline.shard.worker import ShardWorker, write_json
+from pipeline.atomic import remove_stale_partials, write_json_atomic
+from pipeline.shard.worker import ShardWorker
 
 Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
 
@@ -65,8 +66,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
     write_manifest(config.out, manifest)
-    for stale in config.out.rglob(".*.partial"):  # left by a killed run (one run per OUT at a time)
-        stale.unlink()
+    remove_stale_partials(config.out)
     done: dict[tuple[str, int], dict] = {}
     work: list[tuple[ShardTask, bool]] = []
     for task in tasks:
@@ -101,7 +101,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     seconds = time.perf_counter() - t0
     summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, seconds, time.perf_counter() - t_work)
     summary["this_run"]["startup_seconds"] = round(t_work - t_start, 3)
-    write_json(config.out / "summary.json", summary)
+    write_json_atomic(config.out / "summary.json", summary)
     return summary
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, VideoEntry
@@ -31,14 +32,12 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> None:
     """Write samples (lists of (member name, bytes)) to a tar with fixed metadata, atomically."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for members in samples:
             for name, data in members:
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(data), 0, 0o444
                 tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
 
 
 def read_tar_samples(path: Path) -> dict[str, list[tuple[str, bytes]]]:
@@ -49,12 +48,6 @@ def read_tar_samples(path: Path) -> dict[str, list[tuple[str, bytes]]]:
             key = m.name.split(".", 1)[0]
             out.setdefault(key, []).append((m.name, tar.extractfile(m).read()))
     return out
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class ShardWorker:
@@ -107,7 +100,7 @@ class ShardWorker:
             "bytes": tar_path.stat().st_size,
             "videos": records,
         }
-        write_json(stats_path, stats)  # last: marks the shard finished
+        write_json_atomic(stats_path, stats)  # last: marks the shard finished
         return stats
 
     def _video(self, entry: VideoEntry, task: ShardTask) -> tuple[list[tuple[str, bytes]], dict]:

@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from pipeline import __version__
+from pipeline.atomic import write_text_atomic
 from pipeline.synth.catalogue import CATALOGUE, ClassSpec
 from pipeline.synth.render import VideoParams, render_video
 from pipeline.video.encode import CODECS, check_frame_size, codec_spec, write_video
@@ -213,12 +214,6 @@ def _render_job(job: VideoJob) -> bool:
     return True
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def check_output(config: SynthConfig) -> None:
     """Fail if `config.out` holds a synthetic dataset made with other arguments."""
     meta = config.out / "classes.json"
@@ -261,13 +256,13 @@ def generate(config: SynthConfig, on_progress: Callable[[int, int], None] | None
     classes, jobs = plan(config)
     (config.out / "videos").mkdir(parents=True, exist_ok=True)
     (config.out / "splits").mkdir(exist_ok=True)
-    _write_text(
+    write_text_atomic(
         config.out / "classes.json",
         json.dumps({"dataset": "synth", "tool_version": __version__, "config": config.content_key(), "classes": classes}, indent=1) + "\n",
     )
     for split in SPLITS:
         lines = [f"{j.spec.name}/{j.video_id}" for j in jobs if j.split == split]
-        _write_text(config.out / "splits" / f"{split}.txt", "".join(line + "\n" for line in lines))
+        write_text_atomic(config.out / "splits" / f"{split}.txt", "".join(line + "\n" for line in lines))
 
     rendered = 0
     results: Iterable[bool]
@@ -304,7 +299,7 @@ def generate(config: SynthConfig, on_progress: Callable[[int, int], None] | None
         }
         for j in jobs
     ]
-    _write_text(config.out / "videos.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(config.out / "videos.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     per_split = {s: sum(c["split"] == s for c in classes) for s in SPLITS}
     return SynthSummary(config.out, per_split, len(jobs), rendered, len(jobs) - rendered, time.perf_counter() - t0)
 

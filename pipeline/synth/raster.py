@@ -195,7 +195,6 @@ def rasterise(
     Returns:
         uint8 frames of shape (T, H, W, 3).
     """
-    T = jitter.shape[0]
     # Pixel centres in world units, shifted by the camera: (T, H, W).
     xs = (np.arange(width, dtype=np.float32) + 0.5) / height
     ys = (np.arange(height, dtype=np.float32) + 0.5) / height

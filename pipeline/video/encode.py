@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_path
+
 
 @dataclass(frozen=True)
 class CodecSpec:
@@ -116,8 +118,7 @@ def write_video(
     check_frame_size(codec, W, H)
     pix_fmt = pix_fmt or spec.pix_fmt
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    with av.open(str(tmp), mode="w", format=spec.container, options={"fflags": "+bitexact"}) as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=spec.container, options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(spec.encoder, rate=fps, options=dict(spec.options))
         stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
         stream.time_base = Fraction(1, fps)
@@ -146,5 +147,4 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-    os.replace(tmp, path)
     return path

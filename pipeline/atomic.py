@@ -1,0 +1,46 @@
+"""Atomic file writes: a file appears under its name complete, or not at all.
+
+Writers fill a hidden sibling (`.NAME.partial`) and rename it into place; a killed
+process can leave only such partial files, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; rename it onto `path` when the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def remove_stale_partials(root: str | os.PathLike) -> None:
+    """Delete partial files left under `root` by a killed run (only one run may use `root` at a time)."""
+    for stale in Path(root).rglob(".*.partial"):
+        stale.unlink()
