@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,12 @@ def write_lists(root: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:
     for split, items in splits.items():
         (d / f"{split}.txt").write_text("".join(f"{c}/{i}\n" for c, i in items), encoding="utf-8")
     return d
+
+
+def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path (file names in `skip` left out)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -44,6 +45,8 @@ def test_bad_arguments_exit_2_with_the_reason(tmp_path):
         assert message in " ".join(result.output.split()), (extra, result.output)
 
 
-def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "cli.data", "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "synth" in result.stdout
+def test_console_scripts_are_installed():
+    bindir = Path(sys.executable).parent
+    for script, command in (("fsar-data", "shard"), ("fsar-eval", "--method")):
+        result = subprocess.run([str(bindir / script), "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and command in result.stdout, (script, result.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.data import app
-from corpus import bad_input_corpus, write_lists
+from corpus import bad_input_corpus, tree_digest, write_lists
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.run import run_shard_stage
@@ -31,11 +30,7 @@ SYNTH = dict(classes=6, videos_per_class=4, size=(96, 64), frames=(12, 20), code
 
 
 def tree(root: Path, skip=("summary.json",)) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
+    return tree_digest(root, skip)
 
 
 def shard_config(root: Path, out: Path, **kw) -> ShardConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,18 +9,11 @@ import av
 import numpy as np
 import pytest
 
+from corpus import tree_digest
 from pipeline.synth import CATALOGUE, SynthConfig, VideoParams, catalogue_by_name, generate, render_video
 from pipeline.synth.generate import SPLITS, assign_splits, load_classes, load_videos, plan, split_sizes
 
 TINY = dict(classes=10, videos_per_class=3, size=(96, 64), frames=(6, 10), codecs=("vp9", "h264", "mpeg4", "vp8", "hevc"))
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def decode(path: Path) -> tuple[np.ndarray, float]:
