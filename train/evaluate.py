@@ -50,8 +50,9 @@ def episode_logits(method: str, frames: torch.Tensor, eps: Episodes, text: torch
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
-def score(method, frames, eps: Episodes, text=None, chunk: int = 2000) -> np.ndarray:
-    """Correctness [E, way * query] (bool) of every query, computed `chunk` episodes at a time."""
+def score_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:
+    """Correctness [E, way * query] (bool) of every query, given `logits_fn(episodes) -> [e, way * query, way]`,
+    computed `chunk` episodes at a time."""
     out = []
     E, W, _ = eps.support.shape
     Q = eps.query.shape[2]
@@ -59,8 +60,13 @@ def score(method, frames, eps: Episodes, text=None, chunk: int = 2000) -> np.nda
     with torch.no_grad():
         for s in range(0, E, chunk):
             part = Episodes(eps.classes[s : s + chunk], eps.support[s : s + chunk], eps.query[s : s + chunk])
-            out.append((episode_logits(method, frames, part, text).argmax(-1) == target).numpy())
+            out.append((logits_fn(part).argmax(-1).cpu() == target).numpy())
     return np.concatenate(out)
+
+
+def score(method, frames, eps: Episodes, text=None, chunk: int = 2000) -> np.ndarray:
+    """Correctness [E, way * query] of a frozen-backbone baseline on every query."""
+    return score_with(lambda part: episode_logits(method, frames, part, text), eps, chunk)
 
 
 def summarise(correct: np.ndarray) -> tuple[float, float]:
@@ -96,14 +102,29 @@ def evaluate_frozen(cache: str | Path, method: str, split: str = "test", config:
             raise ValueError(f"{cache} has no {prompts!r} text embeddings; it has: {', '.join(data.text)}")
         text = torch.from_numpy(data.text[prompts])
     eps = sample_episodes(data.labels, config)
-    correct = score(method, frames, eps, text)
-    acc, ci = summarise(correct)
-    # Per class: every query of that class, over all episodes.
-    truth = np.repeat(eps.classes, config.query, axis=1)  # [E, W*Q] true class of each query
-    per_class = {data.class_names[c]: float(correct[truth == c].mean() * 100) for c in np.unique(truth)}
+    result, correct = protocol_result(lambda part: episode_logits(method, frames, part, text), eps, config, data.labels, data.class_names, json.loads(data.attrs["shard_manifest"]).get("dataset"))
     result = {
         "method": method,
         "split": split,
+        **result,
+        "cache": str(cache),
+        "backbone": str(data.attrs.get("backbone")),
+        "random_init_backbone": bool(data.attrs.get("random_init", False)),
+    }
+    if method == "zero-shot":
+        result["prompts"] = prompts
+    return result, correct
+
+
+def protocol_result(logits_fn, eps: Episodes, config: EpisodeConfig, labels: np.ndarray, class_names: list[str], dataset: str | None) -> tuple[dict, np.ndarray]:
+    """Score seeded episodes with `logits_fn`: accuracy, CI, per-class accuracy and, on the synthetic
+    benchmark, accuracy on time-reversal-pair classes, on the rest, and on 2-way pair episodes."""
+    correct = score_with(logits_fn, eps)
+    acc, ci = summarise(correct)
+    # Per class: every query of that class, over all episodes.
+    truth = np.repeat(eps.classes, config.query, axis=1)  # [E, W*Q] true class of each query
+    per_class = {class_names[c]: float(correct[truth == c].mean() * 100) for c in np.unique(truth)}
+    result = {
         "accuracy": acc,
         "ci95": ci,
         "episodes": config.episodes,
@@ -111,31 +132,27 @@ def evaluate_frozen(cache: str | Path, method: str, split: str = "test", config:
         "shot": config.shot,
         "query": config.query,
         "seed": config.seed,
-        "cache": str(cache),
-        "backbone": str(data.attrs.get("backbone")),
-        "random_init_backbone": bool(data.attrs.get("random_init", False)),
         "per_class_accuracy": per_class,
     }
-    if method == "zero-shot":
-        result["prompts"] = prompts
-    pairs = reversal_pairs(data.class_names) if json.loads(data.attrs["shard_manifest"]).get("dataset") == "synth" else []
+    pairs = reversal_pairs(class_names) if dataset == "synth" else []
     if pairs:
         in_pair = np.isin(truth, np.asarray(pairs).ravel())
         result["accuracy_reversal_pair_classes"] = float(correct[in_pair].mean() * 100)
         result["accuracy_other_classes"] = float(correct[~in_pair].mean() * 100) if (~in_pair).any() else None
-        pair_eps = sample_pair_episodes(data.labels, pairs, EpisodeConfig(2, config.shot, config.query, min(config.episodes, 2000), config.seed))
-        pa, pci = summarise(score(method, frames, pair_eps, text))
+        pair_eps = sample_pair_episodes(labels, pairs, EpisodeConfig(2, config.shot, config.query, min(config.episodes, 2000), config.seed))
+        pa, pci = summarise(score_with(logits_fn, pair_eps))
         result["reversal_pair_2way"] = {"accuracy": pa, "ci95": pci, "episodes": len(pair_eps.classes), "pairs": len(pairs)}
     return result, correct
 
 
-def write_eval(run_dir: str | Path, result: dict, correct: np.ndarray) -> Path:
-    """Write RUN_DIR/eval-<split>-<way>w<shot>s.json and the per-episode accuracies beside it (CSV)."""
+def write_eval(run_dir: str | Path, result: dict, correct: np.ndarray, suffix: str = "") -> Path:
+    """Write RUN_DIR/eval-<split>-<way>w<shot>s[-<baseline>][<suffix>].json and the per-episode accuracies beside it (CSV)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stem = f"eval-{result['split']}-{result['way']}w{result['shot']}s"
     if result["method"] in METHODS:
         stem += f"-{result['method']}"
+    stem += suffix
     per_episode = correct.mean(axis=1)
     with open(run_dir / f"{stem}-episodes.csv", "w", newline="") as f:
         w = csv.writer(f)
