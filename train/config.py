@@ -1,0 +1,186 @@
+"""The trainer's configuration: one typed dataclass, validated on construction, overridable by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+
+MODES = ("adapter", "finetune")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as JSON in the run directory."""
+
+    method: str = "clip-fsar"
+    """Head name from `train.heads.HEADS`."""
+    mode: str = "adapter"
+    """adapter: train the head on cached frozen embeddings; finetune: the visual encoder trains too."""
+    dataset: str = "synth"
+    """Dataset the run is for (recorded; the named configs set its defaults)."""
+    cache: str | None = None
+    """Embedding cache (adapter mode)."""
+    shards: str | None = None
+    """Shard folder of `fsar-data shard` (finetune mode)."""
+    backbone: str = "fsar-tiny-vit"
+    """open_clip model for finetune mode (adapter mode reads the cache's)."""
+    pretrained: str = "none"
+    """Pretrained tag, checkpoint file or 'none' (seeded random weights) for finetune mode."""
+    prompts: str = "clip-fsar"
+    """Prompt set of the class-name text embeddings."""
+
+    way: int = 5
+    """Classes per episode."""
+    shot: int = 1
+    """Support videos per class."""
+    query: int = 5
+    """Query videos per class in training episodes (validation and test use 1)."""
+    frames: int = 8
+    """Frames per video (T segments)."""
+    episodes_per_step: int = 16
+    """Episodes whose losses are averaged per optimiser step."""
+    iterations: int = 1000
+    """Optimiser steps."""
+
+    lr: float = 5e-5
+    """Base learning rate (Adam)."""
+    backbone_lr: float | None = None
+    """Learning rate of the visual encoder in finetune mode (default: lr)."""
+    weight_decay: float = 5e-5
+    """L2 weight decay (Adam's, as in the official configs)."""
+    warmup_iterations: int = 0
+    """Linear warm-up from warmup_start_lr to lr over this many steps."""
+    warmup_start_lr: float = 1e-5
+    """Learning rate at step 0 when warming up."""
+    lr_decay_at: tuple[int, ...] = ()
+    """Steps at which the learning rate is multiplied by lr_decay."""
+    lr_decay: float = 0.1
+    """Factor applied at each of lr_decay_at."""
+    grad_clip: float | None = None
+    """Clip the gradient norm to this value (None: no clipping)."""
+
+    alpha: float = 1.0
+    """Weight of the video-text contrastive loss (CLIP-FSAR's USE_CLASSIFICATION_VALUE)."""
+    fusion_beta: float | None = 0.9
+    """Test-time fusion p = p_text^beta * p_fewshot^(1-beta); None: few-shot logits alone."""
+    lam: float = 0.5
+    """OTAM soft-minimum temperature."""
+    heads: int = 8
+    """Attention heads of the temporal transformer."""
+    ffn_dim: int = 2048
+    """Hidden width of the transformer's feed-forward block."""
+    attn_dropout: float = 0.2
+    """Dropout after the attention projection."""
+    ffn_dropout: float = 0.05
+    """Dropout in the feed-forward block."""
+    text_scale_init: float = 1.0
+    """Initial value of the learnable video-text logit scale."""
+
+    val_every: int = 100
+    """Validate (and keep the best checkpoint) every this many steps, and at the end."""
+    val_episodes: int = 1000
+    """Fixed validation episodes (1 query per class), seeded by val_seed."""
+    val_seed: int = 1
+    """Seed of the validation episodes (test episodes use fsar-eval's seed)."""
+    log_every: int = 10
+    """Write training metrics every this many steps."""
+    seed: int = 0
+    """Seed of parameters, episodes, frame jitter and dropout."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    threads: int = 0
+    """CPU threads (0: torch's default)."""
+
+    def __post_init__(self) -> None:
+        from train.heads import HEADS
+
+        self.lr_decay_at = tuple(int(s) for s in self.lr_decay_at)
+        if self.method not in HEADS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(HEADS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.way < 2:
+            raise ValueError(f"way must be >= 2, got {self.way}")
+        for name in ("lr", "warmup_start_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.backbone_lr is not None and not 0 <= self.backbone_lr < 1:
+            raise ValueError(f"backbone_lr must be in [0, 1), got {self.backbone_lr}")
+        if self.weight_decay < 0 or self.warmup_iterations < 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(f"need weight_decay >= 0, warmup_iterations >= 0 and lr_decay in (0, 1]; got {self.weight_decay}, {self.warmup_iterations}, {self.lr_decay}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.fusion_beta is not None and not 0 <= self.fusion_beta <= 1:
+            raise ValueError(f"fusion_beta must be in [0, 1] or None, got {self.fusion_beta}")
+        if self.lam <= 0:
+            raise ValueError(f"lam must be > 0, got {self.lam}")
+        for name in ("attn_dropout", "ffn_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def learning_rate(self, step: int) -> float:
+        """The scheduled learning rate at `step` (0-based): warm-up, then step decay."""
+        if step < self.warmup_iterations:
+            return self.warmup_start_lr + (self.lr - self.warmup_start_lr) * step / self.warmup_iterations
+        return self.lr * self.lr_decay ** sum(step >= s for s in self.lr_decay_at)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _parse(kind: str, key: str, raw: str):
+    """Parse an override value for a field whose annotation is `kind` (a string, as annotations are postponed)."""
+    optional = "None" in kind
+    if optional and raw.lower() in ("none", "null"):
+        return None
+    base = kind.replace("| None", "").strip()
+    try:
+        if base == "bool":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if base == "int":
+            return int(raw)
+        if base == "float":
+            return float(raw)
+        if base.startswith("tuple"):
+            return tuple(int(v) for v in raw.replace("(", "").replace(")", "").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--set {key}={raw}: expected {kind}") from None
+    return raw
+
+
+def apply_overrides(config: TrainConfig, overrides: typing.Iterable[str]) -> TrainConfig:
+    """Return a copy of `config` with `key=value` overrides applied (and validated); unknown keys are errors."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        if key not in kinds:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(kinds))}")
+        changes[key] = _parse(kinds[key], key, raw.strip())
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = ["MODES", "TrainConfig", "apply_overrides"]

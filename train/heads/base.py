@@ -1,0 +1,69 @@
+"""What every head provides: episode logits from frame embeddings, and a training loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EpisodeBatch:
+    """A batch of E episodes of frame embeddings, supports and queries ordered class by class.
+
+    Attributes:
+        support: [E, way * shot, T, D]
+        query: [E, way * query, T, D]
+        support_text: [E, way * shot, D] class-name embedding of each support's class.
+        class_text: [E, way, D] class-name embeddings of each episode's classes.
+        support_labels / query_labels: [E, way * shot] / [E, way * query] split-level class indices.
+        way: classes per episode.
+    """
+
+    support: torch.Tensor
+    query: torch.Tensor
+    support_text: torch.Tensor
+    class_text: torch.Tensor
+    support_labels: torch.Tensor
+    query_labels: torch.Tensor
+    way: int
+
+    @property
+    def target(self) -> torch.Tensor:
+        """[way * query] episode-level target of each query (the same for every episode)."""
+        q = self.query.shape[1] // self.way
+        return torch.arange(self.way, device=self.query.device).repeat_interleave(q)
+
+
+class Head(nn.Module):
+    """Interface of a few-shot head.
+
+    Support and query encodings depend on one video each (and, for supports, its class
+    text), so evaluation encodes every video of a split once and scores any number of
+    episodes from those encodings.
+    """
+
+    def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[N, T, D] frames and [N, D] class text -> [N, T, D'] support encodings."""
+        raise NotImplementedError
+
+    def encode_query(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N, T, D] frames -> [N, T, D'] query encodings."""
+        raise NotImplementedError
+
+    def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
+        """[E, Nq, T, D'] and [E, way * shot, T, D'] encodings -> few-shot logits [E, Nq, way]."""
+        raise NotImplementedError
+
+    def predict(self, batch: EpisodeBatch, query_enc: torch.Tensor, support_enc: torch.Tensor, fusion_beta: float | None) -> torch.Tensor:
+        """Scores [E, Nq, way] whose argmax is the prediction (log-probabilities where fused)."""
+        return self.episode_logits(query_enc, support_enc, batch.way)
+
+    def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss of a batch of episodes; `base_text` [C, D] holds every training class's text.
+
+        Returns:
+            (scalar loss, metrics to log such as accuracy and loss terms).
+        """
+        raise NotImplementedError

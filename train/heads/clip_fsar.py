@@ -1,0 +1,119 @@
+"""CLIP-FSAR (Wang et al., IJCV 2023): video-text contrastive adaptation plus text-modulated
+prototypes matched with OTAM.
+
+- A video-text loss: frame-averaged video embeddings against the class-name embeddings of
+  every training class, scaled by a learnable logit scale.
+- Prototype modulation: each support's frames, with its class-text token appended, pass a
+  one-layer pre-norm temporal transformer; queries pass the same transformer without text.
+  A class's prototype is the mean of its supports' modulated frames.
+- Few-shot logits: the negative two-direction OTAM distance from a query to each prototype.
+- Optional test-time fusion p = p_text^beta * p_fewshot^(1 - beta), where
+  p_fewshot = softmax(logits / T).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.heads.base import EpisodeBatch, Head
+from train.metrics import otam_logits
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with dropout on the output projection."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding width {dim} is not divisible by {heads} attention heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, D/h)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, h, L, D/h)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))
+
+
+class TemporalTransformer(nn.Module):
+    """One pre-norm self-attention layer and a feed-forward block, both residual; no positional
+    encoding (order enters through OTAM), as in CLIP-FSAR."""
+
+    def __init__(self, dim: int, heads: int = 8, ffn_dim: int = 2048, attn_dropout: float = 0.2, ffn_dropout: float = 0.05) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, attn_dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(ffn_dropout), nn.Linear(ffn_dim, dim), nn.Dropout(ffn_dropout)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm(x))  # (B, L, D)
+        return x + self.ffn(x)
+
+
+class CLIPFSAR(Head):
+    """The CLIP-FSAR head on frame embeddings of width `dim`."""
+
+    def __init__(self, dim: int, config) -> None:
+        super().__init__()
+        self.temporal = TemporalTransformer(dim, config.heads, config.ffn_dim, config.attn_dropout, config.ffn_dropout)
+        self.text_scale = nn.Parameter(torch.tensor(float(config.text_scale_init)))
+        self.alpha, self.lam = config.alpha, config.lam
+
+    def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        T = frames.shape[1]
+        x = torch.cat([frames, text[:, None, :].to(frames.dtype)], dim=1)  # (N, T + 1, D): frames then the text token
+        return self.temporal(x)[:, :T]
+
+    def encode_query(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.temporal(frames)
+
+    def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
+        E, Ns, T, D = support_enc.shape
+        protos = support_enc.view(E, way, Ns // way, T, D).mean(dim=2)  # (E, way, T, D)
+        return otam_logits(query_enc, protos, way, self.lam)
+
+    def video_text_logits(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine of frame-averaged videos [..., T, D] with class texts [C, D] -> [..., C]."""
+        v = F.normalize(frames.mean(dim=-2), dim=-1)
+        return self.text_scale * v @ F.normalize(text.to(v.dtype), dim=-1).T
+
+    def predict(self, batch: EpisodeBatch, query_enc: torch.Tensor, support_enc: torch.Tensor, fusion_beta: float | None) -> torch.Tensor:
+        few = self.episode_logits(query_enc, support_enc, batch.way)  # (E, Nq, way)
+        if fusion_beta is None:
+            return few
+        T = query_enc.shape[2]
+        v = F.normalize(batch.query.mean(dim=2), dim=-1)  # (E, Nq, D)
+        text = self.text_scale * torch.einsum("eqd,ewd->eqw", v, F.normalize(batch.class_text.to(v.dtype), dim=-1))
+        return fusion_beta * F.log_softmax(text, dim=-1) + (1 - fusion_beta) * F.log_softmax(few / T, dim=-1)
+
+    def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        E, Ns, T, D = batch.support.shape
+        Nq = batch.query.shape[1]
+        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
+        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        logits = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
+        target = batch.target.repeat(E)
+        few_loss = F.cross_entropy(logits.reshape(E * Nq, -1), target)
+        # Video-text loss over all training classes, on supports and queries alike.
+        videos = torch.cat([batch.support, batch.query], dim=1)  # (E, Ns + Nq, T, D)
+        labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)
+        vt_logits = self.video_text_logits(videos, base_text).reshape(labels.shape[0], -1)
+        vt_loss = F.cross_entropy(vt_logits, labels)
+        loss = few_loss + self.alpha * vt_loss
+        with torch.no_grad():
+            acc = (logits.reshape(E * Nq, -1).argmax(-1) == target).float().mean().item()
+            vt_acc = (vt_logits.argmax(-1) == labels).float().mean().item()
+        return loss, {
+            "loss": loss.item(),
+            "fewshot_loss": few_loss.item(),
+            "video_text_loss": vt_loss.item(),
+            "accuracy": acc * 100,
+            "video_text_accuracy": vt_acc * 100,
+            "text_scale": self.text_scale.item(),
+        }
