@@ -54,3 +54,34 @@ def progress_bar(description: str, unit: str) -> Iterator[Callable[..., None]]:
             bar.update(task, completed=done, total=total, failures=failures)
 
         yield update
+
+
+@contextmanager
+def train_bar(total: int) -> Iterator[Callable[[int, dict], None]]:
+    """Yield an `on_step(done, metrics)` callback: a progress bar with steps/s, loss and accuracy."""
+    with Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn("steps"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("train", total=total, stats="")
+        smooth: dict[str, float] = {}
+
+        def update(done: int, metrics: dict) -> None:
+            for k in ("loss", "accuracy"):
+                if k in metrics:
+                    smooth[k] = metrics[k] if k not in smooth else 0.9 * smooth[k] + 0.1 * metrics[k]
+            stats = f"loss {smooth.get('loss', float('nan')):.3f} acc {smooth.get('accuracy', float('nan')):.1f}%"
+            if "val_accuracy" in metrics:
+                smooth["val"] = metrics.get("val_accuracy_fused", metrics["val_accuracy"])
+            if "val" in smooth:
+                stats += f" val {smooth['val']:.1f}%"
+            bar.update(task, completed=done, stats=stats)
+
+        yield update

@@ -21,3 +21,23 @@ def real_clips(shared_data) -> list[Path]:
     clips = sorted(p for p in (shared_data / "real-clips").rglob("*") if p.suffix in {".mp4", ".avi", ".gif", ".webm"})
     assert len(clips) >= 20
     return clips
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory) -> dict[str, Path]:
+    """A miniature of the main chain: 24 synthetic classes x 3 videos -> shards -> a micro-ViT cache."""
+    import warnings
+
+    from pipeline.embed.config import EmbedConfig
+    from pipeline.embed.run import run_embed_stage
+    from pipeline.shard.config import ShardConfig
+    from pipeline.shard.run import run_shard_stage
+    from pipeline.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("chain")
+    generate(SynthConfig(out=root / "synth", classes=24, videos_per_class=3, size=(64, 48), frames=(8, 10), workers=1))
+    run_shard_stage(ShardConfig(dataset="synth", root=root / "synth", out=root / "shards", workers=1, short_side=48))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_embed_stage(EmbedConfig(shards=root / "shards", cache=root / "c.h5", backbone="fsar-micro-vit", pretrained="none", threads=1))
+    return {"root": root, "shards": root / "shards", "cache": root / "c.h5"}

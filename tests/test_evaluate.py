@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +12,14 @@ import torch
 from typer.testing import CliRunner
 
 from cli.eval import app
-from pipeline.embed.config import EmbedConfig
 from pipeline.embed.reader import load_split
-from pipeline.embed.run import run_embed_stage
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.run import run_shard_stage
-from pipeline.synth import SynthConfig, generate
 from train.episodes import EpisodeConfig, Episodes, sample_episodes
 from train.evaluate import episode_logits, eval_frames
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval")
-    generate(SynthConfig(out=root / "synth", classes=24, videos_per_class=3, size=(64, 48), frames=(8, 10), workers=1))
-    run_shard_stage(ShardConfig(dataset="synth", root=root / "synth", out=root / "shards", workers=1, short_side=48))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_embed_stage(EmbedConfig(shards=root / "shards", cache=root / "c.h5", backbone="fsar-micro-vit", pretrained="none", threads=1))
-    return root / "c.h5"
+def cache(tiny_chain) -> Path:
+    return tiny_chain["cache"]
 
 
 @pytest.mark.parametrize("method", ["protonet", "otam", "zero-shot"])
@@ -76,5 +64,7 @@ def test_pixel_baseline_reads_every_shard_sample(cache):
 def test_bad_eval_arguments_exit_2(cache, tmp_path):
     bad = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--method", "trx"])
     assert bad.exit_code == 2 and "unknown method 'trx'" in bad.output
-    big = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--way", "20"])
+    big = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache), "--method", "otam", "--way", "20"])
     assert big.exit_code == 2 and "need 20 classes" in " ".join(big.output.split())
+    notrun = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache)])
+    assert notrun.exit_code == 2 and "not a training run" in " ".join(notrun.output.split())

@@ -1,0 +1,64 @@
+"""`fsar-train`: episodic training of a few-shot head, on the embedding cache or the shards."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cli.progress import console
+
+app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="Run directory (config, checkpoints, metrics, curves)."),
+    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs) or finetune (shards; the visual encoder trains)."),
+    cache: Optional[Path] = typer.Option(None, help="Embedding cache from `fsar-data embed` (adapter mode)."),
+    shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune mode)."),
+    method: Optional[str] = typer.Option(None, help="Few-shot head, e.g. clip-fsar."),
+    way: Optional[int] = typer.Option(None, help="Classes per episode."),
+    shot: Optional[int] = typer.Option(None, help="Support videos per class."),
+    config: str = typer.Option("synth", help="Named config: synth, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field: --set key=value (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train a few-shot head episodically; the best checkpoint on val is kept for `fsar-eval RUN_DIR`."""
+    from cli.progress import train_bar
+    from train.config import apply_overrides
+    from train.configs import get_config
+    from train.trainer import train as run_training
+
+    try:
+        cfg = get_config(config)
+        direct = {"mode": mode, "method": method, "way": way, "shot": shot, "cache": str(cache) if cache else None, "shards": str(shards) if shards else None}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in direct.items() if v is not None})
+        cfg = apply_overrides(cfg, set_)
+        if cfg.mode == "adapter" and not cfg.cache:
+            raise ValueError("adapter mode needs --cache CACHE.h5")
+        if cfg.mode == "finetune" and not cfg.shards:
+            raise ValueError("finetune mode needs --shards OUT")
+        console.print(f"training {cfg.method} ({cfg.mode}) {cfg.way}-way {cfg.shot}-shot, config {config}, {cfg.iterations} steps -> {out}")
+        with train_bar(cfg.iterations) as on_step:
+            summary = run_training(cfg, out, resume=resume, on_step=on_step)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    p = summary["parameters"]
+    console.print(
+        f"best val accuracy {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}; "
+        f"{p['trainable']:,} trainable of {p['total']:,} parameters; {summary['train_seconds']:.1f} s, "
+        f"{summary['episodes_per_second']} episodes/s"
+    )
+    typer.echo(f"run written to {out.resolve()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="fsar-train")
+
+
+if __name__ == "__main__":
+    main()

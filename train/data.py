@@ -1,0 +1,159 @@
+"""Where episodes get their videos: the embedding cache (frozen embeddings) or the shards (pixels).
+
+Both sources give, for a set of rows of a split, T frames per video: one random frame per
+segment for training (temporal jitter over the stored training frames), the middle frame
+of each segment otherwise. The cache gives embeddings [n, T, D]; the shards give
+preprocessed pixels [n, T, 3, S, S] for a trainable visual encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.sampling import train_candidates
+
+
+def frame_positions(stored: int, T: int, n: int, rng: np.random.Generator | None) -> np.ndarray:
+    """[n, T] positions into each video's `stored` frames: random per segment with `rng`, else the middles."""
+    if stored == T:
+        return np.broadcast_to(np.arange(T), (n, T))
+    cands = np.asarray(train_candidates(stored, T))  # (T, stored // T)
+    if rng is None:
+        return np.broadcast_to(cands[:, cands.shape[1] // 2], (n, T))
+    return cands[np.arange(T), rng.integers(cands.shape[1], size=(n, T))]
+
+
+@dataclass
+class SplitInfo:
+    labels: np.ndarray  # (N,) split-level class index
+    class_names: list[str]
+    keys: list[str]
+
+
+class CacheSource:
+    """One split of an embedding cache, in memory (float16)."""
+
+    def __init__(self, cache: str | os.PathLike, split: str, frames: int, prompts: str) -> None:
+        from pipeline.embed.reader import load_split
+
+        data = load_split(cache, split, verbose=False)
+        if prompts not in data.text:
+            raise ValueError(f"{cache} has no {prompts!r} text embeddings; it has: {', '.join(data.text)}")
+        if data.frames.shape[0] == 0:
+            raise ValueError(f"{cache}: split {split!r} has no videos")
+        self.frames = torch.from_numpy(data.frames)  # (N, F, D) float16
+        if self.frames.shape[1] % frames:
+            raise ValueError(f"{cache}: {split} stores {self.frames.shape[1]} frames per video, not a multiple of {frames}")
+        self.T = frames
+        self.info = SplitInfo(data.labels, data.class_names, data.keys)
+        self.text = torch.from_numpy(data.text[prompts]).float()  # (C, D)
+        self.attrs = data.attrs
+        self.dataset = json.loads(data.attrs["shard_manifest"]).get("dataset")
+        self.random_init = bool(data.attrs.get("random_init", False))
+        self.dim = self.frames.shape[-1]
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Embeddings [*rows.shape, T, D] (float32) of the videos at `rows`."""
+        flat = np.asarray(rows).reshape(-1)
+        pos = frame_positions(self.frames.shape[1], self.T, len(flat), rng)
+        x = self.frames[torch.from_numpy(flat)[:, None], torch.from_numpy(np.ascontiguousarray(pos))]  # (n, T, D)
+        return x.float().view(*np.shape(rows), self.T, -1)
+
+
+class ShardSource:
+    """One split of a shard folder, read by random access into the tars (nothing held but an index).
+
+    Each sample's JPEG members are located once (offset, size); `batch` decodes the
+    needed frames and applies the model's preprocessing.
+    """
+
+    def __init__(self, shards: str | os.PathLike, split: str, frames: int, preprocess) -> None:
+        self.root = Path(shards)
+        manifest = json.loads((self.root / "manifest.json").read_text())
+        if split not in manifest["splits"]:
+            raise KeyError(f"{self.root} has no split {split!r}; it has: {', '.join(manifest['splits'])}")
+        info = manifest["splits"][split]
+        self.manifest, self.T, self.preprocess = manifest, frames, preprocess
+        self.dataset = manifest.get("dataset")
+        self.members: list[tuple[int, list[tuple[int, int]]]] = []  # (tar index, [(offset, size) per frame])
+        self.tars: list[Path] = []
+        labels, keys = [], []
+        for name in info["shards"]:
+            path = self.root / split / name
+            if not path.exists():
+                continue  # a failed shard: its videos are reported in the shard stage's summary
+            self.tars.append(path)
+            for key, cls, jpgs in _index_tar(path):
+                self.members.append((len(self.tars) - 1, jpgs))
+                labels.append(cls)
+                keys.append(key)
+        if not keys:
+            raise ValueError(f"{self.root}: split {split!r} has no readable samples")
+        stored = {len(m[1]) for m in self.members}
+        if len(stored) != 1 or next(iter(stored)) % frames:
+            raise ValueError(f"{self.root}/{split}: frames per sample {sorted(stored)} are not one multiple of {frames}")
+        self.stored = stored.pop()
+        names = [c["name"] for c in sorted(info["classes"], key=lambda c: c["index"])]
+        self.info = SplitInfo(np.asarray(labels, dtype=np.int64), names, keys)
+        self._handles: dict[int, object] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def _read(self, tar: int, offset: int, size: int) -> bytes:
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        f = self._handles.get(tar)
+        if f is None:
+            f = self._handles[tar] = open(self.tars[tar], "rb")
+        f.seek(offset)
+        return f.read(size)
+
+    def frames_uint8(self, row: int, positions) -> np.ndarray:
+        """[T, H, W, 3] uint8 frames of one video at the given stored positions."""
+        import simplejpeg
+
+        tar, jpgs = self.members[row]
+        return np.stack([simplejpeg.decode_jpeg(self._read(tar, *jpgs[p]), colorspace="RGB") for p in positions])
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Preprocessed pixels [*rows.shape, T, 3, S, S] of the videos at `rows`."""
+        flat = np.asarray(rows).reshape(-1)
+        pos = frame_positions(self.stored, self.T, len(flat), rng)
+        x = torch.stack([self.preprocess(torch.from_numpy(self.frames_uint8(int(r), p))) for r, p in zip(flat, pos)])
+        return x.view(*np.shape(rows), *x.shape[1:])
+
+
+def _index_tar(path: Path):
+    """Yield (key, class index, [(offset, size) of each frame JPEG in order]) per sample of a shard."""
+    with tarfile.open(path) as tar:
+        sample: dict[str, tarfile.TarInfo] = {}
+        key = None
+        for m in tar:
+            k, _, field = m.name.partition(".")
+            if key is not None and k != key:
+                yield _entry(tar, path, key, sample)
+                sample = {}
+            key = k
+            sample[field] = m
+        if key is not None:
+            yield _entry(tar, path, key, sample)
+
+
+def _entry(tar: tarfile.TarFile, path: Path, key: str, sample: dict):
+    if "cls" not in sample:
+        raise ValueError(f"{path}: sample {key!r} has no .cls member")
+    cls = int(tar.extractfile(sample["cls"]).read())
+    jpgs = [(sample[f].offset_data, sample[f].size) for f in sorted(f for f in sample if f.endswith(".jpg"))]
+    return key, cls, jpgs

@@ -1,0 +1,134 @@
+"""A head, behind either cached embeddings (adapter mode) or a trainable visual encoder (finetune mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.data import CacheSource, ShardSource
+from train.heads import Head, build_head
+
+
+class FewShotModel(nn.Module):
+    """`embed` maps a source batch to frame embeddings [..., T, D]; the head does the rest.
+
+    In adapter mode the batch already is embeddings and `visual` is None; in finetune mode
+    `visual` is an open_clip visual tower applied to every frame.
+    """
+
+    def __init__(self, head: Head, visual: nn.Module | None = None) -> None:
+        super().__init__()
+        self.head = head
+        self.visual = visual
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.visual is None:
+            return x
+        lead, T = x.shape[:-4], x.shape[-4]  # (..., T, 3, S, S)
+        e = self.visual(x.reshape(-1, *x.shape[-3:]))  # (n * T, D)
+        return e.view(*lead, T, -1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda requested but no GPU is visible: use --set device=cpu or install a CUDA build of torch")
+    return torch.device(name)
+
+
+class RunData:
+    """The splits and class-name embeddings a run trains and validates on."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, visual_model=None) -> None:
+        self.config = config
+        self.sources: dict[str, CacheSource | ShardSource] = {}
+        self.text: dict[str, torch.Tensor] = {}
+        self._visual_model = visual_model  # finetune: the full open_clip model, whose text encoder embeds class names
+        self.preprocess_model = visual_model  # finetune: the model whose eval transform prepares frames
+        self._text_file = run_dir / "text.safetensors" if run_dir is not None else None
+
+    def split(self, name: str):
+        """The source of split `name` (opened on first use)."""
+        if name not in self.sources:
+            c = self.config
+            if c.mode == "adapter":
+                if not c.cache:
+                    raise ValueError("adapter mode needs --cache")
+                src = CacheSource(c.cache, name, c.frames, c.prompts)
+                self.text[name] = src.text
+            else:
+                from pipeline.backbones import Preprocess
+
+                if not c.shards:
+                    raise ValueError("finetune mode needs --shards")
+                src = ShardSource(c.shards, name, c.frames, Preprocess(self.preprocess_model))
+                self.text[name] = self._finetune_text(name, src.info.class_names)
+            self.sources[name] = src
+        return self.sources[name]
+
+    def _finetune_text(self, split: str, names: list[str]) -> torch.Tensor:
+        """Class-name embeddings from the frozen text encoder, computed once and kept in the run directory."""
+        from safetensors.torch import load_file, save_file
+
+        from pipeline.atomic import atomic_path
+
+        stored = load_file(str(self._text_file)) if self._text_file and self._text_file.exists() else {}
+        if split in stored:
+            return stored[split]
+        if self._visual_model is None or not hasattr(self._visual_model, "encode_text"):
+            raise RuntimeError(f"no text embeddings for split {split!r} in {self._text_file} and no text encoder to compute them")
+        from pipeline.backbones import _open_clip
+        from pipeline.embed.run import encode_prompts, ensemble
+        from pipeline.prompts import PROMPT_SETS
+
+        tok = _open_clip().get_tokenizer(_resolve(self.config.backbone))
+        per = encode_prompts(self._visual_model, tok, names, PROMPT_SETS[self.config.prompts], "cpu")
+        text = torch.from_numpy(ensemble(per).astype(np.float32))
+        if self._text_file is not None:
+            stored[split] = text
+            with atomic_path(self._text_file) as tmp:
+                save_file(stored, str(tmp))
+        return text
+
+
+def _resolve(name: str) -> str:
+    from pipeline.backbones import resolve_name
+
+    return resolve_name(name)
+
+
+def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
+    """The model (head, plus the visual encoder in finetune mode) and its data, on CPU.
+
+    Parameters are initialised from `config.seed`. In finetune mode the class-name
+    embeddings of every split are computed with the frozen text encoder and kept in
+    RUN_DIR/text.safetensors; with `for_eval` the backbone is only built (its weights
+    come from the checkpoint) and the text is read from that file.
+    """
+    visual, full = None, None
+    if config.mode == "finetune":
+        from pipeline.backbones import BackboneSpec, create_backbone
+
+        full, _ = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed))
+        visual = full.visual
+        visual.requires_grad_(True)
+        dim = visual.output_dim
+    data = RunData(config, run_dir, None if for_eval else full)
+    if full is not None:
+        data.preprocess_model = full
+        if not for_eval:
+            import json as _json
+
+            for split in _json.loads((Path(config.shards) / "manifest.json").read_text())["splits"]:
+                data.split(split)
+    if config.mode == "adapter":
+        dim = data.split("train").dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = build_head(config, dim)
+    return FewShotModel(head, visual), data
