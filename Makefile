@@ -9,8 +9,9 @@ SHARDS ?= $(DATA)/synth-shards
 CACHE  ?= $(DATA)/synth-cache.h5
 BACKBONE ?= fsar-tiny-vit
 RESULTS ?= results
+RUNS   ?= $(RESULTS)/runs
 
-.PHONY: help setup test test-all reproduce bench-decode bench-embed bench-evaluate clean
+.PHONY: help setup test test-all reproduce bench-decode bench-embed bench-evaluate bench-train clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark"
@@ -19,6 +20,7 @@ help:
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
+	@echo "make bench-train   time per training episode, adapter vs finetune mode (after make reproduce)"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"
 
@@ -42,8 +44,14 @@ reproduce: setup
 	$(BIN)/fsar-data embed --shards $(SHARDS) --cache $(CACHE) --backbone $(BACKBONE) --pretrained none
 	for m in protonet otam zero-shot; do for k in 1 5; do \
 	  $(BIN)/fsar-eval $(RESULTS)/baselines --cache $(CACHE) --method $$m --shot $$k || exit 1; done; done
+	for k in 1 5; do run=$(RUNS)/clip-fsar-adapter-5w$${k}s; \
+	  if [ -f $$run/summary.json ]; then echo "$$run is trained already"; else \
+	    $(BIN)/fsar-train --mode adapter --cache $(CACHE) --method clip-fsar --config synth --shot $$k --out $$run \
+	      $$( [ -f $$run/config.json ] && echo --resume ) || exit 1; fi; \
+	  $(BIN)/fsar-eval $$run --shot $$k || exit 1; \
+	  $(BIN)/fsar-eval $$run --shot $$k --fusion-beta 0.9 || exit 1; done
 	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS), embeddings in $(CACHE),"
-	@echo "frozen-backbone baselines in $(RESULTS)/baselines"
+	@echo "frozen-backbone baselines in $(RESULTS)/baselines, trained CLIP-FSAR runs in $(RUNS)"
 
 $(VENV)/.fsar-bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -58,6 +66,10 @@ bench-evaluate: setup
 bench-embed: setup
 	@test -f $(SHARDS)/manifest.json || $(MAKE) reproduce
 	$(BIN)/python -m pipeline.bench.embed --shards $(SHARDS) --backbone $(BACKBONE) --out $(RESULTS)/bench-embed
+
+bench-train: setup
+	@test -f $(CACHE) || $(MAKE) reproduce
+	$(BIN)/python -m pipeline.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

@@ -68,3 +68,19 @@ def test_bad_eval_arguments_exit_2(cache, tmp_path):
     assert big.exit_code == 2 and "need 20 classes" in " ".join(big.output.split())
     notrun = CliRunner().invoke(app, [str(tmp_path), "--cache", str(cache)])
     assert notrun.exit_code == 2 and "not a training run" in " ".join(notrun.output.split())
+
+
+def test_pixel_cache_reads_back_as_an_embedding_cache(cache, tmp_path):
+    import h5py
+
+    from train.data import CacheSource
+    from train.pixel_baseline import pixel_features, write_pixel_cache
+
+    shards = cache.parent / "shards"
+    write_pixel_cache(shards, tmp_path / "px.h5")
+    with h5py.File(tmp_path / "px.h5", "r") as f:
+        assert set(f) == {"train", "val", "test"}
+    src = CacheSource(tmp_path / "px.h5", "test", 8, "clip-fsar")
+    raw, labels, _ = pixel_features(shards, "test")
+    assert np.array_equal(src.info.labels, labels)
+    torch.testing.assert_close(src.batch(np.arange(len(src))), (raw - raw[:, :1]).half().float())

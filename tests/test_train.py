@@ -196,12 +196,12 @@ def test_fsar_train_then_fsar_eval_on_the_cache(tiny_chain, tmp_path):
         eval_main([str(run), "--way", "3", "--episodes", "200"])
     assert e.value.code == 0
     out = json.loads((run / "eval-test-3w1s.json").read_text())
-    assert out["method"] == "clip-fsar" and out["mode"] == "adapter" and out["episodes"] == 200 and out["fusion_beta"] == 0.9
+    assert out["method"] == "clip-fsar" and out["mode"] == "adapter" and out["episodes"] == 200 and out["fusion_beta"] is None
     for key in ("accuracy", "ci95", "way", "shot", "seed", "per_class_accuracy", "reversal_pair_2way", "checkpoint_step"):
         assert key in out
     with pytest.raises(SystemExit) as e:
-        eval_main([str(run), "--way", "3", "--episodes", "200", "--fusion-beta", "none"])
-    assert e.value.code == 0 and json.loads((run / "eval-test-3w1s-nofusion.json").read_text())["fusion_beta"] is None
+        eval_main([str(run), "--way", "3", "--episodes", "200", "--fusion-beta", "0.9"])
+    assert e.value.code == 0 and json.loads((run / "eval-test-3w1s-beta0.9.json").read_text())["fusion_beta"] == 0.9
     with pytest.raises(SystemExit) as e:
         eval_main([str(tmp_path / "not-a-run")])
     assert e.value.code == 2
@@ -226,3 +226,14 @@ def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path)
     # The scores come from the checkpoint's encoder: the same episodes scored twice agree.
     again, correct2 = evaluate_run(tmp_path / "ft", "test", EpisodeConfig(3, 1, 1, 50, 0))
     assert np.array_equal(correct, correct2)
+
+
+def test_feature_stats_separate_static_from_moving_videos():
+    from train.feature_stats import frame_cosines
+
+    torch.manual_seed(0)
+    static = torch.randn(10, 1, 32).expand(10, 8, 32)
+    moving = torch.randn(10, 8, 32)
+    s, m = frame_cosines(static), frame_cosines(moving)
+    assert s["within_video"] == pytest.approx(1.0, abs=1e-5) and s["temporal_spread"] == pytest.approx(0.0, abs=1e-5)
+    assert m["within_video"] < 0.5 and m["temporal_spread"] > 1.0

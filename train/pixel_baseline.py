@@ -1,11 +1,16 @@
 """How solvable is a sharded benchmark without any model? Few-shot baselines on raw pixels.
 
     python -m train.pixel_baseline --shards data/synth-shards [--split test] [--shot 5] [--episodes 3000]
+    python -m train.pixel_baseline --shards data/synth-shards --write-cache data/pixel-cache.h5
 
 Each stored frame is shrunk to 16x12 pixels; features are those pixels, and the same
 minus the clip's first frame (which removes the static scene and keeps the motion).
 ProtoNet and OTAM then run on the usual seeded episodes, plus 2-way time-reversal-pair
 episodes on the synthetic benchmark. A learned model should beat these numbers.
+
+`--write-cache` instead writes the "pixels minus first frame" features of every split in
+the embedding-cache layout, with all-zero class-name embeddings (no text), so trainers and
+`fsar-eval` can run on features that are known to carry the motion.
 """
 
 from __future__ import annotations
@@ -36,6 +41,27 @@ def pixel_features(shards: Path, split: str, size=(16, 12)) -> tuple[torch.Tenso
     return torch.from_numpy(np.stack(feats)), np.asarray(labels), names
 
 
+def write_pixel_cache(shards: Path, path: Path) -> None:
+    """All splits' "pixels minus first frame" features as an embedding cache (float16, zero text)."""
+    import h5py
+
+    from pipeline.atomic import atomic_path
+
+    manifest = json.loads((shards / "manifest.json").read_text())
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(format="fsar-embedding-cache/1", backbone="pixels-16x12-minus-first-frame", pretrained="none", random_init=False)
+        f.attrs["shard_manifest"] = json.dumps(manifest)
+        for split in manifest["splits"]:
+            raw, labels, names = pixel_features(shards, split)
+            g = f.create_group(split)
+            g.create_dataset("frames", data=(raw - raw[:, :1]).numpy().astype(np.float16))
+            g.create_dataset("labels", data=labels.astype(np.int64))
+            g.create_dataset("keys", data=[str(i) for i in range(len(labels))], dtype=h5py.string_dtype())
+            g.create_dataset("ids", data=[str(i) for i in range(len(labels))], dtype=h5py.string_dtype())
+            g.create_dataset("class_names", data=names, dtype=h5py.string_dtype())
+            g.create_group("text").create_dataset("clip-fsar", data=np.zeros((len(names), raw.shape[-1]), np.float32))
+
+
 def main(argv: list[str] | None = None) -> dict:
     from train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
     from train.evaluate import reversal_pairs, score, summarise
@@ -47,7 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shot", type=int, default=5)
     ap.add_argument("--episodes", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-cache", type=Path, default=None, help="write the features of every split as an embedding cache and stop")
     args = ap.parse_args(argv)
+    if args.write_cache:
+        write_pixel_cache(args.shards, args.write_cache)
+        print(f"pixel features written to {args.write_cache}")
+        return {}
     raw, labels, names = pixel_features(args.shards, args.split)
     pairs = reversal_pairs(names)
     results = {}
