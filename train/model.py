@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +83,11 @@ class RunData:
             return stored[split]
         if self._visual_model is None or not hasattr(self._visual_model, "encode_text"):
             raise RuntimeError(f"no text embeddings for split {split!r} in {self._text_file} and no text encoder to compute them")
-        from pipeline.backbones import _open_clip
+        from pipeline.backbones import _open_clip, resolve_name
         from pipeline.embed.run import encode_prompts, ensemble
         from pipeline.prompts import PROMPT_SETS
 
-        tok = _open_clip().get_tokenizer(_resolve(self.config.backbone))
+        tok = _open_clip().get_tokenizer(resolve_name(self.config.backbone))
         per = encode_prompts(self._visual_model, tok, names, PROMPT_SETS[self.config.prompts], "cpu")
         text = torch.from_numpy(ensemble(per).astype(np.float32))
         if self._text_file is not None:
@@ -94,12 +95,6 @@ class RunData:
             with atomic_path(self._text_file) as tmp:
                 save_file(stored, str(tmp))
         return text
-
-
-def _resolve(name: str) -> str:
-    from pipeline.backbones import resolve_name
-
-    return resolve_name(name)
 
 
 def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
@@ -122,9 +117,7 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     if full is not None:
         data.preprocess_model = full
         if not for_eval:
-            import json as _json
-
-            for split in _json.loads((Path(config.shards) / "manifest.json").read_text())["splits"]:
+            for split in json.loads((Path(config.shards) / "manifest.json").read_text())["splits"]:
                 data.split(split)
     if config.mode == "adapter":
         dim = data.split("train").dim
