@@ -26,6 +26,7 @@ def evaluate(
     prompts: str = typer.Option("clip-fsar", help="Prompt set for zero-shot."),
     fusion_beta: Optional[str] = typer.Option(None, help="A run's text/few-shot fusion weight in [0, 1], or 'none' for few-shot logits alone (default: the run's)."),
     checkpoint: str = typer.Option("best", help="A run's checkpoint: best (on val) or last."),
+    protocol: str = typer.Option("few-shot", help="few-shot (episodes), zero-shot (every video of --split among all its classes, by video-text similarity) or supervised (a run's held-out training videos among the training classes)."),
 ) -> None:
     """Score a training run, or a frozen backbone's baselines on the embedding cache, on fixed seeded episodes."""
     from train.episodes import EpisodeConfig
@@ -37,7 +38,14 @@ def evaluate(
         if method is not None:
             if cache is None:
                 raise ValueError("--method evaluates a frozen backbone and needs --cache CACHE.h5")
-            result, correct = evaluate_frozen(cache, method, split, config, prompts)
+            if protocol == "few-shot":
+                result, correct = evaluate_frozen(cache, method, split, config, prompts)
+            elif protocol == "zero-shot" and method == "zero-shot":
+                from train.evaluate import evaluate_frozen_classification
+
+                result, correct = evaluate_frozen_classification(cache, split, prompts)
+            else:
+                raise ValueError(f"a frozen backbone has the few-shot protocol, and the zero-shot protocol with --method zero-shot; got --protocol {protocol} --method {method}")
         else:
             from train.evaluate_run import KEEP, evaluate_run
 
@@ -45,12 +53,20 @@ def evaluate(
             if fusion_beta is not None:
                 beta = None if fusion_beta.lower() == "none" else _float(fusion_beta)
                 suffix = "-nofusion" if beta is None else f"-beta{beta:g}"
-            result, correct = evaluate_run(run_dir, split, config, beta, checkpoint)
-    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+            result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol)
+    except (ValueError, KeyError, FileNotFoundError, OSError, NotImplementedError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     path = write_eval(run_dir, result, correct, suffix)
     note = " (RANDOM backbone weights)" if result["random_init_backbone"] else ""
+    if result.get("protocol", "few-shot") != "few-shot":
+        k = min(5, result["classes"])
+        console.print(
+            f"{result['method']} {result['protocol']} on {result['split']}: {result['videos']} videos among {result['classes']} classes, "
+            f"top-1 {result['accuracy']:.2f} +- {result['ci95']:.2f}%, top-{k} {result[f'top{k}_accuracy']:.2f} +- {result[f'top{k}_ci95']:.2f}%{note}"
+        )
+        typer.echo(f"results written to {path.resolve()}")
+        return
     label = result["method"] + (f" ({result['mode']}, fusion beta {result['fusion_beta']})" if "mode" in result else "")
     console.print(
         f"{label} on {split}, {way}-way {shot}-shot, {episodes} episodes (seed {seed}): "

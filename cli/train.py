@@ -19,7 +19,7 @@ def train(
     mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs) or finetune (shards; the visual encoder trains)."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache from `fsar-data embed` (adapter mode)."),
     shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune mode)."),
-    method: Optional[str] = typer.Option(None, help="Few-shot head, e.g. clip-fsar."),
+    method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip or actionclip."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
     config: str = typer.Option("synth", help="Named config: synth, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
@@ -33,8 +33,8 @@ def train(
     from train.trainer import train as run_training
 
     try:
-        cfg = get_config(config)
-        direct = {"mode": mode, "method": method, "way": way, "shot": shot, "cache": str(cache) if cache else None, "shards": str(shards) if shards else None}
+        cfg = get_config(config, method)
+        direct = {"mode": mode, "way": way, "shot": shot, "cache": str(cache) if cache else None, "shards": str(shards) if shards else None}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in direct.items() if v is not None})
         cfg = apply_overrides(cfg, set_)
         if cfg.mode == "adapter" and not cfg.cache:

@@ -62,7 +62,8 @@ class TrainConfig:
     """Clip the gradient norm to this value (None: no clipping)."""
 
     alpha: float = 1.0
-    """Weight of the video-text contrastive loss (CLIP-FSAR's USE_CLASSIFICATION_VALUE)."""
+    """CLIP-FSAR: weight of the video-text loss (USE_CLASSIFICATION_VALUE, >= 0); MA-CLIP: weight
+    in [0, 1] of the video-text terms against the few-shot term, in the loss and the prediction."""
     fusion_beta: float | None = 0.9
     """Test-time fusion p = p_text^beta * p_fewshot^(1-beta); None: few-shot logits alone."""
     lam: float = 0.5
@@ -76,7 +77,14 @@ class TrainConfig:
     ffn_dropout: float = 0.05
     """Dropout in the feed-forward block."""
     text_scale_init: float = 1.0
-    """Initial value of the learnable video-text logit scale."""
+    """Initial value of the learnable video-text logit scale (CLIP-FSAR, MA-CLIP)."""
+    temporal_fusion: str = "transformer"
+    """ActionCLIP's fusion of frame embeddings into a video embedding: transformer or mean."""
+    temporal_layers: int = 1
+    """Layers of ActionCLIP's fusion transformer (the paper uses 6 at width 512)."""
+    holdout: float = 0.0
+    """Fraction of each training class's videos kept out of training (deterministic by video
+    key), on which `fsar-eval --protocol supervised` scores the seen classes."""
 
     val_every: int = 100
     """Validate (and keep the best checkpoint) every this many steps, and at the end."""
@@ -101,7 +109,7 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(HEADS)}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim"):
+        for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim", "temporal_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.way < 2:
@@ -124,6 +132,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.temporal_fusion not in ("transformer", "mean"):
+            raise ValueError(f"temporal_fusion must be transformer or mean, got {self.temporal_fusion!r}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

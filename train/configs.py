@@ -86,6 +86,22 @@ def tiny() -> TrainConfig:
     return dataclasses.replace(synth(), iterations=4, episodes_per_step=2, query=2, ffn_dim=64, val_every=2, val_episodes=20, log_every=1, warmup_iterations=0)
 
 
+def for_method(config: TrainConfig, method: str) -> TrainConfig:
+    """`config` (a dataset's settings) with `method`'s own defaults.
+
+    - clip-fsar: as the named configs are written.
+    - ma-clip: alpha 0.5 (the weight of the video-text terms in loss and prediction) and no
+      separate fusion (its prediction already mixes text and few-shot probabilities).
+    - actionclip: the 16-template prompt ensemble, transformer fusion, no fusion at test, and
+      20% of each training class's videos held out for the supervised protocol.
+    """
+    if method == "ma-clip":
+        return dataclasses.replace(config, method=method, alpha=0.5, fusion_beta=None)
+    if method == "actionclip":
+        return dataclasses.replace(config, method=method, prompts="actionclip", fusion_beta=None, temporal_fusion="transformer", holdout=0.2)
+    return dataclasses.replace(config, method=method)
+
+
 CONFIGS: dict[str, Callable[[], TrainConfig]] = {
     "synth": synth,
     "ssv2": ssv2_full,
@@ -97,8 +113,9 @@ CONFIGS: dict[str, Callable[[], TrainConfig]] = {
 }
 
 
-def get_config(name: str) -> TrainConfig:
-    """The named config; unknown names list the known ones."""
+def get_config(name: str, method: str | None = None) -> TrainConfig:
+    """The named config, with `method`'s defaults when given; unknown names list the known ones."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
-    return CONFIGS[name]()
+    config = CONFIGS[name]()
+    return config if method is None else for_method(config, method)

@@ -157,3 +157,36 @@ def _entry(tar: tarfile.TarFile, path: Path, key: str, sample: dict):
     cls = int(tar.extractfile(sample["cls"]).read())
     jpgs = [(sample[f].offset_data, sample[f].size) for f in sorted(f for f in sample if f.endswith(".jpg"))]
     return key, cls, jpgs
+
+
+def holdout_rows(info: SplitInfo, fraction: float) -> np.ndarray:
+    """Boolean mask [N] of the videos held out of training: in every class, the
+    round(fraction * n) videos whose keys hash lowest (independent of order and seed)."""
+    import hashlib
+
+    held = np.zeros(len(info.labels), dtype=bool)
+    if fraction <= 0:
+        return held
+    for c in np.unique(info.labels):
+        rows = np.flatnonzero(info.labels == c)
+        rows = sorted(rows, key=lambda r: hashlib.sha1(info.keys[r].encode()).hexdigest())
+        held[rows[: int(round(fraction * len(rows)))]] = True
+    return held
+
+
+class SubsetSource:
+    """The videos of a source at `rows`, with the same interface (labels stay split-level)."""
+
+    def __init__(self, source, rows: np.ndarray) -> None:
+        self.source, self.rows = source, np.asarray(rows)
+        i = source.info
+        self.info = SplitInfo(i.labels[self.rows], i.class_names, [i.keys[r] for r in self.rows])
+        for name in ("attrs", "dataset", "random_init", "dim", "T"):
+            if hasattr(source, name):
+                setattr(self, name, getattr(source, name))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        return self.source.batch(self.rows[np.asarray(rows)], rng)

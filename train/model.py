@@ -55,7 +55,7 @@ class RunData:
 
     def split(self, name: str):
         """The source of split `name` (opened on first use)."""
-        if name not in self.sources:
+        if name not in self.sources and name != "train-holdout":
             c = self.config
             if c.mode == "adapter":
                 if not c.cache:
@@ -70,6 +70,17 @@ class RunData:
                 src = ShardSource(c.shards, name, c.frames, Preprocess(self.preprocess_model))
                 self.text[name] = self._finetune_text(name, src.info.class_names)
             self.sources[name] = src
+            if name == "train" and c.holdout > 0:
+                from train.data import SubsetSource, holdout_rows
+
+                held = holdout_rows(src.info, c.holdout)
+                self.sources["train"] = SubsetSource(src, np.flatnonzero(~held))
+                self.sources["train-holdout"] = SubsetSource(src, np.flatnonzero(held))
+                self.text["train-holdout"] = self.text["train"]
+        if name == "train-holdout" and name not in self.sources:
+            self.split("train")
+            if name not in self.sources:
+                raise ValueError("this run holds no videos out of training (holdout 0): the supervised protocol has nothing unseen to score")
         return self.sources[name]
 
     def _finetune_text(self, split: str, names: list[str]) -> torch.Tensor:

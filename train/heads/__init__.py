@@ -5,9 +5,11 @@ visual encoder (finetune mode)."""
 from __future__ import annotations
 
 from train.heads.base import EpisodeBatch, Head
+from train.heads.actionclip import ActionCLIP
 from train.heads.clip_fsar import CLIPFSAR
+from train.heads.ma_clip import MACLIP
 
-HEADS: dict[str, type[Head]] = {"clip-fsar": CLIPFSAR}
+HEADS: dict[str, type[Head]] = {"clip-fsar": CLIPFSAR, "ma-clip": MACLIP, "actionclip": ActionCLIP}
 
 
 def build_head(config, dim: int) -> Head:

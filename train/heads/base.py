@@ -60,6 +60,11 @@ class Head(nn.Module):
         """Scores [E, Nq, way] whose argmax is the prediction (log-probabilities where fused)."""
         return self.episode_logits(query_enc, support_enc, batch.way)
 
+    def video_text_scores(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Video-text scores [N, C] of videos [N, T, D] against class texts [C, D], for the
+        zero-shot and supervised protocols."""
+        raise NotImplementedError(f"{type(self).__name__} does not score videos against class texts")
+
     def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss of a batch of episodes; `base_text` [C, D] holds every training class's text.
 

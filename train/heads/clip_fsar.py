@@ -83,6 +83,9 @@ class CLIPFSAR(Head):
         v = F.normalize(frames.mean(dim=-2), dim=-1)
         return self.text_scale * v @ F.normalize(text.to(v.dtype), dim=-1).T
 
+    def video_text_scores(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.video_text_logits(frames, text)
+
     def predict(self, batch: EpisodeBatch, query_enc: torch.Tensor, support_enc: torch.Tensor, fusion_beta: float | None) -> torch.Tensor:
         few = self.episode_logits(query_enc, support_enc, batch.way)  # (E, Nq, way)
         if fusion_beta is None:

@@ -1,0 +1,212 @@
+"""MA-CLIP and ActionCLIP heads, their losses, and the zero-shot / supervised protocols."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.configs import get_config
+from train.data import SplitInfo, holdout_rows
+from train.evaluate import classification_result
+from train.heads import EpisodeBatch, build_head
+from train.losses import multi_positive_target, symmetric_video_text_kl
+from train.metrics import otam_logits
+
+
+def _batch(E=2, way=3, shot=2, query=2, T=4, D=16, seed=0) -> EpisodeBatch:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(way)
+    class_text = torch.randn(E, way, D, generator=g)
+    return EpisodeBatch(
+        support=torch.randn(E, way * shot, T, D, generator=g),
+        query=torch.randn(E, way * query, T, D, generator=g),
+        support_text=class_text.repeat_interleave(shot, dim=1),
+        class_text=class_text,
+        support_labels=labels.repeat_interleave(shot).repeat(E, 1),
+        query_labels=labels.repeat_interleave(query).repeat(E, 1),
+        way=way,
+    )
+
+
+def _head(method: str, **changes):
+    cfg = dataclasses.replace(get_config("tiny", method), frames=4, heads=2, ffn_dim=32, **changes)
+    torch.manual_seed(0)
+    return build_head(cfg, 16).eval()
+
+
+# --- the ActionCLIP loss ----------------------------------------------------------------------
+
+def test_multi_positive_target_spreads_mass_over_repeated_labels():
+    t = multi_positive_target(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 1, 2]))
+    expected = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    assert torch.equal(t, expected)
+    with pytest.raises(ValueError, match="no matching text"):
+        multi_positive_target(torch.tensor([3]), torch.tensor([0, 1]))
+
+
+def test_symmetric_kl_is_zero_at_the_target_and_matches_the_formula():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    target = multi_positive_target(labels, labels)
+    # Logits whose softmax equals the (symmetric) target in both directions: the loss is zero.
+    perfect = torch.where(target > 0, torch.zeros(()), torch.full((), -1e4))
+    assert symmetric_video_text_kl(perfect, labels, labels).item() == pytest.approx(0.0, abs=1e-6)
+    # Cross-entropy against a one-hot target would push the two class-0 videos apart; KL does not.
+    logits = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    manual = 0.0
+    for lg, tg in ((logits, target), (logits.T, target.T / target.T.sum(1, keepdim=True))):
+        p = F.log_softmax(lg, dim=1)
+        manual += (tg * (torch.log(tg.clamp_min(1e-12)) - p)).sum(1).mean() / 2
+    assert symmetric_video_text_kl(logits, labels, labels).item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_actionclip_fusion_shapes_and_mean_fusion_has_no_temporal_weights():
+    b = _batch()
+    h = _head("actionclip")
+    v = h.video(b.query[0])
+    assert v.shape == (6, 16)
+    # Reversing a video's frames changes the transformer fusion (learned positions) but not mean pooling.
+    assert not torch.allclose(h.video(b.query[0].flip(1)), v, atol=1e-5)
+    m = _head("actionclip", temporal_fusion="mean")
+    assert torch.allclose(m.video(b.query[0].flip(1)), m.video(b.query[0]), atol=1e-6)
+    assert sum(p.numel() for p in m.parameters()) == 1  # the logit scale alone
+    loss, metrics = h.loss(b, torch.randn(3, 16))
+    assert loss.item() > 0 and 0 <= metrics["accuracy"] <= 100
+
+
+def test_actionclip_learns_to_match_videos_to_their_class_text():
+    """Frames are noisy copies of a rotated class text: the fusion must learn the rotation."""
+    torch.manual_seed(0)
+    C, D, T = 6, 16, 4
+    text = F.normalize(torch.randn(C, D), dim=-1)
+    rot = torch.linalg.qr(torch.randn(D, D))[0]
+
+    def videos(labels):
+        return (text[labels] @ rot)[:, None, :] + 0.05 * torch.randn(len(labels), T, D)
+
+    h = _head("actionclip", temporal_fusion="transformer")
+    opt = torch.optim.Adam(h.parameters(), lr=3e-3)
+    test_labels = torch.arange(C).repeat(4)
+    before = (h.video_text_scores(videos(test_labels), text).argmax(1) == test_labels).float().mean().item()
+    h.train()
+    for _ in range(150):
+        labels = torch.randint(0, C, (24,))
+        v = videos(labels).view(1, 24, T, D)
+        b = EpisodeBatch(v[:, :12], v[:, 12:], None, None, labels[None, :12], labels[None, 12:], C)
+        loss, _ = h.loss(b, text)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    h.eval()
+    with torch.no_grad():
+        after = (h.video_text_scores(videos(test_labels), text).argmax(1) == test_labels).float().mean().item()
+    assert after >= 0.9 > before + 0.3
+
+
+# --- MA-CLIP ---------------------------------------------------------------------------------
+
+def test_ma_clip_text_guides_supports_only():
+    b = _batch()
+    h = _head("ma-clip")
+    x, t = b.support[0], b.support_text[0]
+    s = h.encode_support(x, t)
+    assert s.shape == x.shape
+    assert not torch.allclose(s, h.encode_support(x, t.roll(1, dims=0)), atol=1e-5)  # other classes' text, other features
+    assert torch.allclose(h.encode_query(x), h.prototype(x, None))
+
+
+def test_ma_clip_alpha_endpoints():
+    b = _batch()
+    for alpha in (0.0, 1.0):
+        h = _head("ma-clip", alpha=alpha)
+        s = h.encode_support(b.support.flatten(0, 1), b.support_text.flatten(0, 1)).view(*b.support.shape)
+        q = h.encode_query(b.query.flatten(0, 1)).view(*b.query.shape)
+        pred = h.predict(b, q, s, None).argmax(-1)
+        few = h.episode_logits(q, s, b.way)
+        if alpha == 0:
+            assert torch.equal(pred, few.argmax(-1))
+            loss, m = h.loss(b, None)
+            assert loss.item() == pytest.approx(m["q2s_loss"], rel=1e-5)
+            assert m["q2s_loss"] == pytest.approx(F.cross_entropy(few.flatten(0, 1), b.target.repeat(b.support.shape[0])).item(), rel=1e-4)
+        else:
+            text = h._text_logits(b.query, b.class_text)
+            assert torch.equal(pred, text.argmax(-1))
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        _head("ma-clip", alpha=1.5)
+
+
+def test_ma_clip_loss_uses_otam_on_text_guided_prototypes():
+    b = _batch(E=1)
+    h = _head("ma-clip", alpha=0.0)
+    s = h.encode_support(b.support[0], b.support_text[0])[None]
+    q = h.encode_query(b.query[0])[None]
+    protos = s.view(1, b.way, 2, 4, 16).mean(2)
+    assert torch.allclose(h.episode_logits(q, s, b.way), otam_logits(q, protos, b.way, 0.5), atol=1e-6)
+
+
+# --- protocols -------------------------------------------------------------------------------
+
+def test_classification_result_top1_top5_and_confusion():
+    scores = torch.tensor([[9.0, 8, 7, 6, 5, 4, 0], [0, 9, 1, 1, 1, 1, 1], [9, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6]])
+    labels = np.array([1, 1, 6, 6])
+    r, correct = classification_result(scores, labels, [f"c{i}" for i in range(7)], "zero-shot")
+    assert r["accuracy"] == 50.0 and r["top5_accuracy"] == 100.0  # video 0: top-1 wrong, within top 5; video 2: 6 is 2nd best
+    assert correct[:, 0].tolist() == [False, True, False, True]
+    counts = np.array(r["confusion"]["counts"])
+    assert counts.sum() == 4 and counts[1, 0] == 1 and counts[1, 1] == 1 and counts[6, 0] == 1 and counts[6, 6] == 1
+    assert r["ci95"] == pytest.approx(1.96 * 0.5 / 2 * 100)
+
+
+def test_holdout_is_per_class_deterministic_and_order_free():
+    labels = np.repeat(np.arange(4), 10)
+    keys = [f"v{i}" for i in range(40)]
+    held = holdout_rows(SplitInfo(labels, list("abcd"), keys), 0.2)
+    assert all(held[labels == c].sum() == 2 for c in range(4))
+    perm = np.random.default_rng(0).permutation(40)
+    held_perm = holdout_rows(SplitInfo(labels[perm], list("abcd"), [keys[i] for i in perm]), 0.2)
+    assert {keys[i] for i in perm[held_perm]} == {keys[i] for i in np.flatnonzero(held)}
+    assert not holdout_rows(SplitInfo(labels, list("abcd"), keys), 0.0).any()
+
+
+@pytest.mark.parametrize("method", ["ma-clip", "actionclip"])
+def test_each_method_trains_and_evaluates_through_the_cli(tiny_chain, tmp_path, method):
+    from cli.eval import main as eval_main
+    from cli.train import main as train_main
+
+    run = tmp_path / method
+    args = ["--mode", "adapter", "--cache", str(tiny_chain["cache"]), "--method", method, "--config", "tiny", "--way", "3", "--out", str(run), "--set", "threads=1", "--set", "query=1"]
+    with pytest.raises(SystemExit) as e:
+        train_main(args)
+    assert e.value.code == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"] == method and cfg["prompts"] == ("actionclip" if method == "actionclip" else "clip-fsar")
+    for extra in (["--way", "3", "--episodes", "50"], ["--protocol", "zero-shot"]):
+        with pytest.raises(SystemExit) as e:
+            eval_main([str(run), *extra])
+        assert e.value.code == 0
+    few = json.loads((run / "eval-test-3w1s.json").read_text())
+    zs = json.loads((run / "eval-test-zero-shot.json").read_text())
+    assert few["method"] == method and few["episodes"] == 50 and len(few["confusion"]["counts"]) == 6
+    assert zs["protocol"] == "zero-shot" and zs["videos"] == 18 and zs["classes"] == 6
+    if method == "actionclip":  # holds 20% of the training videos out for the supervised protocol
+        with pytest.raises(SystemExit) as e:
+            eval_main([str(run), "--protocol", "supervised"])
+        assert e.value.code == 0
+        sup = json.loads((run / "eval-train-holdout-supervised.json").read_text())
+        assert sup["videos"] == 15 and sup["classes"] == 15  # 15 training classes x round(0.2 x 3) videos
+
+
+def test_supervised_protocol_needs_a_holdout(tiny_chain, tmp_path):
+    from cli.eval import main as eval_main
+    from cli.train import main as train_main
+
+    run = tmp_path / "r"
+    with pytest.raises(SystemExit):
+        train_main(["--cache", str(tiny_chain["cache"]), "--config", "tiny", "--way", "3", "--out", str(run), "--set", "threads=1"])
+    with pytest.raises(SystemExit) as e:
+        eval_main([str(run), "--protocol", "supervised"])
+    assert e.value.code == 2
