@@ -4,19 +4,25 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fsar-installed
 DATA   ?= data
-SYNTH  ?= $(DATA)/synth
-SHARDS ?= $(DATA)/synth-shards
-CACHE  ?= $(DATA)/synth-cache.h5
+# The built-in synthetic benchmark by default; a real one with DATASET=ssv2 ROOT=/path/to/videos BACKBONE=ViT-B/16.
+DATASET ?= synth
+ROOT   ?=
+SHARDS ?= $(DATA)/$(DATASET)-shards
+CACHE  ?= $(DATA)/$(DATASET)-cache.h5
 BACKBONE ?= fsar-tiny-vit
 RESULTS ?= results
-RUNS   ?= $(RESULTS)/runs
+# Extra fsar-reproduce options, e.g. REPRODUCE_ARGS="--splits /path/to/splits --methods clip-fsar".
+REPRODUCE_ARGS ?=
 
-.PHONY: help setup test test-all reproduce bench-decode bench-embed bench-evaluate bench-train clean
+.PHONY: help setup test test-all reproduce report bench bench-decode bench-embed bench-evaluate bench-train clean
 
 help:
-	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark"
+	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark ($(RESULTS)/REPORT.md)"
+	@echo "                 a real dataset: make reproduce DATASET=ssv2 ROOT=/videos BACKBONE=ViT-B/16"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
+	@echo "make report      regenerate $(RESULTS)/REPORT.md from the JSON outputs"
+	@echo "make bench       every benchmark below, then $(RESULTS)/BENCH.md"
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
@@ -39,19 +45,11 @@ test-all: setup
 	$(BIN)/python -m pytest -m 'not gpu'
 
 reproduce: setup
-	$(BIN)/fsar-data synth $(SYNTH)
-	$(BIN)/fsar-data shard synth --root $(SYNTH) --out $(SHARDS) --short-side 144
-	$(BIN)/fsar-data embed --shards $(SHARDS) --cache $(CACHE) --backbone $(BACKBONE) --pretrained none
-	for m in protonet otam zero-shot; do for k in 1 5; do \
-	  $(BIN)/fsar-eval $(RESULTS)/baselines --cache $(CACHE) --method $$m --shot $$k || exit 1; done; done
-	for k in 1 5; do run=$(RUNS)/clip-fsar-adapter-5w$${k}s; \
-	  if [ -f $$run/summary.json ]; then echo "$$run is trained already"; else \
-	    $(BIN)/fsar-train --mode adapter --cache $(CACHE) --method clip-fsar --config synth --shot $$k --out $$run \
-	      $$( [ -f $$run/config.json ] && echo --resume ) || exit 1; fi; \
-	  $(BIN)/fsar-eval $$run --shot $$k || exit 1; \
-	  $(BIN)/fsar-eval $$run --shot $$k --fusion-beta 0.9 || exit 1; done
-	@echo "synthetic benchmark in $(SYNTH), its WebDataset shards in $(SHARDS), embeddings in $(CACHE),"
-	@echo "frozen-backbone baselines in $(RESULTS)/baselines, trained CLIP-FSAR runs in $(RUNS)"
+	$(BIN)/fsar-reproduce --dataset $(DATASET) $(if $(ROOT),--root $(ROOT)) --data $(DATA) --shards $(SHARDS) --cache $(CACHE) \
+	  --results $(RESULTS) --backbone $(BACKBONE) $(REPRODUCE_ARGS)
+
+report: setup
+	$(BIN)/fsar-report $(RESULTS)
 
 $(VENV)/.fsar-bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -70,6 +68,10 @@ bench-embed: setup
 bench-train: setup
 	@test -f $(CACHE) || $(MAKE) reproduce
 	$(BIN)/python -m pipeline.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
+
+# Every benchmark, then RESULTS/BENCH.md with each ratio against its in-run baseline.
+bench: bench-decode bench-embed bench-evaluate bench-train
+	$(BIN)/python -m pipeline.bench.report --results $(RESULTS)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

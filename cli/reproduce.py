@@ -1,0 +1,88 @@
+"""`fsar-reproduce` (the whole chain, as `make reproduce` runs it) and `fsar-report` (its report)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cli.progress import console, progress_bar, train_bar
+
+app = typer.Typer(name="fsar-reproduce", add_completion=False, pretty_exceptions_enable=False)
+report_app = typer.Typer(name="fsar-report", add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def reproduce(
+    dataset: str = typer.Option("synth", help="synth (rendered here), or ssv2, ssv2-small, kinetics100, ucf101, hmdb51 with --root."),
+    root: Optional[Path] = typer.Option(None, help="Video root of a real dataset (synth: where it is rendered, default DATA/synth)."),
+    splits: Optional[Path] = typer.Option(None, help="Split lists of a real dataset (default: downloaded once)."),
+    data: Path = typer.Option(Path("data"), help="Where shards and the embedding cache go."),
+    shards: Optional[Path] = typer.Option(None, help="Shard folder (default DATA/<dataset>-shards)."),
+    cache: Optional[Path] = typer.Option(None, help="Embedding cache (default DATA/<dataset>-cache.h5)."),
+    results: Path = typer.Option(Path("results"), help="Evaluations, runs, timings and REPORT.md."),
+    backbone: str = typer.Option("fsar-tiny-vit", help="open_clip model of the cache (ViT-B/16 for real datasets)."),
+    pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, or none [default: none for fsar-* backbones, else the model's default tag]."),
+    short_side: Optional[int] = typer.Option(None, help="Stored frame short side [default: 144 for synth, 256 otherwise]."),
+    methods: str = typer.Option("clip-fsar,ma-clip,actionclip", help="Trained methods, comma-separated."),
+    shots: str = typer.Option("1,2,5", help="Shots, comma-separated."),
+    episodes: int = typer.Option(10000, help="Test episodes per setting."),
+    config: Optional[str] = typer.Option(None, help="Named training config [default: the dataset's]."),
+    set_: List[str] = typer.Option([], "--set", help="Override every training config: --set key=value."),
+    workers: Optional[int] = typer.Option(None, help="Ray workers of the shard stage [default: all cores]."),
+) -> None:
+    """Run data -> shards -> cache -> baselines and trained methods -> evaluation -> RESULTS/REPORT.md, reusing finished stages."""
+    from train.reproduce import ReproduceConfig
+    from train.reproduce import reproduce as run
+
+    try:
+        if pretrained is None:
+            from pipeline.backbones import default_pretrained
+
+            pretrained = "none" if backbone.startswith("fsar-") else default_pretrained(backbone)
+        cfg = ReproduceConfig(
+            dataset=dataset,
+            root=root,
+            splits=splits,
+            data=data,
+            shards=shards,
+            cache=cache,
+            results=results,
+            backbone=backbone,
+            pretrained=pretrained,
+            short_side=short_side or (144 if dataset == "synth" else 256),
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            shots=tuple(int(s) for s in shots.split(",") if s.strip()),
+            episodes=episodes,
+            train_config=config,
+            train_overrides=tuple(set_),
+            workers=workers or os.cpu_count() or 1,
+        )
+        path = run(cfg, progress=progress_bar, train_progress=train_bar, log=console.print)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    typer.echo(f"report: {path.resolve()}")
+
+
+@report_app.command()
+def report(results: Path = typer.Argument(Path("results"), help="The results folder of `make reproduce`.")) -> None:
+    """Regenerate RESULTS/REPORT.md and RESULTS/plots/ from the JSON outputs."""
+    from train.report import write_report
+
+    try:
+        path = write_report(results)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    typer.echo(f"report: {path.resolve()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="fsar-reproduce")
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    report_app(args=argv, prog_name="fsar-report")

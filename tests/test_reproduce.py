@@ -1,0 +1,53 @@
+"""A miniature of `make reproduce`: every stage, every method, the report; then a re-run that reuses it all."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from train.reproduce import ReproduceConfig, reproduce
+
+
+def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
+    cfg = ReproduceConfig(
+        data=tmp_path / "data",
+        results=tmp_path / "results",
+        backbone="fsar-micro-vit",
+        short_side=48,
+        synth_classes=24,
+        synth_videos_per_class=3,
+        synth_size=(64, 48),
+        synth_frames=(8, 10),
+        way=3,
+        shots=(1, 2),
+        episodes=40,
+        train_config="tiny",
+        train_overrides=("query=1",),
+        workers=1,
+        threads=1,
+    )
+    report = reproduce(cfg, log=None)
+    text = report.read_text()
+    res = tmp_path / "results"
+    # Every method and baseline appears in both settings, with a number and a CI.
+    for setting in ("3-way 1-shot", "3-way 2-shot"):
+        section = text.split(f"## {setting}")[1].split("\n## ")[0]
+        for label in ("protonet (frozen backbone)", "otam (frozen backbone)", "zero-shot (frozen backbone)", "clip-fsar", "ma-clip", "actionclip"):
+            assert re.search(rf"\| {re.escape(label)}[^|]*\|[^\n]*\d+\.\d\d ± \d+\.\d\d", section), (setting, label)
+    assert "random (untrained) weights" in text
+    for png in ("curves.png", "shots.png", "confusion.png", "reversal.png"):
+        assert (res / "plots" / png).stat().st_size > 1000 and f"plots/{png}" in text
+    # The table's numbers are the evaluation JSON's, not typed.
+    otam = json.loads((res / "baselines" / "eval-test-3w1s-otam.json").read_text())
+    assert f"{otam['accuracy']:.2f} ± {otam['ci95']:.2f}" in text
+    assert "## Zero-shot and supervised classification" in text and "| supervised |" in text
+    timings = json.loads((res / "timings.json").read_text())["stages"]
+    assert {"synth", "shard", "embed"} <= set(timings) and any(k.startswith("train ") for k in timings)
+    assert timings["embed"]["frames"] > 0 and timings["embed"]["frames_per_second"] > 0
+    assert (res / "commands.sh").read_text().count("fsar-train") == 5  # clip-fsar and ma-clip at 2 shots, actionclip once
+    # A re-run trains nothing and evaluates nothing again, and gives the same report.
+    summaries = {p: p.stat().st_mtime_ns for p in res.glob("runs/*/summary.json")}
+    evals = {p: p.stat().st_mtime_ns for p in res.glob("**/eval-*.json")}
+    assert reproduce(cfg, log=None).read_text() == text
+    assert {p: p.stat().st_mtime_ns for p in res.glob("runs/*/summary.json")} == summaries
+    assert {p: p.stat().st_mtime_ns for p in res.glob("**/eval-*.json")} == evals

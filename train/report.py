@@ -1,0 +1,299 @@
+"""RESULTS/REPORT.md and its plots, regenerated from the JSON and CSV outputs of a reproduce run.
+
+Nothing in the report is typed by hand: tables come from the evaluation JSONs (baselines and
+runs), train times and parameter counts from the runs, stage timings from timings.json.
+`fsar-report RESULTS` rewrites it at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.atomic import write_text_atomic
+
+PAPER = "CLIP-FSAR ViT-B/16, 5-way 1-shot, as reported by Wang et al. (IJCV 2023)"
+
+
+@dataclass
+class Row:
+    """One evaluation: a method (or variant) in one setting."""
+
+    label: str
+    method: str
+    mode: str
+    result: dict
+    path: Path
+    run_dir: Path | None
+
+    @property
+    def trainable(self) -> int:
+        p = self.result.get("parameters") or {}
+        return int(p.get("trainable", 0))
+
+    @property
+    def train_seconds(self) -> float | None:
+        """The whole run's training time (the run's summary), not the time at its best checkpoint."""
+        if self.run_dir is not None and (self.run_dir / "summary.json").exists():
+            return json.loads((self.run_dir / "summary.json").read_text())["train_seconds"]
+        return None
+
+
+def _variant(path: Path) -> str:
+    m = re.search(r"-(beta[\d.]+|nofusion)\.json$", path.name)
+    if not m:
+        return ""
+    return " (no text fusion)" if m.group(1) == "nofusion" else f" (text fusion, beta {m.group(1)[4:]})"
+
+
+def load_rows(results: Path) -> list[Row]:
+    """Every evaluation JSON under RESULTS/baselines and RESULTS/runs/*."""
+    from train.reproduce import iter_eval_files
+
+    rows = []
+    for path in iter_eval_files(results):
+        r = json.loads(path.read_text())
+        run_dir = path.parent if path.parent.parent.name == "runs" else None
+        mode = r.get("mode", "frozen")
+        label = r["method"] + _variant(path) if run_dir else f"{r['method']} (frozen backbone)"
+        rows.append(Row(label, r["method"], mode, r, path, run_dir))
+    return rows
+
+
+def _acc(r: dict) -> str:
+    return f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
+
+
+def _secs(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+
+
+def _settings(rows: list[Row]) -> list[tuple[int, int]]:
+    return sorted({(r.result["way"], r.result["shot"]) for r in rows if r.result.get("protocol", "few-shot") == "few-shot"})
+
+
+def _few_shot(rows: list[Row], way: int, shot: int) -> list[Row]:
+    out = [r for r in rows if r.result.get("protocol", "few-shot") == "few-shot" and r.result["way"] == way and r.result["shot"] == shot and r.result["split"] == "test"]
+    return sorted(out, key=lambda r: (r.mode != "frozen", r.label))
+
+
+def plot_curves(rows: list[Row], out: Path) -> Path | None:
+    """Validation accuracy and training loss against steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted({r.run_dir for r in rows if r.run_dir is not None})
+    if not runs:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        for f, ax, col in ((run / "val_metrics.csv", a, "accuracy"), (run / "train_metrics.csv", b, "loss")):
+            if f.exists():
+                with open(f) as fh:
+                    data = [(int(d["step"]), float(d[col])) for d in csv.DictReader(fh) if d.get(col)]
+                if data:
+                    ax.plot(*zip(*data), label=run.name)
+    a.set(title="validation accuracy (fixed val episodes)", xlabel="step", ylabel="%")
+    b.set(title="training loss", xlabel="step")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_shots(rows: list[Row], out: Path) -> Path | None:
+    """Test accuracy (with 95% CI) against shots, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[int, float, float]]] = {}
+    for r in rows:
+        if r.result.get("protocol", "few-shot") == "few-shot" and r.result["split"] == "test":
+            lines.setdefault(r.label, []).append((r.result["shot"], r.result["accuracy"], r.result["ci95"]))
+    if not lines or max(len(v) for v in lines.values()) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in sorted(lines.items()):
+        pts.sort()
+        x, y, e = zip(*pts)
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+    ax.set(xlabel="shots", ylabel="test accuracy (%)", title="accuracy against shots (5-way, 10,000 fixed episodes)" if rows else "")
+    ax.set_xticks(sorted({p[0] for v in lines.values() for p in v}))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(row: Row, out: Path) -> Path:
+    """Row-normalised confusion matrix of one evaluation over its split's classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    conf = row.result["confusion"]
+    counts = np.asarray(conf["counts"], dtype=float)
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(conf["classes"])
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.32), max(5, n * 0.3)))
+    im = ax.imshow(norm * 100, cmap="viridis", vmin=0)
+    ax.set_xticks(range(n), conf["classes"], rotation=90, fontsize=6)
+    ax.set_yticks(range(n), conf["classes"], fontsize=6)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{row.label}, {row.result['way']}-way {row.result['shot']}-shot test queries (% of row)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_reversal(rows: list[Row], out: Path) -> Path | None:
+    """Accuracy on time-reversed class pairs against the other classes, and on 2-way pair episodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rs = [r for r in rows if "reversal_pair_2way" in r.result]
+    if not rs:
+        return None
+    labels = [r.label for r in rs]
+    pair = [r.result["accuracy_reversal_pair_classes"] for r in rs]
+    other = [r.result["accuracy_other_classes"] or 0 for r in rs]
+    two = [r.result["reversal_pair_2way"]["accuracy"] for r in rs]
+    x = np.arange(len(rs))
+    fig, ax = plt.subplots(figsize=(max(7, len(rs) * 1.1), 4.5))
+    ax.bar(x - 0.27, pair, 0.27, label="5-way: queries of reversal-pair classes")
+    ax.bar(x, other, 0.27, label="5-way: queries of the other classes")
+    ax.bar(x + 0.27, two, 0.27, label="2-way episodes of a class and its reversal")
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=7)
+    ax.set(ylabel="accuracy (%)", title=f"time-reversed classes, {rs[0].result['shot']}-shot")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _timing_table(timings: dict) -> list[str]:
+    stages = timings.get("stages", {})
+    if not stages:
+        return ["No stage timings recorded (timings.json is missing or empty)."]
+    lines = ["| stage | time | work | throughput |", "|---|---:|---|---|"]
+    for name, t in stages.items():
+        work = ", ".join(f"{v:,} {k}" for k, v in t.items() if k not in ("seconds", "machine", "finished_at") and not k.endswith("_per_second") and v)
+        rate = ", ".join(f"{v:,.1f} {k.replace('_per_second', '')}/s" for k, v in t.items() if k.endswith("_per_second"))
+        lines.append(f"| {name} | {_secs(t['seconds'])} | {work or '–'} | {rate or '–'} |")
+    return lines
+
+
+def _machine_line(timings: dict) -> str:
+    machines = {json.dumps(t["machine"], sort_keys=True) for t in timings.get("stages", {}).values() if "machine" in t}
+    if not machines:
+        return "Machine: not recorded."
+    out = []
+    for m in sorted(machines):
+        m = json.loads(m)
+        gpu = f", GPU {m['gpu']['name']}" if m.get("gpu") else ", no GPU"
+        out.append(f"{m['cpu']} ({m['cpus']} CPUs, {m.get('memory_gib')} GiB){gpu}; {m['os']}, Python {m['python']}, torch {m['torch']}")
+    return "Machine" + ("s" if len(out) > 1 else "") + ": " + "; ".join(out) + "."
+
+
+def write_report(results: str | Path) -> Path:
+    """Write RESULTS/REPORT.md and RESULTS/plots/*.png from the outputs under RESULTS."""
+    from train.reproduce import PAPER_CLIP_FSAR_5W1S
+
+    results = Path(results)
+    rows = load_rows(results)
+    if not rows:
+        raise FileNotFoundError(f"no evaluation results under {results}/baselines or {results}/runs/*: run `make reproduce` first")
+    plots = results / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    setup = json.loads((results / "reproduce.json").read_text()) if (results / "reproduce.json").exists() else {}
+    timings = json.loads((results / "timings.json").read_text()) if (results / "timings.json").exists() else {}
+    dataset = setup.get("dataset") or next((r.result.get("dataset") for r in rows if r.result.get("dataset")), "unknown")
+    backbones = {r.result.get("backbone") for r in rows if r.result.get("backbone")}
+    random_init = any(r.result.get("random_init_backbone") for r in rows)
+
+    md = [f"# fsar results: {dataset}", ""]
+    md.append(f"Backbone: {', '.join(sorted(map(str, backbones))) or 'unknown'}" + (" with **random (untrained) weights**: these numbers test the pipeline, not CLIP." if random_init else "."))
+    md.append("")
+    md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) and the checkpoint best on val.")
+    md.append("")
+    md.append(_machine_line(timings))
+    md.append("")
+
+    best_row = None
+    for way, shot in _settings(rows):
+        sel = _few_shot(rows, way, shot)
+        if not sel:
+            continue
+        paper = dataset in PAPER_CLIP_FSAR_5W1S and (way, shot) == (5, 1)
+        md += [f"## {way}-way {shot}-shot ({sel[0].result['episodes']:,} test episodes)", ""]
+        head = "| method | mode | trainable parameters | accuracy (%) | train time | eval time |" + (" paper (%) |" if paper else "")
+        md += [head, "|---|---|---:|---:|---:|---:|" + ("---:|" if paper else "")]
+        for r in sel:
+            cell = ""
+            if paper:
+                cell = f" {PAPER_CLIP_FSAR_5W1S[dataset]} |" if r.method == "clip-fsar" and r.result.get("fusion_beta") is not None else " |"
+            md.append(f"| {r.label} | {r.mode} | {r.trainable:,} | {_acc(r.result)} | {_secs(r.train_seconds)} | {_secs(r.result.get('seconds'))} |{cell}")
+            if best_row is None or (shot == _settings(rows)[0][1] and r.result["accuracy"] > best_row.result["accuracy"]):
+                best_row = r if shot == _settings(rows)[0][1] else best_row
+        if paper:
+            md += ["", f"Paper: {PAPER}."]
+        md.append("")
+
+    cls = [r for r in rows if r.result.get("protocol") in ("zero-shot", "supervised")]
+    if cls:
+        md += ["## Zero-shot and supervised classification", "", "Every video of the split classified among all of its classes by video-text similarity (zero-shot: the unseen test classes; supervised: training videos the run held out, among the training classes).", ""]
+        md += ["| method | protocol | split | classes | videos | top-1 (%) | top-5 (%) |", "|---|---|---|---:|---:|---:|---:|"]
+        for r in sorted(cls, key=lambda r: (r.result["protocol"], r.mode != "frozen", r.label)):
+            x = r.result
+            k = min(5, x["classes"])
+            md.append(f"| {r.label} | {x['protocol']} | {x['split']} | {x['classes']} | {x['videos']} | {_acc(x)} | {x[f'top{k}_accuracy']:.2f} ± {x[f'top{k}_ci95']:.2f} |")
+        md.append("")
+
+    md += ["## Plots", ""]
+    made = []
+    for name, fn, caption in (
+        ("curves.png", lambda p: plot_curves(rows, p), "Training curves: validation accuracy and training loss of every run."),
+        ("shots.png", lambda p: plot_shots(rows, p), "Test accuracy against shots, per method."),
+        ("confusion.png", lambda p: plot_confusion(best_row, p) if best_row is not None and "confusion" in best_row.result else None, f"Confusion matrix of the best method at {best_row.result['shot'] if best_row else '?'} shot ({best_row.label if best_row else 'none'}) on the test classes."),
+        ("reversal.png", lambda p: plot_reversal([r for r in rows if r.result.get("shot") == (best_row.result["shot"] if best_row else 1)], p), "Time-reversed class pairs against the other classes (the synthetic benchmark's classes come in pairs that differ only in the direction of time)."),
+    ):
+        if fn(plots / name) is not None:
+            made.append(name)
+            md += [f"![{name}](plots/{name})", "", caption, ""]
+    if not made:
+        md += ["No plots: not enough results yet.", ""]
+
+    rev = [r for r in rows if "reversal_pair_2way" in r.result and r.result.get("shot") == 1]
+    if rev:
+        md += ["## Time-reversed class pairs (1-shot)", "", "| method | pair classes (%) | other classes (%) | 2-way pair episodes (%) |", "|---|---:|---:|---:|"]
+        for r in sorted(rev, key=lambda r: (r.mode != "frozen", r.label)):
+            x = r.result
+            other = f"{x['accuracy_other_classes']:.2f}" if x.get("accuracy_other_classes") is not None else "–"
+            md.append(f"| {r.label} | {x['accuracy_reversal_pair_classes']:.2f} | {other} | {_acc(x['reversal_pair_2way'])} |")
+        md.append("")
+
+    md += ["## Stage timings", ""] + _timing_table(timings) + [""]
+    if (results / "commands.sh").exists():
+        md += ["## How to reproduce", "", "`make reproduce` ran the equivalent of the CLI commands in [commands.sh](commands.sh); `fsar-report " + str(results) + "` regenerates this report from the JSON outputs.", ""]
+    path = results / "REPORT.md"
+    write_text_atomic(path, "\n".join(md))
+    return path

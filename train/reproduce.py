@@ -1,0 +1,297 @@
+"""The whole chain, end to end: data -> shards -> embedding cache -> baselines and trained
+methods -> evaluation on fixed episodes -> `results/REPORT.md`.
+
+Every stage is resumable and skipped when its output is complete, so re-running reuses
+finished work. Each stage that does work records its wall time, its units of work and the
+machine in `RESULTS/timings.json`; `RESULTS/commands.sh` lists the equivalent CLI commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pipeline.atomic import write_json_atomic, write_text_atomic
+
+BASELINES = ("protonet", "otam", "zero-shot")
+METHODS = ("clip-fsar", "ma-clip", "actionclip")
+# Trained once whatever the shot (its training is not episodic in nature); evaluated at every shot.
+SHOT_FREE = ("actionclip",)
+# CLIP-FSAR, ViT-B/16, 5-way 1-shot, as reported in its paper (Wang et al., IJCV 2023, Table 1/2).
+PAPER_CLIP_FSAR_5W1S = {"ssv2": 61.9, "ssv2-small": 54.5, "kinetics100": 89.7, "hmdb51": 75.8, "ucf101": 96.6}
+
+
+@dataclass
+class ReproduceConfig:
+    """What `make reproduce` runs; the defaults are the built-in synthetic benchmark on a CPU."""
+
+    dataset: str = "synth"
+    """synth (rendered here), or ssv2, ssv2-small, kinetics100, ucf101, hmdb51 with `root`."""
+    root: Path | None = None
+    """Video root of a real dataset; for synth, where the benchmark is rendered (default data/synth)."""
+    splits: Path | None = None
+    """Split lists of a real dataset (default: downloaded once from their public source)."""
+    data: Path = Path("data")
+    """Where shards and the cache go."""
+    shards: Path | None = None
+    """Shard folder (default DATA/<dataset>-shards)."""
+    cache: Path | None = None
+    """Embedding cache (default DATA/<dataset>-cache.h5)."""
+    results: Path = Path("results")
+    """Where evaluations, runs, timings and the report go."""
+    backbone: str = "fsar-tiny-vit"
+    """open_clip model of the embedding cache."""
+    pretrained: str = "none"
+    """Its weights: a tag, a checkpoint file or none (seeded random init)."""
+    short_side: int = 144
+    """Frames are stored with this shorter side."""
+    synth_classes: int = 100
+    """Classes of the rendered synthetic benchmark."""
+    synth_videos_per_class: int = 24
+    """Videos per class of the synthetic benchmark."""
+    synth_size: tuple[int, int] = (192, 144)
+    """Largest frame size of the synthetic benchmark."""
+    synth_frames: tuple[int, int] = (24, 40)
+    """Frames per synthetic video (a range)."""
+    methods: tuple[str, ...] = METHODS
+    """Trained methods (adapter mode, on the cache)."""
+    baselines: tuple[str, ...] = BASELINES
+    """Frozen-backbone baselines."""
+    way: int = 5
+    """Classes per test episode."""
+    shots: tuple[int, ...] = (1, 2, 5)
+    """Shots to train and evaluate."""
+    episodes: int = 10000
+    """Test episodes per setting (fixed by seed 0)."""
+    train_config: str | None = None
+    """Named training config (default: the dataset's)."""
+    train_overrides: tuple[str, ...] = ()
+    """`key=value` overrides of every training config."""
+    fused_beta: float | None = 0.9
+    """Also evaluate CLIP-FSAR with text fusion at this beta (None: skip)."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Ray workers of the shard stage."""
+    threads: int = 0
+    """CPU threads of embedding and training (0: all)."""
+
+    def __post_init__(self) -> None:
+        from pipeline.datasets import DATASETS
+
+        if self.dataset != "synth" and self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: synth, {', '.join(d for d in DATASETS if d != 'synth')}")
+        if self.dataset not in ("synth", "folder") and self.root is None:
+            raise ValueError(f"dataset {self.dataset} needs the folder of its videos (ROOT=/path)")
+        from train.heads import HEADS
+
+        for m in self.methods:
+            if m not in HEADS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(HEADS)}")
+        for b in self.baselines:
+            if b not in BASELINES:
+                raise ValueError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
+        if not self.shots or min(self.shots) < 1 or self.way < 2 or self.episodes < 1:
+            raise ValueError(f"need shots >= 1, way >= 2 and episodes >= 1; got {self.shots}, {self.way}, {self.episodes}")
+        self.data, self.results = Path(self.data), Path(self.results)
+        if self.root is None:
+            self.root = self.data / "synth"
+        self.root = Path(self.root)
+        self.shards = Path(self.shards or self.data / f"{self.dataset}-shards")
+        self.cache = Path(self.cache or self.data / f"{self.dataset}-cache.h5")
+        if self.train_config is None:
+            self.train_config = self.dataset
+
+    def run_dir(self, method: str, shot: int) -> Path:
+        """Where a method's run lives (shot-free methods train once)."""
+        if method in SHOT_FREE:
+            return self.results / "runs" / f"{method}-adapter"
+        return self.results / "runs" / f"{method}-adapter-{self.way}w{shot}s"
+
+
+class Timings:
+    """RESULTS/timings.json: per stage, the wall time and work of the last run that did work."""
+
+    def __init__(self, results: Path) -> None:
+        from pipeline.machine import machine_info
+
+        self.path = results / "timings.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+        self.machine = machine_info()
+
+    def record(self, stage: str, seconds: float, **work) -> None:
+        rates = {}
+        for unit, n in work.items():
+            if isinstance(n, (int, float)) and n and seconds > 0:
+                rates[f"{unit}_per_second"] = round(n / seconds, 2)
+        self.data["stages"][stage] = {"seconds": round(seconds, 3), **work, **rates, "machine": self.machine, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json_atomic(self.path, self.data)
+
+
+class Commands:
+    """RESULTS/commands.sh: the CLI commands equivalent to each stage, in order."""
+
+    def __init__(self, results: Path) -> None:
+        self.path, self.lines = results / "commands.sh", ["#!/bin/sh", "# The CLI commands equivalent to `make reproduce` (written by it).", "set -e"]
+
+    def add(self, *argv) -> None:
+        self.lines.append(" ".join(shlex.quote(str(a)) for a in argv))
+        write_text_atomic(self.path, "\n".join(self.lines) + "\n")
+
+
+def _say(log: Callable[[str], None] | None, text: str) -> None:
+    if log is not None:
+        log(text)
+
+
+def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: Callable[[str], None] | None = print) -> Path:
+    """Run the chain described by `config`; returns the path of the report.
+
+    Args:
+        progress: `progress(description, unit)` -> context manager yielding `on_progress(done, total[, failures])`.
+        train_progress: `train_progress(total_steps)` -> context manager yielding `on_step(done, metrics)`.
+        log: where stage messages go (None: silent).
+    """
+    from contextlib import nullcontext
+
+    progress = progress or (lambda *a: nullcontext(None))
+    train_progress = train_progress or (lambda *a: nullcontext(None))
+    c = config
+    c.results.mkdir(parents=True, exist_ok=True)
+    timings, commands = Timings(c.results), Commands(c.results)
+    write_json_atomic(c.results / "reproduce.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(c).items()})
+
+    # 1. Data.
+    if c.dataset == "synth":
+        from pipeline.synth.generate import SynthConfig, generate
+
+        scfg = SynthConfig(out=c.root, classes=c.synth_classes, videos_per_class=c.synth_videos_per_class, size=c.synth_size, frames=c.synth_frames, workers=c.workers)
+        commands.add("fsar-data", "synth", c.root, "--classes", c.synth_classes, "--videos-per-class", c.synth_videos_per_class, "--size", "%dx%d" % c.synth_size, "--frames", "%d-%d" % c.synth_frames)
+        with progress("synth", "videos") as on_progress:
+            s = generate(scfg, on_progress=on_progress)
+        if s.rendered:
+            timings.record("synth", s.seconds, videos=s.rendered)
+        _say(log, f"synth: {s.videos} videos ({s.rendered} rendered) in {s.seconds:.1f} s")
+
+    # 2. Shards.
+    from pipeline.shard.config import ShardConfig
+    from pipeline.shard.run import run_shard_stage
+
+    shard_cfg = ShardConfig(dataset=c.dataset, root=c.root, out=c.shards, splits_dir=c.splits, short_side=c.short_side, workers=c.workers)
+    commands.add("fsar-data", "shard", c.dataset, "--root", c.root, "--out", c.shards, "--short-side", c.short_side, *(["--splits", c.splits] if c.splits else []))
+    with progress("shard", "videos") as on_progress:
+        s = run_shard_stage(shard_cfg, on_progress=on_progress)
+    run = s["this_run"]
+    if run["videos_processed"]:
+        frames = sum(v["frames"] for v in s["splits"].values())
+        timings.record("shard", run["seconds"], videos=run["videos_processed"], frames=frames if run["videos_processed"] == s["videos"] else None)
+    _say(log, f"shard: {s['ok']} of {s['videos']} videos ok, {s['failed']} failed")
+    if not s["passed"]:
+        raise RuntimeError(f"the shard stage's failure rate {s['failure_rate']:.2%} exceeds {s['max_failure_rate']:.2%}; see {c.shards}/summary.json")
+
+    # 3. Embedding cache.
+    from pipeline.embed.config import EmbedConfig
+    from pipeline.embed.run import run_embed_stage
+
+    if not c.cache.exists():
+        ecfg = EmbedConfig(shards=c.shards, cache=c.cache, backbone=c.backbone, pretrained=c.pretrained, **({"threads": c.threads} if c.threads else {}))
+        commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
+        with progress("embed", "shards") as on_progress:
+            e = run_embed_stage(ecfg, on_progress=on_progress)
+        r = e["this_run"]
+        timings.record("embed", r["seconds"], frames=r["frames"])
+        _say(log, f"embed: {r['frames']} frames in {r['seconds']:.1f} s")
+    else:
+        commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
+
+    # 4. Frozen-backbone baselines.
+    from train.episodes import EpisodeConfig
+    from train.evaluate import evaluate_frozen, evaluate_frozen_classification, write_eval
+
+    base_dir = c.results / "baselines"
+    for shot in c.shots:
+        ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
+        for m in c.baselines:
+            commands.add("fsar-eval", base_dir, "--cache", c.cache, "--method", m, "--shot", shot, "--way", c.way, "--episodes", c.episodes)
+            if (base_dir / f"eval-test-{c.way}w{shot}s-{m}.json").exists():
+                continue
+            t0 = time.perf_counter()
+            result, correct = evaluate_frozen(c.cache, m, "test", ep)
+            seconds = time.perf_counter() - t0
+            write_eval(base_dir, {**result, "seconds": round(seconds, 3)}, correct)
+            timings.record(f"eval {m} {c.way}w{shot}s", seconds, episodes=c.episodes)
+            _say(log, f"{m} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")
+    if "zero-shot" in c.baselines:
+        commands.add("fsar-eval", base_dir, "--cache", c.cache, "--method", "zero-shot", "--protocol", "zero-shot")
+        if not (base_dir / "eval-test-zero-shot-zero-shot.json").exists():
+            result, correct = evaluate_frozen_classification(c.cache, "test")
+            write_eval(base_dir, result, correct)
+
+    # 5. Trained methods, then their evaluation.
+    from train.configs import get_config
+    from train.config import apply_overrides
+    from train.evaluate_run import evaluate_run
+    from train.trainer import train
+
+    for method in c.methods:
+        trained_shots = [c.shots[0]] if method in SHOT_FREE else list(c.shots)
+        for shot in trained_shots:
+            run = c.run_dir(method, shot)
+            cfg = dataclasses.replace(get_config(c.train_config, method), mode="adapter", cache=str(c.cache), way=c.way, shot=shot)
+            cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
+            commands.add("fsar-train", "--mode", "adapter", "--cache", c.cache, "--method", method, "--config", c.train_config, "--way", c.way, "--shot", shot, "--out", run, *[a for o in c.train_overrides for a in ("--set", o)])
+            if (run / "summary.json").exists():
+                _say(log, f"{run} is trained already")
+                continue
+            resume = (run / "config.json").exists()
+            with train_progress(cfg.iterations) as on_step:
+                summary = train(cfg, run, resume=resume, on_step=on_step)
+            timings.record(f"train {run.name}", summary["train_seconds"], episodes=cfg.episodes_per_step * cfg.iterations)
+            _say(log, f"{run.name}: best val {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}, {summary['train_seconds']:.0f} s")
+        for shot in c.shots:
+            run = c.run_dir(method, shot if method not in SHOT_FREE else c.shots[0])
+            ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
+            from train.evaluate_run import KEEP
+
+            variants = [(KEEP, "")]
+            if method == "clip-fsar" and c.fused_beta is not None:
+                # The run's own setting, and the other of (no fusion, fusion at fused_beta).
+                own = json.loads((run / "config.json").read_text())["fusion_beta"]
+                variants.append((None, "-nofusion") if own is not None else (c.fused_beta, f"-beta{c.fused_beta:g}"))
+            for beta, suffix in variants:
+                flag = [] if suffix == "" else ["--fusion-beta", "none" if beta is None else beta]
+                commands.add("fsar-eval", run, "--shot", shot, "--way", c.way, "--episodes", c.episodes, *flag)
+                if (run / f"eval-test-{c.way}w{shot}s{suffix}.json").exists():
+                    continue
+                t0 = time.perf_counter()
+                result, correct = evaluate_run(run, "test", ep, beta)
+                seconds = time.perf_counter() - t0
+                write_eval(run, {**result, "seconds": round(seconds, 3)}, correct, suffix)
+                timings.record(f"eval {run.name} {c.way}w{shot}s{suffix}", seconds, episodes=c.episodes)
+                _say(log, f"{method}{suffix} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")
+        run = c.run_dir(method, c.shots[0])
+        protocols = ["zero-shot"] + (["supervised"] if json.loads((run / "config.json").read_text()).get("holdout", 0) > 0 else [])
+        for protocol in protocols:
+            commands.add("fsar-eval", run, "--protocol", protocol)
+            name = "eval-test-zero-shot.json" if protocol == "zero-shot" else "eval-train-holdout-supervised.json"
+            if not (run / name).exists():
+                result, correct = evaluate_run(run, "test", protocol=protocol)
+                write_eval(run, result, correct)
+
+    # 6. The report.
+    from train.report import write_report
+
+    commands.add("fsar-report", c.results)
+    path = write_report(c.results)
+    _say(log, f"report written to {path}")
+    return path
+
+
+def iter_eval_files(results: Path) -> Iterator[Path]:
+    """Every evaluation JSON under RESULTS (baselines and runs)."""
+    yield from sorted(results.glob("baselines/eval-*.json"))
+    yield from sorted(results.glob("runs/*/eval-*.json"))
