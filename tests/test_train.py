@@ -14,7 +14,6 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig, apply_overrides
 from train.configs import CONFIGS, get_config
 from train.episodes import EpisodeConfig, sample_episodes
-from train.evaluate import score_with
 from train.heads import EpisodeBatch, build_head
 from train.model import build_model
 from train.trainer import encode_split, episode_batch, head_logits_fn, train
