@@ -16,9 +16,9 @@ app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_ena
 @app.command()
 def train(
     out: Path = typer.Option(..., help="Run directory (config, checkpoints, metrics, curves)."),
-    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs) or finetune (shards; the visual encoder trains)."),
+    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs), finetune (shards; the visual encoder trains) or peft (shards; frozen encoder, the method's adapters train: ma-clip)."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache from `fsar-data embed` (adapter mode)."),
-    shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune mode)."),
+    shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune and peft modes)."),
     method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip or actionclip."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
@@ -39,8 +39,8 @@ def train(
         cfg = apply_overrides(cfg, set_)
         if cfg.mode == "adapter" and not cfg.cache:
             raise ValueError("adapter mode needs --cache CACHE.h5")
-        if cfg.mode == "finetune" and not cfg.shards:
-            raise ValueError("finetune mode needs --shards OUT")
+        if cfg.mode in ("finetune", "peft") and not cfg.shards:
+            raise ValueError(f"{cfg.mode} mode needs --shards OUT")
         console.print(f"training {cfg.method} ({cfg.mode}) {cfg.way}-way {cfg.shot}-shot, config {config}, {cfg.iterations} steps -> {out}")
         with train_bar(cfg.iterations) as on_step:
             summary = run_training(cfg, out, resume=resume, on_step=on_step)

@@ -210,3 +210,42 @@ def test_supervised_protocol_needs_a_holdout(tiny_chain, tmp_path):
     with pytest.raises(SystemExit) as e:
         eval_main([str(run), "--protocol", "supervised"])
     assert e.value.code == 2
+
+
+def test_peft_ma_clip_trains_adapters_only_and_starts_from_frozen_clip(tiny_chain, tmp_path):
+    from safetensors import safe_open
+
+    from pipeline.backbones import BackboneSpec, create_backbone
+    from train.evaluate_run import evaluate_run
+    from train.episodes import EpisodeConfig
+    from train.model import build_model
+    from train.trainer import train
+
+    cfg = dataclasses.replace(
+        get_config("tiny", "ma-clip"), mode="peft", shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none",
+        way=3, query=1, iterations=2, val_every=2, threads=1,
+    )
+    model, data = build_model(cfg)
+    frozen, _ = create_backbone(BackboneSpec("fsar-micro-vit", "none", 0))
+    # Before training the adapted encoder is frozen CLIP, with or without a support's class text.
+    x = data.split("train").batch(np.arange(2))  # (2, T, 3, S, S)
+    text = data.text["train"][:2]
+    with torch.no_grad():
+        ref = frozen.visual(x.flatten(0, 1)).view(2, cfg.frames, -1)
+        assert torch.allclose(model.embed(x), ref, atol=1e-5) and torch.allclose(model.embed(x, text), ref, atol=1e-5)
+    summary = train(cfg, tmp_path / "peft")
+    trainable, total = summary["parameters"]["trainable"], summary["parameters"]["total"]
+    clip_visual = sum(p.numel() for p in frozen.visual.parameters())
+    head = sum(p.numel() for p in model.head.parameters())
+    adapters = sum(p.numel() for p in model.visual.parameters() if p.requires_grad)
+    assert trainable == head + adapters and total == trainable + clip_visual and 0 < adapters < clip_visual
+    # The CLIP weights in the checkpoint are the frozen ones; the adapters moved.
+    with safe_open(str(tmp_path / "peft/checkpoints/last.safetensors"), "pt") as f:
+        for name, value in frozen.visual.state_dict().items():
+            assert torch.equal(f.get_tensor(f"visual.visual.{name}"), value), name
+        ups = [k for k in f.keys() if k.startswith("visual.adapters.") and k.endswith("up.weight")]
+        assert len(ups) == 3 and all(f.get_tensor(k).abs().sum() > 0 for k in ups)
+    result, correct = evaluate_run(tmp_path / "peft", "test", EpisodeConfig(3, 1, 1, 30, 0))
+    assert result["mode"] == "peft" and correct.shape == (30, 3)
+    with pytest.raises(ValueError, match="peft methods: ma-clip"):
+        build_model(dataclasses.replace(cfg, method="clip-fsar"))

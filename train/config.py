@@ -7,7 +7,7 @@ import json
 import typing
 from dataclasses import dataclass
 
-MODES = ("adapter", "finetune")
+MODES = ("adapter", "finetune", "peft")
 
 
 @dataclass
@@ -17,7 +17,8 @@ class TrainConfig:
     method: str = "clip-fsar"
     """Head name from `train.heads.HEADS`."""
     mode: str = "adapter"
-    """adapter: train the head on cached frozen embeddings; finetune: the visual encoder trains too."""
+    """adapter: train the head on cached frozen embeddings; finetune: the visual encoder trains too;
+    peft: the visual encoder stays frozen and the method's adapters inside it train (ma-clip)."""
     dataset: str = "synth"
     """Dataset the run is for (recorded; the named configs set its defaults)."""
     cache: str | None = None
@@ -25,9 +26,9 @@ class TrainConfig:
     shards: str | None = None
     """Shard folder of `fsar-data shard` (finetune mode)."""
     backbone: str = "fsar-tiny-vit"
-    """open_clip model for finetune mode (adapter mode reads the cache's)."""
+    """open_clip model for finetune and peft modes (adapter mode reads the cache's)."""
     pretrained: str = "none"
-    """Pretrained tag, checkpoint file or 'none' (seeded random weights) for finetune mode."""
+    """Pretrained tag, checkpoint file or 'none' (seeded random weights) for finetune and peft modes."""
     prompts: str = "clip-fsar"
     """Prompt set of the class-name text embeddings."""
 

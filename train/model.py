@@ -1,4 +1,5 @@
-"""A head, behind either cached embeddings (adapter mode) or a trainable visual encoder (finetune mode)."""
+"""A head, behind cached embeddings (adapter mode), a trainable visual encoder (finetune mode), or a
+frozen one with the method's trainable adapters (peft mode)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,21 @@ class FewShotModel(nn.Module):
         self.head = head
         self.visual = visual
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def text_conditioned(self) -> bool:
+        """Whether a support's frame embeddings depend on its class text (MA-CLIP's multimodal adapter)."""
+        return getattr(self.visual, "takes_text", False)
+
+    def embed(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame embeddings [..., T, D] of a batch; `text` [..., D] is each video's class text, used
+        only by text-conditioned encoders (supports in peft MA-CLIP)."""
         if self.visual is None:
             return x
         lead, T = x.shape[:-4], x.shape[-4]  # (..., T, 3, S, S)
+        if getattr(self.visual, "takes_video", False):
+            t = text.reshape(-1, text.shape[-1]) if (text is not None and self.text_conditioned) else None
+            e = self.visual(x.reshape(-1, *x.shape[-4:]), t)  # (n, T, D)
+            return e.view(*lead, T, -1)
         e = self.visual(x.reshape(-1, *x.shape[-3:]))  # (n * T, D)
         return e.view(*lead, T, -1)
 
@@ -66,7 +78,7 @@ class RunData:
                 from pipeline.backbones import Preprocess
 
                 if not c.shards:
-                    raise ValueError("finetune mode needs --shards")
+                    raise ValueError(f"{c.mode} mode needs --shards")
                 src = ShardSource(c.shards, name, c.frames, Preprocess(self.preprocess_model))
                 self.text[name] = self._finetune_text(name, src.info.class_names)
             self.sources[name] = src
@@ -108,6 +120,22 @@ class RunData:
         return text
 
 
+PEFT_METHODS = ("ma-clip",)
+
+
+def peft_visual(config: TrainConfig, clip_model) -> nn.Module:
+    """The frozen visual tower wrapped with `config.method`'s trainable adapters (peft mode)."""
+    if config.method not in PEFT_METHODS:
+        raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(PEFT_METHODS)})")
+    from train.peft import MAAdaptedViT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        visual = MAAdaptedViT(clip_model, config.frames, clip_model.visual.output_dim)
+    visual.takes_video, visual.takes_text = True, True
+    return visual
+
+
 def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
     """The model (head, plus the visual encoder in finetune mode) and its data, on CPU.
 
@@ -117,13 +145,16 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     come from the checkpoint) and the text is read from that file.
     """
     visual, full = None, None
-    if config.mode == "finetune":
+    if config.mode in ("finetune", "peft"):
         from pipeline.backbones import BackboneSpec, create_backbone
 
         full, _ = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed))
-        visual = full.visual
-        visual.requires_grad_(True)
-        dim = visual.output_dim
+        if config.mode == "finetune":
+            visual = full.visual
+            visual.requires_grad_(True)
+        else:
+            visual = peft_visual(config, full)
+        dim = full.visual.output_dim
     data = RunData(config, run_dir, None if for_eval else full)
     if full is not None:
         data.preprocess_model = full

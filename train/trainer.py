@@ -1,4 +1,4 @@
-"""Episodic training: one loop for adapter mode (cached embeddings) and finetune mode (shards).
+"""Episodic training: one loop for adapter mode (cached embeddings), and finetune and peft modes (shards).
 
 Every source of randomness in a step (episodes, frame jitter, dropout) is seeded by
 (config.seed, step), so a run resumed from a checkpoint replays exactly what an
@@ -35,13 +35,14 @@ def episode_batch(model: FewShotModel, source, text: torch.Tensor, eps: Episodes
     E, W, K = eps.support.shape
     Q = eps.query.shape[2]
     rows = np.concatenate([eps.support.reshape(E, W * K), eps.query.reshape(E, W * Q)], axis=1)  # (E, W*K + W*Q)
-    f = model.embed(source.batch(rows, rng).to(device))  # (E, W*K + W*Q, T, D)
+    x = source.batch(rows, rng).to(device)
     labels = torch.from_numpy(source.info.labels[rows]).to(device)
     text = text.to(device)
+    support_text = text[labels[:, : W * K]]  # (E, W*K, D)
     return EpisodeBatch(
-        support=f[:, : W * K],
-        query=f[:, W * K :],
-        support_text=text[labels[:, : W * K]],
+        support=model.embed(x[:, : W * K], support_text),  # (E, W*K, T, D); peft MA-CLIP: text-conditioned
+        query=model.embed(x[:, W * K :]),
+        support_text=support_text,
         class_text=text[torch.from_numpy(eps.classes).to(device)],
         support_labels=labels[:, : W * K],
         query_labels=labels[:, W * K :],
@@ -69,9 +70,12 @@ def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk:
     text = text.to(device)
     for s in range(0, len(source), chunk):
         rows = np.arange(s, min(s + chunk, len(source)))
-        x = model.embed(source.batch(rows).to(device)).float()  # (n, T, D)
+        pixels = source.batch(rows).to(device)
+        t = text[labels[rows].to(device)]
+        x = model.embed(pixels).float()  # (n, T, D): as a query
         raw.append(x)
-        sup.append(model.head.encode_support(x, text[labels[rows].to(device)]))
+        xs = model.embed(pixels, t).float() if model.text_conditioned else x  # as a support
+        sup.append(model.head.encode_support(xs, t))
         qry.append(model.head.encode_query(x))
     model.train(was_training)
     return EncodedSplit(torch.cat(raw), torch.cat(sup), torch.cat(qry), text)
