@@ -205,8 +205,9 @@ def test_supervised_protocol_needs_a_holdout(tiny_chain, tmp_path):
     from cli.train import main as train_main
 
     run = tmp_path / "r"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         train_main(["--cache", str(tiny_chain["cache"]), "--config", "tiny", "--way", "3", "--out", str(run), "--set", "threads=1"])
+    assert e.value.code == 0
     with pytest.raises(SystemExit) as e:
         eval_main([str(run), "--protocol", "supervised"])
     assert e.value.code == 2

@@ -76,6 +76,20 @@ def otam_logits(queries: torch.Tensor, supports: torch.Tensor, way: int, lam: fl
     return -score.view(E, Nq, way, Ns // way).mean(dim=-1)
 
 
+def otam_prototype_logits(query_enc: torch.Tensor, support_enc: torch.Tensor, way: int, lam: float = 0.5) -> torch.Tensor:
+    """OTAM logits against class prototypes, each the frame-wise mean of a class's supports.
+
+    Args:
+        query_enc: [E, Nq, T, D]; support_enc: [E, way * shot, T, D] ordered class by class.
+
+    Returns:
+        logits [E, Nq, way].
+    """
+    E, Ns, T, D = support_enc.shape
+    protos = support_enc.view(E, way, Ns // way, T, D).mean(dim=2)  # (E, way, T, D)
+    return otam_logits(query_enc, protos, way, lam)
+
+
 def prototype_logits(queries: torch.Tensor, supports: torch.Tensor, way: int) -> torch.Tensor:
     """Cosine to class prototypes (ProtoNet on frame-averaged video embeddings).
 

@@ -197,16 +197,14 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
     from pipeline.embed.config import EmbedConfig
     from pipeline.embed.run import run_embed_stage
 
+    commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
     if not c.cache.exists():
         ecfg = EmbedConfig(shards=c.shards, cache=c.cache, backbone=c.backbone, pretrained=c.pretrained, **({"threads": c.threads} if c.threads else {}))
-        commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
         with progress("embed", "shards") as on_progress:
             e = run_embed_stage(ecfg, on_progress=on_progress)
         r = e["this_run"]
         timings.record("embed", r["seconds"], frames=r["frames"])
         _say(log, f"embed: {r['frames']} frames in {r['seconds']:.1f} s")
-    else:
-        commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
 
     # 4. Frozen-backbone baselines.
     from train.episodes import EpisodeConfig

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.heads.base import EpisodeBatch, Head
-from train.metrics import otam_logits
+from train.metrics import otam_prototype_logits
 
 
 class SelfAttention(nn.Module):
@@ -74,9 +74,7 @@ class CLIPFSAR(Head):
         return self.temporal(frames)
 
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
-        E, Ns, T, D = support_enc.shape
-        protos = support_enc.view(E, way, Ns // way, T, D).mean(dim=2)  # (E, way, T, D)
-        return otam_logits(query_enc, protos, way, self.lam)
+        return otam_prototype_logits(query_enc, support_enc, way, self.lam)
 
     def video_text_logits(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Scaled cosine of frame-averaged videos [..., T, D] with class texts [C, D] -> [..., C]."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from train.heads.base import EpisodeBatch, Head
 from train.losses import kl_to_target, multi_positive_target
-from train.metrics import otam_logits
+from train.metrics import otam_prototype_logits
 
 
 class CrossAttentionBlock(nn.Module):
@@ -78,9 +78,7 @@ class MACLIP(Head):
         return self.prototype(frames)
 
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
-        E, Ns, T, D = support_enc.shape
-        protos = support_enc.view(E, way, Ns // way, T, D).mean(dim=2)  # (E, way, T, D)
-        return otam_logits(query_enc, protos, way, self.lam)
+        return otam_prototype_logits(query_enc, support_enc, way, self.lam)
 
     def _text_logits(self, frames: torch.Tensor, class_text: torch.Tensor) -> torch.Tensor:
         """[E, N, T, D] videos and [E, way, D] texts -> scaled cosines [E, N, way]."""
