@@ -16,13 +16,13 @@ app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_ena
 @app.command()
 def train(
     out: Path = typer.Option(..., help="Run directory (config, checkpoints, metrics, curves)."),
-    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs), finetune (shards; the visual encoder trains) or peft (shards; frozen encoder, the method's adapters train: ma-clip)."),
+    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs), finetune (shards; the visual encoder trains) or peft (shards; frozen encoder, the method's adapters or prompts train: ma-clip, vita-clip)."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache from `fsar-data embed` (adapter mode)."),
     shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune and peft modes)."),
-    method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip or actionclip."),
+    method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip, actionclip or vita-clip (peft mode only)."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
-    config: str = typer.Option("synth", help="Named config: synth, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
+    config: str = typer.Option("synth", help="Named config: synth, synth-peft, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: --set key=value (repeatable)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
 ) -> None:

@@ -250,3 +250,65 @@ def test_peft_ma_clip_trains_adapters_only_and_starts_from_frozen_clip(tiny_chai
     assert result["mode"] == "peft" and correct.shape == (30, 3)
     with pytest.raises(ValueError, match="peft methods: ma-clip"):
         build_model(dataclasses.replace(cfg, method="clip-fsar"))
+
+
+def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_path):
+    from safetensors import safe_open
+
+    from pipeline.backbones import BackboneSpec, create_backbone
+    from train.evaluate_run import evaluate_run
+    from train.episodes import EpisodeConfig
+    from train.model import build_model
+    from train.trainer import train
+
+    cfg = dataclasses.replace(
+        get_config("tiny", "vita-clip"), shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none",
+        way=3, query=1, iterations=3, val_every=3, lr=1e-2, threads=1,
+    )
+    assert cfg.mode == "peft" and cfg.holdout > 0
+    model, data = build_model(cfg)
+    frozen, _ = create_backbone(BackboneSpec("fsar-micro-vit", "none", 0))
+    # The head's only parameter is the logit scale, which starts at CLIP's own.
+    assert model.head.logit_scale.item() == pytest.approx(frozen.logit_scale.item())
+    assert [n for n, _ in model.head.named_parameters()] == ["logit_scale"]
+    train_names = data.split("train").info.class_names
+    test_names = data.split("test").info.class_names
+    with torch.no_grad():
+        own = model.class_text(train_names, data.text["train"])
+        generic = model.text.encode_names(train_names)
+        novel = model.class_text(test_names, data.text["test"])
+    # Training classes get their own context; other names the mean context, never the frozen text.
+    assert own.shape == (len(train_names), 64) and not torch.allclose(own, generic, atol=1e-4)
+    assert torch.allclose(novel, model.text.encode_names(test_names)) and not torch.allclose(novel, data.text["test"])
+    context0 = model.text.context.detach().clone()
+
+    summary = train(cfg, tmp_path / "vita")
+    clip_total = sum(p.numel() for p in frozen.parameters()) - frozen.logit_scale.numel()
+    prompts = sum(p.numel() for p in model.visual.parameters() if p.requires_grad)
+    context = len(train_names) * cfg.text_context * 64
+    assert summary["parameters"] == {"trainable": 1 + prompts + context, "total": clip_total + 1 + prompts + context}
+    with safe_open(str(tmp_path / "vita/checkpoints/last.safetensors"), "pt") as f:
+        for name, value in frozen.visual.state_dict().items():  # the frozen ViT is untouched
+            assert torch.equal(f.get_tensor(f"visual.visual.{name}"), value), name
+        assert torch.equal(f.get_tensor("text.token_embedding.weight"), frozen.token_embedding.weight)
+        assert not torch.allclose(f.get_tensor("text.context"), context0)  # the class context learnt
+        assert f.get_tensor("head.logit_scale").item() != pytest.approx(frozen.logit_scale.item())  # it trains
+    for protocol in ("few-shot", "zero-shot", "supervised"):
+        result, correct = evaluate_run(tmp_path / "vita", "test", EpisodeConfig(3, 1, 1, 30, 0), protocol=protocol)
+        assert result["method"] == "vita-clip" and result["mode"] == "peft" and result["protocol"] == protocol
+    assert result["classes"] == len(train_names)  # supervised: among the training classes
+    with pytest.raises(ValueError, match="peft mode only"):
+        build_model(dataclasses.replace(cfg, mode="adapter", cache=str(tiny_chain["cache"])))
+
+
+def test_vita_clip_loss_is_cross_entropy_over_all_training_classes():
+    head = _head("vita-clip")
+    batch = _batch(way=3, D=16)
+    base_text = torch.randn(7, 16, generator=torch.Generator().manual_seed(1))
+    batch.support_labels, batch.query_labels = batch.support_labels + 2, batch.query_labels + 2  # classes 2..4 of 7
+    loss, metrics = head.loss(batch, base_text)
+    videos = torch.cat([batch.support, batch.query], dim=1).flatten(0, 1).mean(dim=1)  # mean over frames
+    labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)
+    logits = head.logit_scale.exp() * F.normalize(videos, dim=-1) @ F.normalize(base_text, dim=-1).T
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert 0 <= metrics["accuracy"] <= 100

@@ -32,7 +32,7 @@ def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     # Every method and baseline appears in both settings, with a number and a CI.
     for setting in ("3-way 1-shot", "3-way 2-shot"):
         section = text.split(f"## {setting}")[1].split("\n## ")[0]
-        for label in ("protonet (frozen backbone)", "otam (frozen backbone)", "zero-shot (frozen backbone)", "clip-fsar", "ma-clip", "actionclip"):
+        for label in ("protonet (frozen backbone)", "otam (frozen backbone)", "zero-shot (frozen backbone)", "clip-fsar", "ma-clip", "actionclip", "vita-clip"):
             assert re.search(rf"\| {re.escape(label)}[^|]*\|[^\n]*\d+\.\d\d ± \d+\.\d\d", section), (setting, label)
     assert "random (untrained) weights" in text
     for png in ("curves.png", "shots.png", "confusion.png", "reversal.png"):
@@ -44,7 +44,10 @@ def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     timings = json.loads((res / "timings.json").read_text())["stages"]
     assert {"synth", "shard", "embed"} <= set(timings) and any(k.startswith("train ") for k in timings)
     assert timings["embed"]["frames"] > 0 and timings["embed"]["frames_per_second"] > 0
-    assert (res / "commands.sh").read_text().count("fsar-train") == 5  # clip-fsar and ma-clip at 2 shots, actionclip once
+    commands = (res / "commands.sh").read_text()
+    assert commands.count("fsar-train") == 6  # clip-fsar and ma-clip at 2 shots, actionclip and vita-clip once
+    assert commands.count("--mode peft") == 1 and "| vita-clip | peft |" in text
+    assert (res / "runs" / "vita-clip-peft" / "eval-test-zero-shot.json").exists()
     # A re-run trains nothing and evaluates nothing again, and gives the same report.
     summaries = {p: p.stat().st_mtime_ns for p in res.glob("runs/*/summary.json")}
     evals = {p: p.stat().st_mtime_ns for p in res.glob("**/eval-*.json")}

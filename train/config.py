@@ -18,7 +18,8 @@ class TrainConfig:
     """Head name from `train.heads.HEADS`."""
     mode: str = "adapter"
     """adapter: train the head on cached frozen embeddings; finetune: the visual encoder trains too;
-    peft: the visual encoder stays frozen and the method's adapters inside it train (ma-clip)."""
+    peft: the visual encoder stays frozen and the method's adapters or prompts inside it train
+    (ma-clip, vita-clip)."""
     dataset: str = "synth"
     """Dataset the run is for (recorded; the named configs set its defaults)."""
     cache: str | None = None
@@ -83,6 +84,10 @@ class TrainConfig:
     """ActionCLIP's fusion of frame embeddings into a video embedding: transformer or mean."""
     temporal_layers: int = 1
     """Layers of ActionCLIP's fusion transformer (the paper uses 6 at width 512)."""
+    text_context: int = 8
+    """Vita-CLIP: learnable context tokens per class in the text prompt."""
+    global_prompts: int = 8
+    """Vita-CLIP: learnable global prompt tokens per layer of the visual encoder."""
     holdout: float = 0.0
     """Fraction of each training class's videos kept out of training (deterministic by video
     key), on which `fsar-eval --protocol supervised` scores the seen classes."""
@@ -110,7 +115,7 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(HEADS)}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim", "temporal_layers"):
+        for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim", "temporal_layers", "text_context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.way < 2:
@@ -133,6 +138,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.global_prompts < 0:
+            raise ValueError(f"global_prompts must be >= 0, got {self.global_prompts}")
         if self.temporal_fusion not in ("transformer", "mean"):
             raise ValueError(f"temporal_fusion must be transformer or mean, got {self.temporal_fusion!r}")
         if not 0 <= self.holdout < 1:

@@ -81,6 +81,13 @@ def synth() -> TrainConfig:
     )
 
 
+def synth_peft() -> TrainConfig:
+    """The synthetic benchmark in peft mode on a 2-core CPU: every step runs the frozen ViT
+    forward and backward on every frame, so batches are small (2 episodes, 2 queries per
+    class) and the run short (150 steps)."""
+    return dataclasses.replace(synth(), episodes_per_step=2, query=2, iterations=150, warmup_iterations=10, lr_decay_at=(100, 130), val_every=50)
+
+
 def tiny() -> TrainConfig:
     """A few steps, for tests and smoke runs."""
     return dataclasses.replace(synth(), iterations=4, episodes_per_step=2, query=2, ffn_dim=64, val_every=2, val_episodes=20, log_every=1, warmup_iterations=0)
@@ -94,16 +101,21 @@ def for_method(config: TrainConfig, method: str) -> TrainConfig:
       separate fusion (its prediction already mixes text and few-shot probabilities).
     - actionclip: the 16-template prompt ensemble, transformer fusion, no fusion at test, and
       20% of each training class's videos held out for the supervised protocol.
+    - vita-clip (peft mode only): no fusion at test (its prediction is video-text already), and
+      the same 20% holdout.
     """
     if method == "ma-clip":
         return dataclasses.replace(config, method=method, alpha=0.5, fusion_beta=None)
     if method == "actionclip":
         return dataclasses.replace(config, method=method, prompts="actionclip", fusion_beta=None, temporal_fusion="transformer", holdout=0.2)
+    if method == "vita-clip":
+        return dataclasses.replace(config, method=method, mode="peft", fusion_beta=None, holdout=0.2)
     return dataclasses.replace(config, method=method)
 
 
 CONFIGS: dict[str, Callable[[], TrainConfig]] = {
     "synth": synth,
+    "synth-peft": synth_peft,
     "ssv2": ssv2_full,
     "ssv2-small": ssv2_small,
     "kinetics100": kinetics100,

@@ -13,19 +13,35 @@ from torch import nn
 from train.config import TrainConfig
 from train.data import CacheSource, ShardSource
 from train.heads import Head, build_head
+from train.peft import MAAdaptedViT, VitaPromptedViT, VitaTextPrompt
 
 
 class FewShotModel(nn.Module):
     """`embed` maps a source batch to frame embeddings [..., T, D]; the head does the rest.
 
     In adapter mode the batch already is embeddings and `visual` is None; in finetune mode
-    `visual` is an open_clip visual tower applied to every frame.
+    `visual` is an open_clip visual tower applied to every frame. `text`, when set, is a
+    trainable text prompt (Vita-CLIP's `VitaTextPrompt`) that replaces the frozen class-name
+    embeddings: see `class_text`.
     """
 
-    def __init__(self, head: Head, visual: nn.Module | None = None) -> None:
+    def __init__(self, head: Head, visual: nn.Module | None = None, text: nn.Module | None = None) -> None:
         super().__init__()
         self.head = head
         self.visual = visual
+        self.text = text
+
+    def class_text(self, names: list[str], fixed: torch.Tensor) -> torch.Tensor:
+        """Class-text embeddings [C, D] of `names`: `fixed` (the frozen prompt-ensemble embeddings)
+        unless the model learns its text. A learnt prompt gives the classes it was built for
+        their own context (differentiable, so training calls this every step) and any other
+        names the mean context."""
+        if self.text is None:
+            return fixed
+        device = self.text.context.device
+        if list(names) == self.text.class_names:
+            return self.text().float()
+        return self.text.encode_names(list(names)).float().to(device)
 
     @property
     def text_conditioned(self) -> bool:
@@ -120,31 +136,56 @@ class RunData:
         return text
 
 
-PEFT_METHODS = ("ma-clip",)
+PEFT_METHODS = ("ma-clip", "vita-clip")
+PEFT_ONLY = ("vita-clip",)  # methods whose prompts live inside the backbone and its text tower
+
+
+class VitaFrames(VitaPromptedViT):
+    """Vita-CLIP's prompted ViT giving per-frame embeddings (B, T, D); the head pools them."""
+
+    takes_video, takes_text = True, False
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode_frames(frames)
 
 
 def peft_visual(config: TrainConfig, clip_model) -> nn.Module:
-    """The frozen visual tower wrapped with `config.method`'s trainable adapters (peft mode)."""
+    """The frozen visual tower wrapped with `config.method`'s trainable adapters or prompts (peft mode)."""
     if config.method not in PEFT_METHODS:
         raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(PEFT_METHODS)})")
-    from train.peft import MAAdaptedViT
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        visual = MAAdaptedViT(clip_model, config.frames, clip_model.visual.output_dim)
-    visual.takes_video, visual.takes_text = True, True
+        if config.method == "ma-clip":
+            visual = MAAdaptedViT(clip_model, config.frames, clip_model.visual.output_dim)
+            visual.takes_video, visual.takes_text = True, True
+        else:
+            visual = VitaFrames(clip_model, config.frames, global_prompts=config.global_prompts)
     return visual
 
 
+def peft_text(config: TrainConfig, clip_model, class_names: list[str]) -> nn.Module | None:
+    """The method's trainable text prompt over the frozen text tower, for the training classes (Vita-CLIP), or None."""
+    if config.method != "vita-clip":
+        return None
+    from pipeline.backbones import _open_clip, resolve_name
+
+    tokenizer = _open_clip().get_tokenizer(resolve_name(config.backbone))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 1)
+        return VitaTextPrompt(clip_model, class_names, tokenizer, config.text_context)
+
+
 def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
-    """The model (head, plus the visual encoder in finetune mode) and its data, on CPU.
+    """The model (head; the visual encoder in finetune and peft modes; Vita-CLIP's text prompt) and its data, on CPU.
 
     Parameters are initialised from `config.seed`. In finetune mode the class-name
     embeddings of every split are computed with the frozen text encoder and kept in
     RUN_DIR/text.safetensors; with `for_eval` the backbone is only built (its weights
     come from the checkpoint) and the text is read from that file.
     """
-    visual, full = None, None
+    visual, full, text = None, None, None
+    if config.method in PEFT_ONLY and config.mode != "peft":
+        raise ValueError(f"{config.method} trains prompts inside the frozen backbone and its text tower, so it runs in peft mode only (--mode peft --shards DIR), not {config.mode}")
     if config.mode in ("finetune", "peft"):
         from pipeline.backbones import BackboneSpec, create_backbone
 
@@ -166,4 +207,9 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         head = build_head(config, dim)
-    return FewShotModel(head, visual), data
+    if full is not None and config.mode == "peft":
+        text = peft_text(config, full, data.split("train").info.class_names)
+        if text is not None and hasattr(full, "logit_scale"):
+            with torch.no_grad():
+                head.logit_scale.copy_(full.logit_scale)  # Vita-CLIP's scale starts at CLIP's own
+    return FewShotModel(head, visual, text), data

@@ -233,7 +233,7 @@ def write_report(results: str | Path) -> Path:
     md = [f"# fsar results: {dataset}", ""]
     md.append(f"Backbone: {', '.join(sorted(map(str, backbones))) or 'unknown'}" + (" with **random (untrained) weights**: these numbers test the pipeline, not CLIP." if random_init else "."))
     md.append("")
-    md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) and the checkpoint best on val.")
+    md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) or peft mode (the shards through the frozen backbone, the method's prompts or adapters training), and the checkpoint best on val.")
     md.append("")
     md.append(_machine_line(timings))
     md.append("")

@@ -21,8 +21,9 @@ from pipeline.atomic import write_json_atomic, write_text_atomic
 
 BASELINES = ("protonet", "otam", "zero-shot")
 METHODS = ("clip-fsar", "ma-clip", "actionclip")
-# Trained once whatever the shot (its training is not episodic in nature); evaluated at every shot.
-SHOT_FREE = ("actionclip",)
+PEFT = ("vita-clip",)
+# Trained once whatever the shot (their training is not episodic in nature); evaluated at every shot.
+SHOT_FREE = ("actionclip", "vita-clip")
 # CLIP-FSAR, ViT-B/16, 5-way 1-shot, as reported in its paper (Wang et al., IJCV 2023, Table 1/2).
 PAPER_CLIP_FSAR_5W1S = {"ssv2": 61.9, "ssv2-small": 54.5, "kinetics100": 89.7, "hmdb51": 75.8, "ucf101": 96.6}
 
@@ -61,6 +62,9 @@ class ReproduceConfig:
     """Frames per synthetic video (a range)."""
     methods: tuple[str, ...] = METHODS
     """Trained methods (adapter mode, on the cache)."""
+    peft_methods: tuple[str, ...] = PEFT
+    """Methods trained in peft mode, on the shards through the frozen backbone (with `backbone`
+    and `pretrained`), their prompts or adapters training."""
     baselines: tuple[str, ...] = BASELINES
     """Frozen-backbone baselines."""
     way: int = 5
@@ -71,6 +75,9 @@ class ReproduceConfig:
     """Test episodes per setting (fixed by seed 0)."""
     train_config: str | None = None
     """Named training config (default: the dataset's)."""
+    peft_config: str | None = None
+    """Named training config of the peft methods (default: `<train_config>-peft` where there is
+    one, as for synth, whose CPU budget is smaller in peft mode; else `train_config`)."""
     train_overrides: tuple[str, ...] = ()
     """`key=value` overrides of every training config."""
     fused_beta: float | None = 0.9
@@ -88,10 +95,16 @@ class ReproduceConfig:
         if self.dataset not in ("synth", "folder") and self.root is None:
             raise ValueError(f"dataset {self.dataset} needs the folder of its videos (ROOT=/path)")
         from train.heads import HEADS
+        from train.model import PEFT_METHODS, PEFT_ONLY
 
         for m in self.methods:
             if m not in HEADS:
                 raise ValueError(f"unknown method {m!r}; known: {', '.join(HEADS)}")
+            if m in PEFT_ONLY:
+                raise ValueError(f"{m} runs in peft mode only: list it in peft_methods (--peft-methods)")
+        for m in self.peft_methods:
+            if m not in PEFT_METHODS:
+                raise ValueError(f"{m!r} has no peft mode; peft methods: {', '.join(PEFT_METHODS)}")
         for b in self.baselines:
             if b not in BASELINES:
                 raise ValueError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
@@ -105,12 +118,16 @@ class ReproduceConfig:
         self.cache = Path(self.cache or self.data / f"{self.dataset}-cache.h5")
         if self.train_config is None:
             self.train_config = self.dataset
+        if self.peft_config is None:
+            from train.configs import CONFIGS
 
-    def run_dir(self, method: str, shot: int) -> Path:
+            self.peft_config = f"{self.train_config}-peft" if f"{self.train_config}-peft" in CONFIGS else self.train_config
+
+    def run_dir(self, method: str, shot: int, mode: str = "adapter") -> Path:
         """Where a method's run lives (shot-free methods train once)."""
         if method in SHOT_FREE:
-            return self.results / "runs" / f"{method}-adapter"
-        return self.results / "runs" / f"{method}-adapter-{self.way}w{shot}s"
+            return self.results / "runs" / f"{method}-{mode}"
+        return self.results / "runs" / f"{method}-{mode}-{self.way}w{shot}s"
 
 
 class Timings:
@@ -235,13 +252,19 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
     from train.evaluate_run import evaluate_run
     from train.trainer import train
 
-    for method in c.methods:
+    for method, mode in [(m, "adapter") for m in c.methods] + [(m, "peft") for m in c.peft_methods]:
         trained_shots = [c.shots[0]] if method in SHOT_FREE else list(c.shots)
         for shot in trained_shots:
-            run = c.run_dir(method, shot)
-            cfg = dataclasses.replace(get_config(c.train_config, method), mode="adapter", cache=str(c.cache), way=c.way, shot=shot)
+            run = c.run_dir(method, shot, mode)
+            if mode == "adapter":
+                named, data_args = c.train_config, {"cache": str(c.cache)}
+                argv = ["--mode", "adapter", "--cache", c.cache]
+            else:
+                named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained}
+                argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}"]
+            cfg = dataclasses.replace(get_config(named, method), mode=mode, way=c.way, shot=shot, **data_args)
             cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
-            commands.add("fsar-train", "--mode", "adapter", "--cache", c.cache, "--method", method, "--config", c.train_config, "--way", c.way, "--shot", shot, "--out", run, *[a for o in c.train_overrides for a in ("--set", o)])
+            commands.add("fsar-train", *argv, "--method", method, "--config", named, "--way", c.way, "--shot", shot, "--out", run, *[a for o in c.train_overrides for a in ("--set", o)])
             if (run / "summary.json").exists():
                 _say(log, f"{run} is trained already")
                 continue
@@ -251,7 +274,7 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
             timings.record(f"train {run.name}", summary["train_seconds"], episodes=cfg.episodes_per_step * cfg.iterations)
             _say(log, f"{run.name}: best val {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}, {summary['train_seconds']:.0f} s")
         for shot in c.shots:
-            run = c.run_dir(method, shot if method not in SHOT_FREE else c.shots[0])
+            run = c.run_dir(method, shot, mode)
             ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
             from train.evaluate_run import KEEP
 
@@ -271,7 +294,7 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
                 write_eval(run, {**result, "seconds": round(seconds, 3)}, correct, suffix)
                 timings.record(f"eval {run.name} {c.way}w{shot}s{suffix}", seconds, episodes=c.episodes)
                 _say(log, f"{method}{suffix} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")
-        run = c.run_dir(method, c.shots[0])
+        run = c.run_dir(method, c.shots[0], mode)
         protocols = ["zero-shot"] + (["supervised"] if json.loads((run / "config.json").read_text()).get("holdout", 0) > 0 else [])
         for protocol in protocols:
             commands.add("fsar-eval", run, "--protocol", protocol)

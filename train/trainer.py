@@ -101,7 +101,9 @@ def validate(model: FewShotModel, data, config: TrainConfig, device) -> dict[str
     from train.evaluate import score_with, summarise
 
     source = data.split("val")
-    enc = encode_split(model, source, data.text["val"], device)
+    with torch.no_grad():
+        text = model.class_text(source.info.class_names, data.text["val"])
+    enc = encode_split(model, source, text, device)
     eps = sample_episodes(source.info.labels, EpisodeConfig(config.way, config.shot, 1, config.val_episodes, config.val_seed))
     out = {}
     acc, ci = summarise(score_with(head_logits_fn(model, enc, None), eps, chunk=500))
@@ -115,6 +117,8 @@ def make_optimizer(model: FewShotModel, config: TrainConfig) -> torch.optim.Opti
     groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": config.lr, "name": "head"}]
     if model.visual is not None:
         groups.append({"params": [p for p in model.visual.parameters() if p.requires_grad], "lr": config.backbone_lr or config.lr, "name": "visual"})
+    if model.text is not None:
+        groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": config.lr, "name": "text"})
     return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -165,7 +169,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
     model, data = build_model(config, run_dir)
     model.to(device)
     train_src = data.split("train")
-    base_text = data.text["train"].to(device)
+    train_names = train_src.info.class_names
     optimizer = make_optimizer(model, config)
     ckpt_dir = run_dir / "checkpoints"
     start, best, best_step, elapsed = 0, -1.0, -1, 0.0
@@ -185,7 +189,8 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
         torch.manual_seed(step_seed(config.seed + 1, step))  # dropout
         rng = np.random.default_rng(step_seed(config.seed + 2, step))  # frame jitter
         eps = sample_episodes(train_src.info.labels, ep_config(step))
-        batch = episode_batch(model, train_src, data.text["train"], eps, rng, device)
+        base_text = model.class_text(train_names, data.text["train"]).to(device)  # learnt text (Vita-CLIP) changes every step
+        batch = episode_batch(model, train_src, base_text, eps, rng, device)
         loss, metrics = model.head.loss(batch, base_text)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

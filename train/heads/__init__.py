@@ -8,8 +8,9 @@ from train.heads.base import EpisodeBatch, Head
 from train.heads.actionclip import ActionCLIP
 from train.heads.clip_fsar import CLIPFSAR
 from train.heads.ma_clip import MACLIP
+from train.heads.vita_clip import VitaCLIP
 
-HEADS: dict[str, type[Head]] = {"clip-fsar": CLIPFSAR, "ma-clip": MACLIP, "actionclip": ActionCLIP}
+HEADS: dict[str, type[Head]] = {"clip-fsar": CLIPFSAR, "ma-clip": MACLIP, "actionclip": ActionCLIP, "vita-clip": VitaCLIP}
 
 
 def build_head(config, dim: int) -> Head:

@@ -1,0 +1,48 @@
+"""Vita-CLIP (Wasim et al., CVPR 2023): video and text prompt learning on a frozen CLIP.
+
+The prompts live in the backbone (`train.peft.VitaPromptedViT`, the video side) and in the
+text tower (`train.peft.VitaTextPrompt`, learnable class-specific context), so the method
+runs in peft mode only. This head is what follows them:
+
+- the video embedding is the mean of the per-frame class-token embeddings (as the official
+  code pools);
+- training is supervised: cross-entropy of every video of the batch against the prompted text
+  of all training classes, scaled by a learnable logit scale that starts at CLIP's own (the
+  official model keeps `logit_scale` outside the frozen encoders, so it trains);
+- the zero-shot and supervised protocols score videos against class texts; new classes get
+  the mean learnt context (see `VitaTextPrompt.encode_names`);
+- few-shot episodes are scored by cosine to mean prototypes of the video embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.heads.actionclip import ActionCLIP
+from train.heads.base import EpisodeBatch, Head
+
+
+class VitaCLIP(ActionCLIP):
+    """Mean-pooled video embeddings against prompted class text, with a learnable logit scale.
+
+    `logit_scale` (log space) starts at log(1 / 0.07); `train.model.build_model` replaces that
+    with the backbone's own CLIP logit scale.
+    """
+
+    def __init__(self, dim: int, config) -> None:
+        Head.__init__(self)
+        self.fusion = "mean"
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        videos = torch.cat([batch.support, batch.query], dim=1)  # (E, Ns + Nq, T, D)
+        labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)  # (B,)
+        v = F.normalize(self.video(videos.reshape(-1, *videos.shape[2:])), dim=-1)  # (B, D)
+        logits = self.logit_scale.exp() * v @ F.normalize(base_text.to(v.dtype), dim=-1).T  # (B, C)
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(-1) == labels).float().mean().item() * 100
+        return loss, {"loss": loss.item(), "video_text_accuracy": acc, "accuracy": acc, "logit_scale": self.logit_scale.exp().item()}
