@@ -83,18 +83,21 @@ def test_support_text_modulates_prototypes_but_not_queries():
     assert head.encode_query(frames).shape == (4, 8, 16)
 
 
-def test_fusion_beta_endpoints_are_text_only_and_few_shot_only():
+@pytest.mark.parametrize("features", ["backbone", "adapted"])
+def test_fusion_beta_endpoints_are_text_only_and_few_shot_only(features):
     torch.manual_seed(0)
-    head = build_head(TrainConfig(ffn_dim=32, heads=2), 16).eval()
+    head = build_head(TrainConfig(ffn_dim=32, heads=2, text_loss_features=features), 16).eval()
     E, W, T, D = 6, 4, 8, 16
     sup, qry, text = torch.randn(E, W, T, D), torch.randn(E, W, T, D), torch.randn(E, W, D)
     batch = EpisodeBatch(sup, qry, text, text, None, None, W)
     s = head.encode_support(sup.view(-1, T, D), text.reshape(-1, D)).view(E, W, T, D)
     q = head.encode_query(qry.view(-1, T, D)).view(E, W, T, D)
     few = head.episode_logits(q, s, W)
-    v = torch.nn.functional.normalize(qry.mean(2), dim=-1)
+    v = torch.nn.functional.normalize((q if features == "adapted" else qry).mean(2), dim=-1)
     txt = torch.einsum("eqd,ewd->eqw", v, torch.nn.functional.normalize(text, dim=-1))
     with torch.no_grad():
+        # The zero-shot scores and the fused text term see the same video features.
+        assert torch.allclose(head.video_text_scores(qry.view(-1, T, D), text[0]), head.text_scale * v.view(-1, D) @ torch.nn.functional.normalize(text[0], dim=-1).T, atol=1e-5)
         assert torch.equal(head.predict(batch, q, s, 0.0).argmax(-1), few.argmax(-1))
         assert torch.equal(head.predict(batch, q, s, 1.0).argmax(-1), txt.argmax(-1))
         assert torch.equal(head.predict(batch, q, s, None), few)
@@ -236,3 +239,21 @@ def test_feature_stats_separate_static_from_moving_videos():
     s, m = frame_cosines(static), frame_cosines(moving)
     assert s["within_video"] == pytest.approx(1.0, abs=1e-5) and s["temporal_spread"] == pytest.approx(0.0, abs=1e-5)
     assert m["within_video"] < 0.5 and m["temporal_spread"] > 1.0
+
+
+def test_clip_fsar_video_text_loss_reaches_the_transformer_only_on_adapted_features():
+    torch.manual_seed(0)
+    videos, text, labels = torch.randn(6, 8, 16), torch.randn(5, 16), torch.tensor([0, 1, 2, 3, 4, 0])
+    for features, reaches in (("backbone", False), ("adapted", True)):
+        head = build_head(TrainConfig(ffn_dim=32, heads=2, text_loss_features=features), 16)
+        torch.nn.functional.cross_entropy(head.video_text_logits(videos, text), labels).backward()
+        grads = [p.grad for p in head.temporal.parameters()]
+        assert (any(g is not None and g.abs().sum() > 0 for g in grads)) == reaches, features
+        assert head.text_scale.grad is not None
+    # auto: the backbone's features where the backbone trains, the adapted ones where it is frozen.
+    assert not build_head(TrainConfig(mode="finetune", ffn_dim=32, heads=2), 16).text_on_adapted
+    assert build_head(TrainConfig(mode="adapter", ffn_dim=32, heads=2), 16).text_on_adapted
+    # A run saved before the setting existed keeps the behaviour it was trained with.
+    old = json.loads(TrainConfig().to_json())
+    del old["text_loss_features"]
+    assert TrainConfig.from_json(json.dumps(old)).text_loss_features == "backbone"

@@ -80,6 +80,13 @@ class TrainConfig:
     """Dropout in the feed-forward block."""
     text_scale_init: float = 1.0
     """Initial value of the learnable video-text logit scale (CLIP-FSAR, MA-CLIP)."""
+    text_loss_features: str = "auto"
+    """CLIP-FSAR: the video features of its video-text loss (and zero-shot scores and fusion):
+    `backbone` (frame embeddings, as the paper, whose backbone trains), `adapted` (the temporal
+    transformer's output on the query path) or `auto` (backbone in finetune mode, else adapted)."""
+    frame_positions: bool = False
+    """CLIP-FSAR: add learned frame-position embeddings before its temporal transformer (the
+    paper has none: frame order enters through OTAM only)."""
     temporal_fusion: str = "transformer"
     """ActionCLIP's fusion of frame embeddings into a video embedding: transformer or mean."""
     temporal_layers: int = 1
@@ -140,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.global_prompts < 0:
             raise ValueError(f"global_prompts must be >= 0, got {self.global_prompts}")
+        if self.text_loss_features not in ("auto", "backbone", "adapted"):
+            raise ValueError(f"text_loss_features must be auto, backbone or adapted, got {self.text_loss_features!r}")
         if self.temporal_fusion not in ("transformer", "mean"):
             raise ValueError(f"temporal_fusion must be transformer or mean, got {self.temporal_fusion!r}")
         if not 0 <= self.holdout < 1:
@@ -159,6 +168,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         data = json.loads(text)
+        # Runs saved before the field existed trained CLIP-FSAR's video-text loss on the backbone's features.
+        data.setdefault("text_loss_features", "backbone")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -2,7 +2,10 @@
 prototypes matched with OTAM.
 
 - A video-text loss: frame-averaged video embeddings against the class-name embeddings of
-  every training class, scaled by a learnable logit scale.
+  every training class, scaled by a learnable logit scale. The paper applies it to the
+  backbone's frame embeddings, which it fine-tunes; where the backbone is frozen (adapter and
+  peft modes) that loss could train nothing but the scale, so by default it is applied to
+  the temporal transformer's output on the query path instead (`text_loss_features`).
 - Prototype modulation: each support's frames, with its class-text token appended, pass a
   one-layer pre-norm temporal transformer; queries pass the same transformer without text.
   A class's prototype is the mean of its supports' modulated frames.
@@ -64,21 +67,35 @@ class CLIPFSAR(Head):
         self.temporal = TemporalTransformer(dim, config.heads, config.ffn_dim, config.attn_dropout, config.ffn_dropout)
         self.text_scale = nn.Parameter(torch.tensor(float(config.text_scale_init)))
         self.alpha, self.lam = config.alpha, config.lam
+        # Learned frame positions before the transformer (not in the paper, whose order enters through OTAM only).
+        self.position = nn.Parameter(torch.randn(config.frames, dim) * 0.02) if config.frame_positions else None
+        where = config.text_loss_features
+        self.text_on_adapted = where == "adapted" or (where == "auto" and config.mode != "finetune")
 
     def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         T = frames.shape[1]
-        x = torch.cat([frames, text[:, None, :].to(frames.dtype)], dim=1)  # (N, T + 1, D): frames then the text token
+        x = torch.cat([self._place(frames), text[:, None, :].to(frames.dtype)], dim=1)  # (N, T + 1, D): frames then the text token
         return self.temporal(x)[:, :T]
 
     def encode_query(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.temporal(frames)
+        return self.temporal(self._place(frames))
+
+    def _place(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames if self.position is None else frames + self.position[: frames.shape[1]].to(frames.dtype)
 
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
         return otam_prototype_logits(query_enc, support_enc, way, self.lam)
 
+    def video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video embeddings [..., D] of frames [..., T, D] for the video-text terms: the mean of
+        the frames, or of their query-path encodings when the loss is on adapted features."""
+        if self.text_on_adapted:
+            frames = self.encode_query(frames.reshape(-1, *frames.shape[-2:])).view(frames.shape)
+        return frames.mean(dim=-2)
+
     def video_text_logits(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Scaled cosine of frame-averaged videos [..., T, D] with class texts [C, D] -> [..., C]."""
-        v = F.normalize(frames.mean(dim=-2), dim=-1)
+        """Scaled cosine of videos [..., T, D] (see `video`) with class texts [C, D] -> [..., C]."""
+        v = F.normalize(self.video(frames), dim=-1)
         return self.text_scale * v @ F.normalize(text.to(v.dtype), dim=-1).T
 
     def video_text_scores(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -89,7 +106,7 @@ class CLIPFSAR(Head):
         if fusion_beta is None:
             return few
         T = query_enc.shape[2]
-        v = F.normalize(batch.query.mean(dim=2), dim=-1)  # (E, Nq, D)
+        v = F.normalize((query_enc if self.text_on_adapted else batch.query).mean(dim=2), dim=-1)  # (E, Nq, D)
         text = self.text_scale * torch.einsum("eqd,ewd->eqw", v, F.normalize(batch.class_text.to(v.dtype), dim=-1))
         return fusion_beta * F.log_softmax(text, dim=-1) + (1 - fusion_beta) * F.log_softmax(few / T, dim=-1)
 
