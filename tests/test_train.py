@@ -257,3 +257,29 @@ def test_clip_fsar_video_text_loss_reaches_the_transformer_only_on_adapted_featu
     old = json.loads(TrainConfig().to_json())
     del old["text_loss_features"]
     assert TrainConfig.from_json(json.dumps(old)).text_loss_features == "backbone"
+
+
+def test_clip_fsar_without_modulation_encodes_supports_as_queries_and_fewshot_scale_only_scales_the_loss():
+    torch.manual_seed(0)
+    E, W, T, D = 2, 3, 8, 16
+    sup, qry, text = torch.randn(E, W, T, D), torch.randn(E, 2 * W, T, D), torch.randn(E, W, D)
+    labels = torch.arange(W)
+    batch = EpisodeBatch(sup, qry, text, text, labels.repeat(E, 1), labels.repeat_interleave(2).repeat(E, 1), W)
+    plain = build_head(TrainConfig(ffn_dim=32, heads=2, text_modulation=False), 16).eval()
+    assert torch.equal(plain.encode_support(sup[0], text[0]), plain.encode_query(sup[0]))
+    modulated = build_head(TrainConfig(ffn_dim=32, heads=2), 16).eval()
+    assert not torch.allclose(modulated.encode_support(sup[0], text[0]), modulated.encode_query(sup[0]))
+    losses = {}
+    for scale in (1.0, 7.0):
+        torch.manual_seed(1)
+        head = build_head(TrainConfig(ffn_dim=32, heads=2, fewshot_scale=scale, alpha=0.0), 16).eval()
+        loss, metrics = head.loss(batch, torch.randn(W, D, generator=torch.Generator().manual_seed(2)))
+        s = head.encode_support(sup.flatten(0, 1), text.flatten(0, 1)).view(E, W, T, D)
+        q = head.encode_query(qry.flatten(0, 1)).view(E, 2 * W, T, D)
+        logits = head.episode_logits(q, s, W)
+        expected = torch.nn.functional.cross_entropy(scale * logits.flatten(0, 1), batch.target.repeat(E))
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        losses[scale] = (loss.item(), metrics["accuracy"])
+    assert losses[1.0][0] != pytest.approx(losses[7.0][0]) and losses[1.0][1] == losses[7.0][1]
+    with pytest.raises(ValueError, match="fewshot_scale"):
+        TrainConfig(fewshot_scale=0)

@@ -84,6 +84,12 @@ class TrainConfig:
     """CLIP-FSAR: the video features of its video-text loss (and zero-shot scores and fusion):
     `backbone` (frame embeddings, as the paper, whose backbone trains), `adapted` (the temporal
     transformer's output on the query path) or `auto` (backbone in finetune mode, else adapted)."""
+    fewshot_scale: float = 1.0
+    """CLIP-FSAR: factor on the few-shot (negative OTAM distance) logits in the training loss;
+    1 as in the paper. Predictions (the argmax) do not depend on it."""
+    text_modulation: bool = True
+    """CLIP-FSAR: append each support's class-text token to its frames in the temporal
+    transformer (prototype modulation); False passes supports through it as queries are."""
     frame_positions: bool = False
     """CLIP-FSAR: add learned frame-position embeddings before its temporal transformer (the
     paper has none: frame order enters through OTAM only)."""
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.fusion_beta is not None and not 0 <= self.fusion_beta <= 1:
             raise ValueError(f"fusion_beta must be in [0, 1] or None, got {self.fusion_beta}")
+        if self.fewshot_scale <= 0:
+            raise ValueError(f"fewshot_scale must be > 0, got {self.fewshot_scale}")
         if self.lam <= 0:
             raise ValueError(f"lam must be > 0, got {self.lam}")
         for name in ("attn_dropout", "ffn_dropout"):

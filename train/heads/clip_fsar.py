@@ -8,8 +8,13 @@ prototypes matched with OTAM.
   the temporal transformer's output on the query path instead (`text_loss_features`).
 - Prototype modulation: each support's frames, with its class-text token appended, pass a
   one-layer pre-norm temporal transformer; queries pass the same transformer without text.
-  A class's prototype is the mean of its supports' modulated frames.
-- Few-shot logits: the negative two-direction OTAM distance from a query to each prototype.
+  A class's prototype is the mean of its supports' modulated frames. `text_modulation=False`
+  drops the text token (supports pass the transformer as queries do): the paper's ablation
+  without prototype modulation.
+- Few-shot logits: the negative two-direction OTAM distance from a query to each prototype;
+  the training loss multiplies them by `fewshot_scale` (1 in the paper; a larger value is a
+  temperature for embeddings whose frames are all nearly alike, where the distances differ
+  too little for the cross-entropy to train).
 - Optional test-time fusion p = p_text^beta * p_fewshot^(1 - beta), where
   p_fewshot = softmax(logits / T).
 """
@@ -67,12 +72,16 @@ class CLIPFSAR(Head):
         self.temporal = TemporalTransformer(dim, config.heads, config.ffn_dim, config.attn_dropout, config.ffn_dropout)
         self.text_scale = nn.Parameter(torch.tensor(float(config.text_scale_init)))
         self.alpha, self.lam = config.alpha, config.lam
+        self.text_modulation = config.text_modulation
+        self.fewshot_scale = config.fewshot_scale
         # Learned frame positions before the transformer (not in the paper, whose order enters through OTAM only).
         self.position = nn.Parameter(torch.randn(config.frames, dim) * 0.02) if config.frame_positions else None
         where = config.text_loss_features
         self.text_on_adapted = where == "adapted" or (where == "auto" and config.mode != "finetune")
 
     def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if not self.text_modulation:
+            return self.encode_query(frames)
         T = frames.shape[1]
         x = torch.cat([self._place(frames), text[:, None, :].to(frames.dtype)], dim=1)  # (N, T + 1, D): frames then the text token
         return self.temporal(x)[:, :T]
@@ -117,7 +126,7 @@ class CLIPFSAR(Head):
         q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
         logits = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
         target = batch.target.repeat(E)
-        few_loss = F.cross_entropy(logits.reshape(E * Nq, -1), target)
+        few_loss = F.cross_entropy(self.fewshot_scale * logits.reshape(E * Nq, -1), target)
         # Video-text loss over all training classes, on supports and queries alike.
         videos = torch.cat([batch.support, batch.query], dim=1)  # (E, Ns + Nq, T, D)
         labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)
