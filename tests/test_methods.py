@@ -312,3 +312,28 @@ def test_vita_clip_loss_is_cross_entropy_over_all_training_classes():
     logits = head.logit_scale.exp() * F.normalize(videos, dim=-1) @ F.normalize(base_text, dim=-1).T
     assert loss.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
     assert 0 <= metrics["accuracy"] <= 100
+
+
+def test_vita_clip_prompts_and_context_fit_a_small_batch(tiny_chain):
+    """The prompts, context and scale can learn: a fixed batch of 6 videos of 3 classes is fitted."""
+    from train.model import build_model
+    from train.trainer import make_optimizer
+
+    cfg = dataclasses.replace(get_config("tiny", "vita-clip"), shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", lr=1e-2, threads=1)
+    torch.manual_seed(0)
+    model, data = build_model(cfg)
+    src = data.split("train")
+    rows = np.concatenate([np.flatnonzero(src.info.labels == c)[:2] for c in range(3)])
+    x, y = src.batch(rows), torch.from_numpy(src.info.labels[rows])
+    optimizer = make_optimizer(model, cfg)
+    model.train()
+    losses = []
+    for _ in range(25):
+        frames = model.embed(x)
+        batch = EpisodeBatch(frames[None], frames[None, :0], None, None, y[None], y[None, :0], 3)
+        loss, _ = model.head.loss(batch, model.class_text(src.info.class_names, data.text["train"]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses

@@ -283,3 +283,18 @@ def test_clip_fsar_without_modulation_encodes_supports_as_queries_and_fewshot_sc
     assert losses[1.0][0] != pytest.approx(losses[7.0][0]) and losses[1.0][1] == losses[7.0][1]
     with pytest.raises(ValueError, match="fewshot_scale"):
         TrainConfig(fewshot_scale=0)
+
+
+def test_probe_scores_raw_features_as_the_frozen_baselines(tiny_chain, tmp_path):
+    from train.configs import get_config
+    from train.evaluate import evaluate_frozen
+    from train.probe import probe
+    from train.trainer import train
+
+    cfg = dataclasses.replace(get_config("tiny"), cache=str(tiny_chain["cache"]), way=3, threads=1)
+    train(cfg, tmp_path / "run")
+    ep = EpisodeConfig(3, 1, 1, 50, 0)
+    out = probe(tmp_path / "run", "last", "test", ep)
+    for metric in ("protonet", "otam"):
+        assert out["raw"][metric][0] == pytest.approx(evaluate_frozen(tiny_chain["cache"], metric, "test", ep)[0]["accuracy"])
+    assert set(out["query-path"]) == {"protonet", "otam"}
