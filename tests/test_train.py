@@ -209,9 +209,12 @@ def test_fsar_train_then_fsar_eval_on_the_cache(tiny_chain, tmp_path):
     assert e.value.code == 2
 
 
-def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path):
+@pytest.mark.parametrize("method", ["clip-fsar", "ma-clip", "actionclip"])
+def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path, method):
+    from train.configs import for_method
+
     cfg = dataclasses.replace(
-        tiny(None), mode="finetune", cache=None, shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none", iterations=2, val_every=2
+        for_method(tiny(None), method), mode="finetune", cache=None, shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none", iterations=2, val_every=2
     )
     summary = train(cfg, tmp_path / "ft")
     model, _ = build_model(cfg)
