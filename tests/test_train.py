@@ -242,6 +242,12 @@ def test_feature_stats_separate_static_from_moving_videos():
     s, m = frame_cosines(static), frame_cosines(moving)
     assert s["within_video"] == pytest.approx(1.0, abs=1e-5) and s["temporal_spread"] == pytest.approx(0.0, abs=1e-5)
     assert m["within_video"] < 0.5 and m["temporal_spread"] > 1.0
+    # Two classes: videos of one class share a direction, so they are closer than videos of different classes.
+    centres = torch.randn(2, 32)
+    labels = np.repeat([0, 1], 5)
+    grouped = centres[labels][:, None] + 0.3 * torch.randn(10, 8, 32)
+    g = frame_cosines(grouped, labels)
+    assert g["same_class_videos"] > 0.8 and g["different_class_videos"] < g["same_class_videos"] - 0.3
 
 
 def test_clip_fsar_video_text_loss_reaches_the_transformer_only_on_adapted_features():
