@@ -38,10 +38,9 @@ class FewShotModel(nn.Module):
         names the mean context."""
         if self.text is None:
             return fixed
-        device = self.text.context.device
         if list(names) == self.text.class_names:
             return self.text().float()
-        return self.text.encode_names(list(names)).float().to(device)
+        return self.text.encode_names(list(names)).float()
 
     @property
     def text_conditioned(self) -> bool:

@@ -4,7 +4,7 @@ Scores a run's checkpoint on fixed test episodes four ways: ProtoNet and OTAM on
 frame embeddings (the frozen baselines) and on the head's query-path encodings (every
 video, support or query, encoded as a query, i.e. without class text). Comparing these with
 `fsar-eval RUN_DIR` separates what the head learnt about videos from what its prediction
-adds (for CLIP-FSAR: the class-text token of prototype modulation).
+adds (for CLIP-FSAR: the class-text token of prototype modulation). Runs on the CPU.
 
     python -m train.probe RUN_DIR [--checkpoint best|last] [--shot 1] [--episodes 10000]
 """
