@@ -131,10 +131,16 @@ def test_ma_clip_alpha_endpoints():
             assert torch.equal(pred, few.argmax(-1))
             loss, m = h.loss(b, None)
             assert loss.item() == pytest.approx(m["q2s_loss"], rel=1e-5)
-            assert m["q2s_loss"] == pytest.approx(F.cross_entropy(few.flatten(0, 1), b.target.repeat(b.support.shape[0])).item(), rel=1e-4)
+            assert h.fewshot_scale == 50  # the synth temperature, in the loss and in p_Q2S
+            assert m["q2s_loss"] == pytest.approx(F.cross_entropy(50 * few.flatten(0, 1), b.target.repeat(b.support.shape[0])).item(), rel=1e-4)
         else:
             text = h._text_logits(b.query, b.class_text)
             assert torch.equal(pred, text.argmax(-1))
+    h = _head("ma-clip", alpha=0.5, fewshot_scale=3.0)
+    s = h.encode_support(b.support.flatten(0, 1), b.support_text.flatten(0, 1)).view(*b.support.shape)
+    q = h.encode_query(b.query.flatten(0, 1)).view(*b.query.shape)
+    mixed = 0.5 * F.softmax(h._text_logits(b.query, b.class_text), dim=-1) + 0.5 * F.softmax(3.0 * h.episode_logits(q, s, b.way), dim=-1)
+    assert torch.allclose(h.predict(b, q, s, None), mixed, atol=1e-6)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         _head("ma-clip", alpha=1.5)
 

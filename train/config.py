@@ -85,8 +85,10 @@ class TrainConfig:
     `backbone` (frame embeddings, as the paper, whose backbone trains), `adapted` (the temporal
     transformer's output on the query path) or `auto` (backbone in finetune mode, else adapted)."""
     fewshot_scale: float = 1.0
-    """CLIP-FSAR: factor on the few-shot (negative OTAM distance) logits in the training loss;
-    1 as in the paper. Predictions (the argmax) do not depend on it."""
+    """CLIP-FSAR and MA-CLIP: factor (a temperature) on the few-shot (negative OTAM distance)
+    logits; 1 as in the papers. CLIP-FSAR applies it in the training loss only (its prediction,
+    the argmax, does not depend on it); MA-CLIP in the loss and in the probabilities its
+    prediction mixes with the text's."""
     text_modulation: bool = True
     """CLIP-FSAR: append each support's class-text token to its frames in the temporal
     transformer (prototype modulation); False passes supports through it as queries are."""

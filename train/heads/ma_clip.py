@@ -70,6 +70,7 @@ class MACLIP(Head):
         self.prototype = TextGuidedPrototype(dim, config.heads, config.ffn_dim, config.attn_dropout)
         self.text_scale = nn.Parameter(torch.tensor(float(config.text_scale_init)))
         self.alpha, self.lam = config.alpha, config.lam
+        self.fewshot_scale = config.fewshot_scale
 
     def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.prototype(frames, text)
@@ -90,12 +91,13 @@ class MACLIP(Head):
         return self._text_logits(frames[None], text[None])[0]
 
     def predict(self, batch: EpisodeBatch, query_enc: torch.Tensor, support_enc: torch.Tensor, fusion_beta: float | None) -> torch.Tensor:
-        """alpha * p_Q2T + (1 - alpha) * p_Q2S (as probabilities); `fusion_beta`, when given, replaces alpha."""
+        """alpha * p_Q2T + (1 - alpha) * p_Q2S (as probabilities, p_Q2S = softmax(fewshot_scale x
+        few-shot logits)); `fusion_beta`, when given, replaces alpha."""
         few = self.episode_logits(query_enc, support_enc, batch.way)
         a = self.alpha if fusion_beta is None else fusion_beta
         if a == 0:
             return few
-        p = a * F.softmax(self._text_logits(batch.query, batch.class_text), dim=-1) + (1 - a) * F.softmax(few, dim=-1)
+        p = a * F.softmax(self._text_logits(batch.query, batch.class_text), dim=-1) + (1 - a) * F.softmax(self.fewshot_scale * few, dim=-1)
         return p
 
     def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -105,7 +107,7 @@ class MACLIP(Head):
         q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
         few = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
         target = batch.target.repeat(E)
-        q2s = F.cross_entropy(few.reshape(E * Nq, -1), target)
+        q2s = F.cross_entropy(self.fewshot_scale * few.reshape(E * Nq, -1), target)
         way_ids = torch.arange(batch.way, device=few.device)
         s_target = multi_positive_target(way_ids.repeat_interleave(Ns // batch.way), way_ids)  # (Ns, way) one-hot
         q_target = multi_positive_target(batch.target, way_ids)
