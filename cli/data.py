@@ -56,7 +56,7 @@ def synth(
     frames: str = typer.Option("24-40", help="Frames per video: N or LO-HI."),
     codecs: str = typer.Option("vp9,h264,mpeg4", help="Codecs to mix: vp9 (WebM), vp8 (WebM), h264 (MP4), hevc (MP4), mpeg4 (AVI)."),
     splits: str = typer.Option("64,12,24", help="Relative numbers of train,val,test classes."),
-    workers: Optional[int] = typer.Option(None, help="Rendering processes [default: all cores]."),
+    workers: Optional[int] = typer.Option(None, help="Rendering processes (default: all cores)."),
 ) -> None:
     """Render the procedural few-shot action benchmark (real video files, split lists, class names)."""
     from pipeline.synth.generate import SynthConfig, check_output, generate
@@ -103,7 +103,7 @@ def shard(
     short_side: int = typer.Option(256, help="Resize to this shorter side in pixels (0 keeps the size)."),
     jpeg_quality: int = typer.Option(90, help="JPEG quality of stored frames."),
     decoder: str = typer.Option("auto", help="auto, dali (GPU), dali-cpu (VP8/VP9) or pyav."),
-    workers: Optional[int] = typer.Option(None, help="Ray workers on a local cluster [default: all cores; 1 runs in this process]."),
+    workers: Optional[int] = typer.Option(None, help="Ray workers on a local cluster (default: all cores; 1 runs in this process)."),
     address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster instead."),
     shard_size: int = typer.Option(64, help="Videos per shard."),
     max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
@@ -149,9 +149,9 @@ def embed(
     shards: Path = typer.Option(..., help="Output folder of `fsar-data shard` (with manifest.json)."),
     cache: Path = typer.Option(..., help="HDF5 cache to write (part files go to CACHE.parts/)."),
     backbone: str = typer.Option("ViT-B/16", help="open_clip model (OpenAI spellings accepted); fsar-tiny-vit for CPU runs."),
-    pretrained: Optional[str] = typer.Option(None, help="Pretrained tag, checkpoint file, or none (random) [default: openai]."),
+    pretrained: Optional[str] = typer.Option(None, help="Pretrained tag, checkpoint file, or none (random) (default: openai)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="bf16, fp16 or fp32 [default: bf16 on GPU, fp32 on CPU]."),
+    precision: str = typer.Option("auto", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)."),
     batch: int = typer.Option(256, help="Frames per forward pass."),
     workers: int = typer.Option(1, help="Ray workers (one per GPU, or CPU workers); 1 runs in this process."),
     address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster."),

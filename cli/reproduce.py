@@ -24,16 +24,16 @@ def reproduce(
     cache: Optional[Path] = typer.Option(None, help="Embedding cache (default DATA/<dataset>-cache.h5)."),
     results: Path = typer.Option(Path("results"), help="Evaluations, runs, timings and REPORT.md."),
     backbone: str = typer.Option("fsar-tiny-vit", help="open_clip model of the cache (ViT-B/16 for real datasets)."),
-    pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, or none [default: none for fsar-* backbones, else the model's default tag]."),
-    short_side: Optional[int] = typer.Option(None, help="Stored frame short side [default: 144 for synth, 256 otherwise]."),
+    pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, or none (default: none for fsar-* backbones, else the model's default tag)."),
+    short_side: Optional[int] = typer.Option(None, help="Stored frame short side (default: 144 for synth, 256 otherwise)."),
     methods: str = typer.Option("clip-fsar,ma-clip,actionclip", help="Methods trained in adapter mode on the cache, comma-separated."),
     peft_methods: str = typer.Option("vita-clip", help="Methods trained in peft mode on the shards (vita-clip, ma-clip), comma-separated; '' for none."),
     shots: str = typer.Option("1,2,5", help="Shots, comma-separated."),
     episodes: int = typer.Option(10000, help="Test episodes per setting."),
-    config: Optional[str] = typer.Option(None, help="Named training config [default: the dataset's]."),
-    peft_config: Optional[str] = typer.Option(None, help="Named training config of the peft methods [default: <config>-peft where it exists, else --config]."),
+    config: Optional[str] = typer.Option(None, help="Named training config (default: the dataset's)."),
+    peft_config: Optional[str] = typer.Option(None, help="Named training config of the peft methods (default: <config>-peft where it exists, else --config)."),
     set_: List[str] = typer.Option([], "--set", help="Override every training config: --set key=value."),
-    workers: Optional[int] = typer.Option(None, help="Ray workers of the shard stage [default: all cores]."),
+    workers: Optional[int] = typer.Option(None, help="Ray workers of the shard stage (default: all cores)."),
 ) -> None:
     """Run data -> shards -> cache -> baselines and trained methods -> evaluation -> RESULTS/REPORT.md, reusing finished stages."""
     from train.reproduce import ReproduceConfig
