@@ -53,7 +53,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", config: EpisodeConfig
     source = data.split(split)
     with torch.no_grad():
         text = model.class_text(source.info.class_names, data.text[split])
-    enc = encode_split(model, source, text, dev)
+    enc = encode_split(model, source, text, dev, head=protocol == "few-shot")
     if protocol == "few-shot":
         eps = sample_episodes(source.info.labels, config)
         result, correct = protocol_result(head_logits_fn(model, enc, beta), eps, config, source.info.labels, source.info.class_names, source.dataset)

@@ -61,8 +61,10 @@ class EncodedSplit:
 
 
 @torch.no_grad()
-def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk: int = 256) -> EncodedSplit:
-    """Encode all videos of `source` (middle frame of each segment) for evaluation."""
+def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk: int = 256, head: bool = True) -> EncodedSplit:
+    """Encode all videos of `source` (middle frame of each segment) for evaluation; without
+    `head`, only the raw frame embeddings (what the video-text protocols score), and
+    `support` / `query` are empty."""
     was_training = model.training
     model.eval()
     labels = torch.from_numpy(source.info.labels)
@@ -74,10 +76,15 @@ def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk:
         t = text[labels[rows].to(device)]
         x = model.embed(pixels).float()  # (n, T, D): as a query
         raw.append(x)
+        if not head:
+            continue
         xs = model.embed(pixels, t).float() if model.text_conditioned else x  # as a support
         sup.append(model.head.encode_support(xs, t))
         qry.append(model.head.encode_query(x))
     model.train(was_training)
+    if not head:
+        empty = torch.empty(0)
+        return EncodedSplit(torch.cat(raw), empty, empty, text)
     return EncodedSplit(torch.cat(raw), torch.cat(sup), torch.cat(qry), text)
 
 
