@@ -307,3 +307,15 @@ def test_probe_scores_raw_features_as_the_frozen_baselines(tiny_chain, tmp_path)
     for metric in ("protonet", "otam"):
         assert out["raw"][metric][0] == pytest.approx(evaluate_frozen(tiny_chain["cache"], metric, "test", ep)[0]["accuracy"])
     assert set(out["query-path"]) == {"protonet", "otam"}
+
+
+def test_clip_fsar_frame_positions_make_the_transformer_see_frame_order():
+    torch.manual_seed(0)
+    frames, perm = torch.randn(3, 8, 16), torch.randperm(8)
+    for positions in (False, True):
+        head = build_head(TrainConfig(ffn_dim=32, heads=2, frame_positions=positions), 16).eval()
+        with torch.no_grad():
+            shuffled_then_encoded = head.encode_query(frames[:, perm])
+            encoded_then_shuffled = head.encode_query(frames)[:, perm]
+        # Without positions self-attention is permutation-equivariant over frames; with them it is not.
+        assert torch.allclose(shuffled_then_encoded, encoded_then_shuffled, atol=1e-5) != positions

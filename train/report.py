@@ -82,6 +82,14 @@ def _few_shot(rows: list[Row], way: int, shot: int) -> list[Row]:
     return sorted(out, key=lambda r: (r.mode != "frozen", r.label))
 
 
+def _save(fig, out: Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return out
+
+
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
@@ -110,10 +118,7 @@ def plot_curves(rows: list[Row], out: Path) -> Path | None:
     a.set(title="validation accuracy (fixed val episodes)", xlabel="step", ylabel="%")
     b.set(title="training loss", xlabel="step")
     a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_shots(rows: list[Row], out: Path) -> Path | None:
@@ -136,10 +141,7 @@ def plot_shots(rows: list[Row], out: Path) -> Path | None:
     ax.set(xlabel="shots", ylabel="test accuracy (%)", title=f"accuracy against shots ({'/'.join(map(str, ways))}-way, {'/'.join(f'{e:,}' for e in eps)} fixed episodes)")
     ax.set_xticks(sorted({p[0] for v in lines.values() for p in v}))
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_confusion(row: Row, out: Path) -> Path:
@@ -157,10 +159,7 @@ def plot_confusion(row: Row, out: Path) -> Path:
     ax.set_yticks(range(n), conf["classes"], fontsize=6)
     ax.set(xlabel="predicted", ylabel="true", title=f"{row.label}, {row.result['way']}-way {row.result['shot']}-shot test queries (% of row)")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_reversal(rows: list[Row], out: Path) -> Path | None:
@@ -184,10 +183,7 @@ def plot_reversal(rows: list[Row], out: Path) -> Path | None:
     ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=7)
     ax.set(ylabel="accuracy (%)", title=f"time-reversed classes, {rs[0].result['shot']}-shot")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _timing_table(timings: dict) -> list[str]:

@@ -177,6 +177,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
     model.to(device)
     train_src = data.split("train")
     train_names = train_src.info.class_names
+    frozen_text = data.text["train"].to(device)  # the class text unless the model learns its own
     optimizer = make_optimizer(model, config)
     ckpt_dir = run_dir / "checkpoints"
     start, best, best_step, elapsed = 0, -1.0, -1, 0.0
@@ -196,7 +197,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
         torch.manual_seed(step_seed(config.seed + 1, step))  # dropout
         rng = np.random.default_rng(step_seed(config.seed + 2, step))  # frame jitter
         eps = sample_episodes(train_src.info.labels, ep_config(step))
-        base_text = model.class_text(train_names, data.text["train"]).to(device)  # learnt text (Vita-CLIP) changes every step
+        base_text = model.class_text(train_names, frozen_text)  # learnt text (Vita-CLIP) changes every step
         batch = episode_batch(model, train_src, base_text, eps, rng, device)
         loss, metrics = model.head.loss(batch, base_text)
         optimizer.zero_grad(set_to_none=True)

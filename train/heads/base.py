@@ -52,6 +52,14 @@ class Head(nn.Module):
         """[N, T, D] frames -> [N, T, D'] query encodings."""
         raise NotImplementedError
 
+    def encode_episodes(self, batch: "EpisodeBatch") -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query encodings [E, Ns, T, D'] and [E, Nq, T, D'] of a batch of episodes."""
+        E, Ns, T, D = batch.support.shape
+        Nq = batch.query.shape[1]
+        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
+        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        return s, q
+
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
         """[E, Nq, T, D'] and [E, way * shot, T, D'] encodings -> few-shot logits [E, Nq, way]."""
         raise NotImplementedError

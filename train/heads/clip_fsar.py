@@ -120,10 +120,8 @@ class CLIPFSAR(Head):
         return fusion_beta * F.log_softmax(text, dim=-1) + (1 - fusion_beta) * F.log_softmax(few / T, dim=-1)
 
     def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        E, Ns, T, D = batch.support.shape
-        Nq = batch.query.shape[1]
-        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
-        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        s, q = self.encode_episodes(batch)
+        E, Nq = batch.query.shape[:2]
         logits = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
         target = batch.target.repeat(E)
         few_loss = F.cross_entropy(self.fewshot_scale * logits.reshape(E * Nq, -1), target)

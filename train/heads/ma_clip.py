@@ -101,10 +101,8 @@ class MACLIP(Head):
         return p
 
     def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        E, Ns, T, D = batch.support.shape
-        Nq = batch.query.shape[1]
-        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
-        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        s, q = self.encode_episodes(batch)
+        E, Ns, Nq = batch.support.shape[0], batch.support.shape[1], batch.query.shape[1]
         few = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
         target = batch.target.repeat(E)
         q2s = F.cross_entropy(self.fewshot_scale * few.reshape(E * Nq, -1), target)
