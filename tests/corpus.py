@@ -92,3 +92,34 @@ def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in skip
     }
+
+
+def write_tagged(path: Path, frames: np.ndarray, codec: str, colorspace: int | None = None, full_range: bool = False) -> Path:
+    """Encode RGB frames as yuv420p tagged with a colour matrix (FFmpeg's AVColorSpace) and range.
+
+    The YUV is made with that matrix and range, so a decoder that honours the tags gets
+    the frames back (up to compression).
+    """
+    import av
+
+    rng = 2 if full_range else 1  # AVColorRange: JPEG (full) or MPEG (limited)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        cc = stream.codec_context
+        cc.thread_count = 1
+        cc.color_range = rng
+        if colorspace is not None:
+            cc.colorspace = colorspace
+        for i, rgb in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else None, dst_color_range=rng)
+            vf.color_range = rng
+            if colorspace is not None:
+                vf.colorspace = colorspace
+            vf.pts = i
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -6,9 +6,10 @@ import av
 import numpy as np
 import pytest
 
-from corpus import clip
+from corpus import clip, write_tagged
 from pipeline.sampling import segment_middles
-from pipeline.video.decode import DaliDecoder, PyAVDecoder, make_decoder
+from pipeline.shard.worker import encode_jpeg
+from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, scaled_size
 from pipeline.video.encode import write_video
 from pipeline.video.probe import VideoError, probe
 
@@ -38,6 +39,56 @@ def test_pyav_sparse_equals_full_decode_on_real_clips(real_clips, skip_nonref):
             assert got.shape[0] == len(idx)
             for k, i in enumerate(idx):
                 assert np.array_equal(got[k], ref[i]), (path.name, i)
+
+
+def _jpeg_rgb(frame) -> np.ndarray:
+    import simplejpeg
+
+    return simplejpeg.decode_jpeg(encode_jpeg(frame, 90)).astype(np.int16)
+
+
+def test_planar_frames_make_the_same_jpegs_as_rgb_frames(tmp_path, real_clips):
+    """The shard stage's fast path (resized BT.601 planes straight into the JPEG) against the
+    plain one (RGB frames, which the encoder converts): same frames, and colours at least as
+    close to the source frames where those are known."""
+    frames = clip(12, seed=7)
+    made = {
+        "limited h264": write_video(tmp_path / "a.mp4", frames, 12, "h264"),
+        "full-range vp9": write_tagged(tmp_path / "b.webm", frames, "libvpx-vp9", full_range=True),
+        "yuv444p": write_video(tmp_path / "c.mp4", frames, 12, "h264", pix_fmt="yuv444p", reproducible=False),
+        "10-bit hevc": write_video(tmp_path / "d.mp4", frames, 12, "hevc", pix_fmt="yuv420p10le"),
+        "bt709": write_tagged(tmp_path / "e.mp4", frames, "libx264", colorspace=1),  # AVCOL_SPC_BT709
+        "gif": write_video(tmp_path / "f.gif", frames, 12, "gif"),
+    }
+    dec = PyAVDecoder()
+    checked = 0
+    for name, path in [*made.items(), *((p.name, p) for p in real_clips)]:
+        info = probe(path)
+        idx = segment_middles(info.num_frames, 8)
+        for short_side in (0, 80):  # as decoded, and resized (up for the synthetic clips, down for the real ones)
+            size = scaled_size(info.width, info.height, short_side) if short_side else None
+            rgb = dec.decode(info, idx, size)
+            planar = dec.decode(info, idx, size, planar=True)
+            assert len(planar) == len(idx)
+            # BT.709 and RGB sources keep the RGB path: their YUV is not JPEG's.
+            expect_planes = name not in ("bt709", "gif") and not path.suffix == ".gif"
+            for k in range(len(idx)):
+                p = planar[k]
+                assert isinstance(p, Planes) == expect_planes, (name, k)
+                if not expect_planes:
+                    assert np.array_equal(p, rgb[k]), name
+                    continue
+                h, w = rgb[k].shape[:2]
+                assert p.y.shape == (h, w) and p.u.shape == p.v.shape == ((h + 1) // 2, (w + 1) // 2), name
+                a, b = _jpeg_rgb(p), _jpeg_rgb(rgb[k])
+                assert np.abs(a - b).mean() < 2.5, (name, short_side, k)
+                assert np.abs((a - b).reshape(-1, 3).mean(0)).max() < 2.5, (name, short_side, k)  # no colour cast
+                if name in made and size is None:  # the source frame is known
+                    src = frames[idx[k]].astype(np.int16)
+                    assert np.abs(a - src).mean() <= np.abs(b - src).mean() + 0.5, (name, k)
+                    assert np.abs((a - src).reshape(-1, 3).mean(0)).max() < 1.5, (name, k)
+                checked += 1
+    assert checked > 8 * 2 * 20
 
 
 def test_seeking_across_many_keyframes_is_exact(tmp_path):

@@ -20,13 +20,16 @@ from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, VideoEntry
-from pipeline.video.decode import make_decoder, read_sampled, scaled_size
+from pipeline.video.decode import Planes, make_decoder, read_sampled, scaled_size
 from pipeline.video.probe import VideoError
 
 
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(frame: np.ndarray | Planes, quality: int) -> bytes:
+    """A baseline 4:2:0 JPEG of an RGB frame (H, W, 3), or of `Planes` without a colour conversion."""
     import simplejpeg
 
+    if isinstance(frame, Planes):
+        return simplejpeg.encode_jpeg_yuv_planes(frame.y, frame.u, frame.v, quality=quality)
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB", colorsubsampling="420")
 
 
@@ -113,6 +116,7 @@ class ShardWorker:
                 entry.path,
                 lambda n: segment_middles(n, task.num_frames),
                 lambda w, h: scaled_size(w, h, self.config.short_side),
+                planar=True,  # straight to JPEG: no RGB round trip
             )
             flags = []
             if info.num_frames < self.config.frames:

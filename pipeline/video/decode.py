@@ -9,7 +9,7 @@ the backend, up to the decoders' colour conversion.
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -23,6 +23,23 @@ class _OutOfOrder(Exception):
 
 
 INTERPOLATION = "BILINEAR"  # FFmpeg scaler; antialiased when shrinking, about 6x faster than PIL bicubic here
+
+# Frame colourspaces (FFmpeg's AVColorSpace) whose YUV is BT.601, the matrix of JPEG's YCbCr:
+# unspecified (which FFmpeg's scaler converts as BT.601 too), BT470BG and SMPTE170M.
+JFIF_MATRICES = frozenset({2, 5, 6})
+
+
+class Planes(NamedTuple):
+    """One frame as the full-range BT.601 YCbCr 4:2:0 planes that a JPEG (JFIF) stores, uint8.
+
+    Encoding these straight to JPEG skips converting YUV to RGB in the scaler and RGB back
+    to YCbCr in the encoder; the scaler also resizes 1.5 bytes a pixel instead of 3.
+    Planes may be strided views into the decoder's frame.
+    """
+
+    y: np.ndarray  # (H, W)
+    u: np.ndarray  # (ceil(H/2), ceil(W/2))
+    v: np.ndarray  # (ceil(H/2), ceil(W/2))
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int] | None:
@@ -42,7 +59,7 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarra
 
     r = VideoReformatter()
     return np.stack(
-        [r.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), width=size[0], height=size[1], interpolation=INTERPOLATION).to_ndarray() for f in frames]
+        [r.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), width=size[0], height=size[1], interpolation=INTERPOLATION, threads=1).to_ndarray() for f in frames]
     )
 
 
@@ -73,25 +90,29 @@ class PyAVDecoder:
     def supports(self, info: VideoInfo) -> bool:
         return True
 
-    def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None]):
-        """Open once: returns (info, indices = sample(num_frames), frames resized to size_for(w, h))."""
+    def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
+        """Open once: returns (info, indices = sample(num_frames), frames resized to size_for(w, h)).
+
+        Frames are an array (N, H, W, 3) of RGB, or with `planar` a list holding for each
+        index its `Planes` where the video's matrix is BT.601 (else its RGB array).
+        """
         container, stream = open_video(path)
         with container:
             packets = demux_packets(container, stream, path)
             info = info_from_packets(path, stream, packets)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
-            frames = self._decode(stream, packets, info, indices, size_for(info.width, info.height))
+            frames = self._decode(stream, packets, info, indices, size_for(info.width, info.height), planar)
         return info, indices, frames
 
-    def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
-        """Frames at `indices` (any order, repeats allowed): uint8 (len(indices), H, W, 3)."""
+    def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
+        """Frames at `indices` (any order, repeats allowed): uint8 (len(indices), H, W, 3), or as in `read` with `planar`."""
         _check_indices(info, indices)
         container, stream = open_video(info.path)
         with container:
-            return self._decode(stream, demux_packets(container, stream, info.path), info, indices, size)
+            return self._decode(stream, demux_packets(container, stream, info.path), info, indices, size, planar)
 
-    def _decode(self, stream, packets, info: VideoInfo, indices, size) -> np.ndarray:
+    def _decode(self, stream, packets, info: VideoInfo, indices, size, planar: bool = False):
         import av
 
         stream.codec_context.thread_count = self.threads
@@ -100,22 +121,30 @@ class PyAVDecoder:
         try:
             if info.pts_reliable:
                 try:
-                    frames = self._by_pts(stream, packets, info, targets, size)
+                    frames = self._by_pts(stream, packets, info, targets, lambda f: self._convert(f, size, planar))
                 except _OutOfOrder:
                     stream.codec_context.flush_buffers()
             if frames is None:
-                frames = self._in_order(stream, packets, info, targets, size)
+                frames = self._in_order(stream, packets, info, targets, lambda f: self._convert(f, size, planar))
         except av.FFmpegError as e:
             raise VideoError("decode error", f"{info.path}: {e}") from None
+        if planar:
+            return [frames[i] for i in indices]
         return np.stack([frames[i] for i in indices])
 
-    def _rgb(self, frame, size):
+    def _convert(self, frame, size, planar: bool):
+        """One decoded frame resized to `size`: `Planes` if asked and its matrix is BT.601, else RGB."""
         if self._reformatter is None:
             self.setup()
         w, h = size if size is not None else (None, None)
-        return self._reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=INTERPOLATION).to_ndarray()
+        # The frame's own range, stated (PyAV's default for the source is "unspecified").
+        common = dict(width=w, height=h, interpolation=INTERPOLATION, src_color_range=frame.color_range, threads=self.threads)
+        if planar and frame.format.name.startswith("yuv") and frame.colorspace in JFIF_MATRICES:
+            out = self._reformatter.reformat(frame, format="yuv420p", dst_color_range=2, **common)  # 2: full (JPEG) range
+            return Planes(*(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in out.planes))
+        return self._reformatter.reformat(frame, format="rgb24", **common).to_ndarray()
 
-    def _by_pts(self, stream, packets, info: VideoInfo, targets: list[int], size) -> dict[int, np.ndarray]:
+    def _by_pts(self, stream, packets, info: VideoInfo, targets: list[int], convert) -> dict:
         cc = stream.codec_context
         want = {info.frame_pts[i]: i for i in targets}  # pts -> frame index
         remaining = sorted(want)
@@ -131,7 +160,7 @@ class PyAVDecoder:
                 raise _OutOfOrder
             last = pts
             if pts in want and want[pts] not in out:
-                out[want[pts]] = self._rgb(frame, size)
+                out[want[pts]] = convert(frame)
                 remaining.remove(pts)
 
         while remaining:
@@ -155,7 +184,7 @@ class PyAVDecoder:
                     raise _OutOfOrder  # a wanted timestamp never came out
         return out
 
-    def _in_order(self, stream, packets, info: VideoInfo, targets: list[int], size) -> dict[int, np.ndarray]:
+    def _in_order(self, stream, packets, info: VideoInfo, targets: list[int], convert) -> dict:
         cc = stream.codec_context
         cc.skip_frame = "DEFAULT"
         wanted = set(targets)
@@ -164,7 +193,7 @@ class PyAVDecoder:
         for packet in [*packets, None]:  # None drains the decoder
             for frame in cc.decode(packet):
                 if n in wanted:
-                    out[n] = self._rgb(frame, size)
+                    out[n] = convert(frame)
                 n += 1
             if n > targets[-1]:
                 break
@@ -270,20 +299,22 @@ class AutoDecoder:
         return self.pick(info).decode(info, indices, size)
 
 
-def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None]):
+def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
     """Probe, choose indices and decode them, resized: returns (info, indices, frames, backend name).
 
-    PyAV does it in one pass over the file; other backends probe first.
+    PyAV does it in one pass over the file; other backends probe first. With `planar`,
+    PyAV gives `Planes` where it can (see `PyAVDecoder.read`); other backends give RGB.
     """
     if isinstance(decoder, AutoDecoder) and len(decoder.backends) == 1:
         decoder = decoder.backends[0]
     if isinstance(decoder, PyAVDecoder):
-        info, indices, frames = decoder.read(path, sample, size_for)
+        info, indices, frames = decoder.read(path, sample, size_for, planar)
         return info, indices, frames, decoder.name
     info = probe(path)
     backend = decoder.pick(info) if isinstance(decoder, AutoDecoder) else decoder
     indices = sample(info.num_frames)
-    return info, indices, backend.decode(info, indices, size_for(info.width, info.height)), backend.name
+    kw = {"planar": True} if planar and isinstance(backend, PyAVDecoder) else {}
+    return info, indices, backend.decode(info, indices, size_for(info.width, info.height), **kw), backend.name
 
 
 def cuda_available() -> bool:
