@@ -87,6 +87,32 @@ def counter_video(n: int) -> np.ndarray:
     return np.broadcast_to(levels[:, None, None, None], (n, 64, 96, 3)).astype(np.uint8).copy()
 
 
+def test_tar_writer_writes_what_tarfile_writes(tmp_path):
+    import tarfile
+
+    from pipeline.shard.worker import write_tar
+
+    rng = np.random.default_rng(0)
+    sizes = [0, 1, 511, 512, 513, 10239, 10240, 30001]
+    names = ["k", "abc_DEF-12", "x" * 95, "x" * 101, "клип-ü", "a b"]  # the long and non-ASCII ones need PAX records
+    samples = [[(f"{n}.{j:03d}.jpg", rng.integers(0, 256, sizes[(i + j) % len(sizes)], dtype=np.uint8).tobytes()) for j in range(3)]
+               for i, n in enumerate(names)]
+    write_tar(tmp_path / "ours.tar", samples)
+    with tarfile.open(tmp_path / "ref.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for members in samples:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                tar.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
+    with tarfile.open(tmp_path / "ours.tar") as tar:
+        got = [(m.name, m.mode, m.mtime, tar.extractfile(m).read()) for m in tar.getmembers()]
+    assert got == [(n, 0o444, 0, d) for members in samples for n, d in members]
+    write_tar(tmp_path / "empty.tar", [])
+    with tarfile.open(tmp_path / "empty.tar") as tar:
+        assert tar.getmembers() == []
+
+
 def test_stored_frames_are_the_sampled_indices_exactly(tmp_path):
     root = tmp_path / "root"
     (root / "v").mkdir(parents=True)

@@ -8,7 +8,6 @@ so its presence marks a finished shard.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
@@ -33,14 +32,49 @@ def encode_jpeg(frame: np.ndarray | Planes, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB", colorsubsampling="420")
 
 
+_BLOCK = tarfile.BLOCKSIZE  # 512
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    """The 512-byte header tarfile writes for a regular file of mode 0o444, mtime 0, owner 0.
+
+    Built by hand because tarfile's header code is about half the cost of writing a
+    shard's small members; names that need a PAX record (non-ASCII or over 100 bytes) go
+    through tarfile itself.
+    """
+    raw = name.encode("ascii", "strict") if name.isascii() else b""
+    if not raw or len(raw) > 100 or size > 0o77777777777:  # a PAX record, or no ustar header holds it
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, 0, 0o444
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    h = bytearray(_BLOCK)
+    h[0 : len(raw)] = raw
+    h[100:148] = b"0000444\x000000000\x000000000\x00%011o\x0000000000000\x00" % size  # mode uid gid size mtime
+    h[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    h[156:157] = tarfile.REGTYPE
+    h[257:265] = tarfile.POSIX_MAGIC
+    h[148:155] = b"%06o\x00" % sum(h)
+    return bytes(h)
+
+
 def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> None:
-    """Write samples (lists of (member name, bytes)) to a tar with fixed metadata, atomically."""
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    """Write samples (lists of (member name, bytes)) to a tar with fixed metadata, atomically.
+
+    The bytes are those of `tarfile` in PAX format (members of mode 0o444 and mtime 0,
+    then two zero blocks, padded to tarfile's 10240-byte record).
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        written = 0
         for members in samples:
             for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), 0, 0o444
-                tar.addfile(info, io.BytesIO(data))
+                pad = -len(data) % _BLOCK
+                header = _tar_header(name, len(data))
+                f.write(header)
+                f.write(data)
+                f.write(b"\0" * pad)
+                written += len(header) + len(data) + pad
+        end = written + 2 * _BLOCK
+        f.write(b"\0" * (2 * _BLOCK + -end % tarfile.RECORDSIZE))
 
 
 def read_tar_samples(path: Path) -> dict[str, list[tuple[str, bytes]]]:
