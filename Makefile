@@ -51,8 +51,15 @@ reproduce: setup
 report: setup
 	$(BIN)/fsar-report $(RESULTS)
 
+# torchcodec loads FFmpeg's shared libraries from the system: where none are found and this
+# is a root shell with apt-get (Debian, Ubuntu), they are installed; else torchcodec is n/a.
 $(VENV)/.fsar-bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libavutil\.so\.'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
+	  else echo "note: no FFmpeg shared libraries (apt-get install ffmpeg): the decode benchmark reports torchcodec as n/a"; fi; \
+	fi
 	@touch $@
 
 bench-decode: $(VENV)/.fsar-bench-installed

@@ -17,7 +17,7 @@ def _load(path: Path) -> dict | None:
 
 
 def _decode(r: dict) -> list[str]:
-    md = ["## Decoding: the shard stage against raw decoders (`make bench-decode`)", "", f"Machine: {r.get('machine')}; one thread per decoder, 8 frames per video, resize included; videos/s.", ""]
+    md = ["## Decoding: the shard stage against raw decoders (`make bench-decode`)", "", f"Machine: {r.get('machine')}" + (f", the process pinned to core {r['pinned_to_core']}" if "pinned_to_core" in r else "") + "; one thread per decoder, 8 frames per video, resize included; videos/s.", ""]
     raws = sorted({k for row in r["corpora"].values() for k in row if k not in ("clips", "fsar shard stage (1 worker)", "fastest raw", "stage / fastest raw")})
     md += ["| corpus | clips | " + " | ".join(raws) + " | fsar shard stage (1 worker) | stage / fastest raw |", "|---|---:|" + "---:|" * (len(raws) + 2)]
     for name, row in r["corpora"].items():

@@ -92,6 +92,7 @@ def write_video(
     gop: int | None = None,
     reproducible: bool = True,
     pix_fmt: str | None = None,
+    bframes: int | None = None,
 ) -> Path:
     """Encode RGB frames to `path` (its extension should match the codec's container).
 
@@ -105,6 +106,7 @@ def write_video(
         reproducible: byte-identical output for identical input (x264 about 2x slower).
         pix_fmt: encode in another pixel format (yuv444p, yuv420p10le ...); FFmpeg then
             converts from RGB, and the output is not guaranteed to be reproducible.
+        bframes: most consecutive B-frames (None keeps the encoder's default).
 
     Returns:
         The path written.
@@ -130,6 +132,8 @@ def write_video(
         if spec.tag:
             cc.codec_tag = spec.tag
         x264_params = []
+        if bframes is not None:
+            cc.max_b_frames = bframes
         if gop is not None:
             cc.gop_size = gop
             x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
