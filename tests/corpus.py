@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.synth import CATALOGUE, VideoParams, render_video
-from pipeline.video.encode import write_video
+from pipeline.video.encode import encode_all, write_video
 
 
 def clip(frames: int, width: int = 96, height: int = 64, seed: int = 0) -> np.ndarray:
@@ -111,15 +111,14 @@ def write_tagged(path: Path, frames: np.ndarray, codec: str, colorspace: int | N
         cc.color_range = rng
         if colorspace is not None:
             cc.colorspace = colorspace
-        for i, rgb in enumerate(frames):
+
+        def tagged(rgb: np.ndarray):
             vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else None, dst_color_range=rng)
             vf.color_range = rng
             if colorspace is not None:
                 vf.colorspace = colorspace
-            vf.pts = i
-            for packet in stream.encode(vf):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+            return vf
+
+        encode_all(out, stream, (tagged(f) for f in frames))
     return path

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -141,14 +142,20 @@ def write_video(
             x264_params.append("asm=0")
         if spec.encoder == "libx264" and x264_params:
             cc.options = {**cc.options, "x264-params": ":".join(x264_params)}
-        for i in range(T):
+        def yuv(rgb: np.ndarray):
             if pix_fmt == "yuv420p":
-                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frames[i]), format="yuv420p")
-            else:
-                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24").reformat(format=pix_fmt)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+                return av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
+            return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+
+        encode_all(out, stream, (yuv(f) for f in frames))
     return path
+
+
+def encode_all(out, stream, frames: Iterable) -> None:
+    """Encode PyAV video frames into `stream` of container `out` with pts 0, 1, ..., then flush."""
+    for i, frame in enumerate(frames):
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
