@@ -11,7 +11,7 @@ from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, scaled_size
 from pipeline.video.encode import write_video
-from pipeline.video.probe import VideoError, probe
+from pipeline.video.probe import VideoError, open_video, probe
 
 
 def full_decode(path) -> list[np.ndarray]:
@@ -89,6 +89,42 @@ def test_planar_frames_make_the_same_jpegs_as_rgb_frames(tmp_path, real_clips):
                     assert np.abs((a - src).reshape(-1, 3).mean(0)).max() < 1.5, (name, k)
                 checked += 1
     assert checked > 8 * 2 * 20
+
+
+def test_webm_opens_from_its_header_and_reads_as_a_probed_open(tmp_path):
+    """VP8/VP9 WebM skip FFmpeg's probing decode; what the stage reads is unchanged."""
+    dec = PyAVDecoder()
+    sample = lambda n: segment_middles(n, 8)  # noqa: E731
+    size_for = lambda w, h: scaled_size(w, h, 80)  # noqa: E731
+    for name, codec, n in [("a.webm", "vp9", 30), ("b.webm", "vp8", 17), ("c.mkv", "vp9", 9), ("d.mp4", "h264", 12), ("e.avi", "mpeg4", 12)]:
+        path = write_video(tmp_path / name, clip(n, seed=n), 12, codec)
+        container, stream = open_video(path, probe_frames=False)
+        with container:
+            header_only = stream.codec_context.format is None  # no frame was decoded to learn it
+        assert header_only == (codec in ("vp9", "vp8")), name
+        info, idx, frames = dec.read(path, sample, size_for)
+        assert info == probe(path), name  # every fact, the pixel format included
+        ref_info, ref_idx, ref_frames, _ = dec._read(path, sample, size_for, False, probe_frames=True)
+        assert idx == ref_idx and np.array_equal(frames, ref_frames), name
+
+
+def test_a_webm_header_with_the_wrong_frame_size_is_opened_in_full(tmp_path):
+    src = write_video(tmp_path / "src.webm", clip(10), 12, "vp9")  # 96x64
+    lie = tmp_path / "lie.webm"
+    with av.open(str(src)) as i, av.open(str(lie), "w") as o:
+        s_in = i.streams.video[0]
+        s_out = o.add_stream_from_template(s_in)
+        s_out.width, s_out.height = 128, 96  # the header states another size
+        for packet in i.demux(s_in):
+            if packet.dts is not None:
+                packet.stream = s_out
+                o.mux(packet)
+    container, stream = open_video(lie, probe_frames=False)
+    with container:
+        assert (stream.codec_context.width, stream.codec_context.height) == (128, 96)
+    info, idx, frames = PyAVDecoder().read(lie, lambda n: [0, n - 1], lambda w, h: scaled_size(w, h, 32))
+    assert (info.width, info.height, info.pix_fmt) == (96, 64, "yuv420p")
+    assert frames.shape == (2, 32, 48, 3)  # resized from the true size, not the header's
 
 
 def test_seeking_across_many_keyframes_is_exact(tmp_path):

@@ -9,6 +9,7 @@ the backend, up to the decoders' colour conversion.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -96,19 +97,28 @@ class PyAVDecoder:
         Frames are an array (N, H, W, 3) of RGB, or with `planar` a list holding for each
         index its `Planes` where the video's matrix is BT.601 (else its RGB array).
         """
-        container, stream = open_video(path)
+        info, indices, frames, decoded = self._read(path, sample, size_for, planar, probe_frames=False)
+        if decoded[:2] != (info.width, info.height):  # the header's frame size was not the stream's: open in full
+            info, indices, frames, decoded = self._read(path, sample, size_for, planar, probe_frames=True)
+        if info.pix_fmt == "unknown":  # opened from the header alone
+            info = dataclasses.replace(info, pix_fmt=decoded[2])
+        return info, indices, frames
+
+    def _read(self, path, sample, size_for, planar: bool, probe_frames: bool):
+        container, stream = open_video(path, probe_frames)
         with container:
             packets = demux_packets(container, stream, path)
             info = info_from_packets(path, stream, packets)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
             frames = self._decode(stream, packets, info, indices, size_for(info.width, info.height), planar)
-        return info, indices, frames
+            cc = stream.codec_context  # after decoding: the decoder's own frame size and pixel format
+            return info, indices, frames, (cc.width, cc.height, cc.format.name if cc.format else "unknown")
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
         """Frames at `indices` (any order, repeats allowed): uint8 (len(indices), H, W, 3), or as in `read` with `planar`."""
         _check_indices(info, indices)
-        container, stream = open_video(info.path)
+        container, stream = open_video(info.path, probe_frames=False)
         with container:
             return self._decode(stream, demux_packets(container, stream, info.path), info, indices, size, planar)
 
