@@ -92,7 +92,8 @@ class PyAVDecoder:
         return True
 
     def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
-        """Open once: returns (info, indices = sample(num_frames), frames resized to size_for(w, h)).
+        """Open once (twice if a WebM header's frame size proves wrong): returns (info,
+        indices = sample(num_frames), frames resized to size_for(w, h)).
 
         Frames are an array (N, H, W, 3) of RGB, or with `planar` a list holding for each
         index its `Planes` where the video's matrix is BT.601 (else its RGB array).

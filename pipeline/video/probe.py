@@ -87,7 +87,7 @@ def open_video(path: str | os.PathLike, probe_frames: bool = True):
         # An empty decoder whitelist: avformat_find_stream_info may open no decoder.
         container, stream = _open(path, {"codec_whitelist": "none"})
         cc = stream.codec_context
-        if "matroska" in container.format.name and cc is not None and cc.name in HEADER_ONLY_CODECS and cc.width > 0 and cc.height > 0:
+        if "matroska" in container.format.name and cc is not None and cc.codec.canonical_name in HEADER_ONLY_CODECS and cc.width > 0 and cc.height > 0:
             return container, stream
         container.close()
     return _open(path, None)
@@ -131,7 +131,7 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
         fps = (len(pts) - 1) / ((max(pts) - min(pts)) * tb)
     return VideoInfo(
         path=str(path),
-        codec=cc.name,
+        codec=cc.codec.canonical_name,  # h264, vp9, av1 (not the decoder's own name, e.g. libdav1d)
         pix_fmt=cc.format.name if cc.format else "unknown",
         width=cc.width,
         height=cc.height,
