@@ -151,7 +151,8 @@ def test_killed_run_resumes_to_the_same_cache(shards, cache, tmp_path):
            "--pretrained", "none", "--batch", "32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.with_name("killed.h5.parts").glob("*/*.h5"))) < 2:
+    # Killed once the first of about five parts is written, so that most of the work remains.
+    while time.time() < deadline and not any(out.with_name("killed.h5.parts").glob("*/*.h5")):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
