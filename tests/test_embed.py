@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import subprocess
@@ -145,22 +146,38 @@ def _read_row(lazy, i):
     return lazy[i][0]
 
 
-def test_killed_run_resumes_to_the_same_cache(shards, cache, tmp_path):
+def test_killed_run_resumes_to_the_same_cache(shards, tmp_path):
+    # One video a shard; the sixth training shard is a FIFO that nothing writes, so the run
+    # blocks there with exactly five parts done, however fast the machine, and is killed.
+    fine = tmp_path / "shards"
+    run_shard_stage(ShardConfig(dataset="synth", root=shards.parent / "synth", out=fine, workers=1, shard_size=1, short_side=64))
+    reference = tmp_path / "reference.h5"
+    with pytest.warns(UserWarning):
+        run_embed_stage(embed_config(fine, reference))
+    blocked = tmp_path / "blocked"
+    shutil.copytree(fine, blocked)
+    victim = blocked / "train" / "shard-000005.tar"
+    victim.unlink()
+    os.mkfifo(victim)
     out = tmp_path / "killed.h5"
-    cmd = [sys.executable, "-m", "cli.data", "embed", "--shards", str(shards), "--cache", str(out), "--backbone", BACKBONE,
+    parts = out.with_name("killed.h5.parts")
+    cmd = [sys.executable, "-m", "cli.data", "embed", "--shards", str(blocked), "--cache", str(out), "--backbone", BACKBONE,
            "--pretrained", "none", "--batch", "32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    # Killed once the first of about five parts is written, so that most of the work remains.
-    while time.time() < deadline and not any(out.with_name("killed.h5.parts").glob("*/*.h5")):
-        time.sleep(0.01)
+    while time.time() < deadline and proc.poll() is None and len(list(parts.glob("train/*.h5"))) < 5:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not out.exists(), "the run finished before it was killed"
+    assert sorted(p.name for p in parts.rglob("*.h5")) == [f"shard-{i:06d}.h5" for i in range(5)]
+    assert not out.exists()
+    victim.unlink()
+    shutil.copy(fine / "train" / victim.name, victim)
     with pytest.warns(UserWarning):
-        summary = run_embed_stage(embed_config(shards, out))
-    assert 0 < summary["this_run"]["frames"]
-    a, b = cache_content(out), cache_content(cache)
+        summary = run_embed_stage(embed_config(blocked, out))
+    videos = {split: v["videos"] for split, v in json.loads((fine / "manifest.json").read_text())["splits"].items()}
+    assert summary["this_run"]["frames"] == (videos["train"] - 5) * 16 + (videos["val"] + videos["test"]) * 8  # only what was left
+    a, b = cache_content(out), cache_content(reference)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b
 
