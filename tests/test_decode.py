@@ -91,6 +91,25 @@ def test_planar_frames_make_the_same_jpegs_as_rgb_frames(tmp_path, real_clips):
     assert checked > 8 * 2 * 20
 
 
+def test_planar_jpegs_do_not_depend_on_the_bytes_beside_the_planes():
+    """Planes are views into decoder frames whose padding holds anything; odd sizes once let
+    that leak into the JPEG."""
+    rng = np.random.default_rng(0)
+    for h, w in [(144, 185), (145, 186), (145, 185), (144, 186), (1, 1)]:
+        y = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        u = rng.integers(0, 256, ((h + 1) // 2, (w + 1) // 2), dtype=np.uint8)
+        v = rng.integers(0, 256, u.shape, dtype=np.uint8)
+
+        def beside(a, fill):  # a view into a larger buffer, the bytes around it set to `fill`
+            buf = np.full((a.shape[0] + 3, a.shape[1] + 9), fill, np.uint8)
+            buf[: a.shape[0], : a.shape[1]] = a
+            return buf[: a.shape[0], : a.shape[1]]
+
+        jpegs = {encode_jpeg(Planes(beside(y, f), beside(u, f), beside(v, f)), 90) for f in (0, 7, 255)}
+        assert len(jpegs) == 1, (h, w)
+        assert jpegs == {encode_jpeg(Planes(y, u, v), 90)}  # contiguous planes, as in any other process
+
+
 def test_webm_opens_from_its_header_and_reads_as_a_probed_open(tmp_path):
     """VP8/VP9 WebM skip FFmpeg's probing decode; what the stage reads is unchanged."""
     dec = PyAVDecoder()

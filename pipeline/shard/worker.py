@@ -28,8 +28,25 @@ def encode_jpeg(frame: np.ndarray | Planes, quality: int) -> bytes:
     import simplejpeg
 
     if isinstance(frame, Planes):
-        return simplejpeg.encode_jpeg_yuv_planes(frame.y, frame.u, frame.v, quality=quality)
+        return simplejpeg.encode_jpeg_yuv_planes(_even_luma(frame.y), frame.u, frame.v, quality=quality)
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB", colorsubsampling="420")
+
+
+def _even_luma(y: np.ndarray) -> np.ndarray:
+    """`y` (H, W) for TurboJPEG, which reads 4:2:0 luma in whole 2x2 blocks: with an odd W or H
+    it reads one column or row beyond the view, whatever lies there (the next row, a frame's
+    padding), and the JPEG's edge blocks change with it. A copy then carries the edge pixels
+    repeated there, as libjpeg extends edges itself; even sizes are passed as they are."""
+    h, w = y.shape
+    if h % 2 == 0 and w % 2 == 0:
+        return y
+    buf = np.empty((h + h % 2, w + w % 2), np.uint8)
+    buf[:h, :w] = y
+    if w % 2:
+        buf[:h, w] = y[:, -1]
+    if h % 2:
+        buf[h] = buf[h - 1]
+    return buf[:h, :w]
 
 
 _BLOCK = tarfile.BLOCKSIZE  # 512
