@@ -71,7 +71,7 @@ def test_planar_frames_make_the_same_jpegs_as_rgb_frames(tmp_path, real_clips):
             planar = dec.decode(info, idx, size, planar=True)
             assert len(planar) == len(idx)
             # BT.709 and RGB sources keep the RGB path: their YUV is not JPEG's.
-            expect_planes = name not in ("bt709", "gif") and not path.suffix == ".gif"
+            expect_planes = name != "bt709" and path.suffix != ".gif"
             for k in range(len(idx)):
                 p = planar[k]
                 assert isinstance(p, Planes) == expect_planes, (name, k)

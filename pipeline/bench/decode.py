@@ -220,8 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     cores = os.sched_getaffinity(0)
     # Per core means one core: any thread a decoder or scaler starts shares it.
     os.sched_setaffinity(0, {min(cores)})
-    results: dict = {"machine": f"{os.cpu_count()} cores", "pinned_to_core": min(cores), "corpora": {}}
-    results["repeats"] = args.repeats
+    results: dict = {"machine": f"{os.cpu_count()} cores", "pinned_to_core": min(cores), "repeats": args.repeats, "corpora": {}}
     for name, paths in corpora.items():
         indices = {p: segment_middles(probe(p).num_frames, T) for p in paths}
         row: dict = {"clips": len(paths)}

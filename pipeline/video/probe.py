@@ -76,25 +76,26 @@ def open_video(path: str | os.PathLike, probe_frames: bool = True):
     Raises:
         VideoError: missing, empty or unreadable file, or no video stream.
     """
-    import av  # heavy import, kept local
-
     path = Path(path)
     if not path.exists():
         raise VideoError("missing", str(path))
     if path.stat().st_size == 0:
         raise VideoError("empty file", str(path))
     if not probe_frames and path.suffix.lower() in (".webm", ".mkv"):
-        # An empty decoder whitelist: avformat_find_stream_info may open no decoder.
-        container, stream = _open(path, {"codec_whitelist": "none"})
-        cc = stream.codec_context
-        if "matroska" in container.format.name and cc is not None and cc.codec.canonical_name in HEADER_ONLY_CODECS and cc.width > 0 and cc.height > 0:
-            return container, stream
-        container.close()
+        try:  # an empty decoder whitelist: avformat_find_stream_info may open no decoder
+            container, stream = _open(path, {"codec_whitelist": "none"})
+        except VideoError:  # a bad file fails below, with the reason a probed open gives
+            pass
+        else:
+            cc = stream.codec_context
+            if "matroska" in container.format.name and cc is not None and cc.codec.canonical_name in HEADER_ONLY_CODECS and cc.width > 0 and cc.height > 0:
+                return container, stream
+            container.close()
     return _open(path, None)
 
 
 def _open(path: Path, options: dict | None):
-    import av
+    import av  # heavy import, kept local
 
     try:
         container = av.open(str(path), options=options)
