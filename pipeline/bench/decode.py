@@ -5,11 +5,12 @@
 Builds (once, cached) a corpus like the benchmarks' videos, then measures videos/s on
 one core (the process is pinned to it): our shard stage (decode, resize, JPEG, tar) and
 raw decoders returning the same 8 uniformly sampled frames resized to a 256-pixel short
-side: PyAV decoding every frame, PyAV seeking per frame, torchcodec, decord and OpenCV
-(each skipped, with the reason, when not installed); also the stage's decoding and
-resizing alone, which shows what its own JPEG and tar work cost. Each method's figure is its best of
-`--repeats` interleaved passes. Then the stage's scaling from 1 to 2 workers. Ratios are
-against baselines measured in the same run.
+side: PyAV decoding every frame, PyAV seeking per frame, torchcodec, decord, OpenCV and
+DALI's CPU decoder (each skipped, with the reason, when not installed or unable to read
+the corpus). It also times the stage's decoding and resizing alone, which shows what the
+stage's own JPEG and tar work costs. Each method's figure is its best of `--repeats`
+interleaved passes. Then the stage's scaling from 1 to 2 workers. Ratios are against
+baselines measured in the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CORPORA = {
     "kinetics-like H.264 10 s, keyframe/30": ("h264", 456, 256, 250, 25, 30, 10, 2.0, None),
     "ucf-like MPEG-4 AVI 320x240": ("mpeg4", 320, 240, 175, 25, None, 30, 10.0, None),
     "ucf-like MPEG-4 AVI 320x240, 1 keyframe, B-frames": ("mpeg4", 320, 240, 175, 25, 1000, 30, 10.0, 2),
+    "ssv2-like VP9 240p, keyframe/30": ("vp9", 424, 240, 42, 12, 30, 120, 0.0, None),
 }
 REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-clips"
 
@@ -51,9 +53,16 @@ REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "r
 def build_corpus(root: Path, scale: float) -> dict[str, list[Path]]:
     """Render and encode the corpora under `root` (reused when already there)."""
     out = {}
-    for i, (name, (codec, w, h, n, fps, gop, clips, grain, bframes)) in enumerate(CORPORA.items()):
+    for i, (name, spec_) in enumerate(CORPORA.items()):
+        codec, w, h, n, fps, gop, clips, grain, bframes = spec_
         d = root / f"corpus{i}"
         d.mkdir(parents=True, exist_ok=True)
+        stamp = root / f"corpus{i}.spec.json"  # a corpus cached under another spec is rebuilt, not reused
+        spec_text = json.dumps({"name": name, "spec": spec_})
+        if not stamp.exists() or stamp.read_text() != spec_text:
+            for old in d.iterdir():
+                old.unlink()
+            stamp.write_text(spec_text)
         paths = []
         for k in range(max(2, int(clips * scale))):
             p = d / f"{i}-{k:03d}{CODECS[codec].ext}"
@@ -171,12 +180,30 @@ def fsar_decoder(path: Path, idx: list[int]) -> list:
 
 DECODER_ALONE = "fsar decode+resize (no JPEG, tar)"
 
+_DALI_CPU = None
+
+
+def dali_cpu(path: Path, idx: list[int]) -> list[np.ndarray]:
+    """DALI's CPU video decoder (the PyPI wheel's reads VP8 and VP9 only), fed the file's bytes."""
+    global _DALI_CPU
+    if _DALI_CPU is None:
+        from pipeline.video.decode import DaliDecoder
+
+        _DALI_CPU = DaliDecoder("cpu")
+        _DALI_CPU.setup()
+    targets = sorted(set(idx))
+    frames = _DALI_CPU.frames_at(np.fromfile(path, dtype=np.uint8), targets, path)
+    pos = {t: k for k, t in enumerate(targets)}
+    return [resize_short_side(frames[pos[i]], SHORT_SIDE) for i in idx]
+
+
 RAW: dict[str, Callable] = {
     "PyAV every frame": pyav_every_frame,
     "PyAV seeking": pyav_seek,
     "torchcodec get_frames_at": torchcodec_frames,
     "decord get_batch": decord_frames,
     "OpenCV sequential": opencv_sequential,
+    "DALI CPU (VP8/VP9 only)": dali_cpu,
 }
 
 

@@ -265,24 +265,29 @@ class DaliDecoder:
         _check_indices(info, indices)
         if not self.supports(info):
             raise VideoError("unsupported codec", f"{info.path}: {self.name} cannot decode {info.codec}")
+        targets = sorted(set(int(i) for i in indices))
+        frames = self.frames_at(np.fromfile(info.path, dtype=np.uint8), targets, info.path)
+        pos = {t: k for k, t in enumerate(targets)}
+        return resize_frames(np.stack([frames[pos[i]] for i in indices]), size)
+
+    def frames_at(self, data: np.ndarray, targets: Sequence[int], name="video") -> np.ndarray:
+        """RGB frames (len(targets), H, W, 3) at sorted, distinct `targets` of the encoded
+        file `data` (uint8 bytes), at the native size; `name` labels errors."""
         if self._pipe is None:
             self.setup()
-        targets = sorted(set(int(i) for i in indices))
-        data = np.fromfile(info.path, dtype=np.uint8)
         try:
             self._pipe.feed_input("encoded", [data])
             self._pipe.feed_input("frames", [np.asarray(targets, dtype=np.int32)])
             (out,) = self._pipe.run()
         except Exception as e:  # DALI raises RuntimeError with the FFmpeg/NVDEC message
             self._pipe = None  # a failed run can leave the pipeline unusable: rebuild next time
-            raise VideoError("decode error", f"{info.path}: {self.name}: {str(e).splitlines()[0][:300]}") from None
+            raise VideoError("decode error", f"{name}: {self.name}: {str(e).splitlines()[0][:300]}") from None
         if self.device == "gpu":
             out = out.as_cpu()
-        frames = np.asarray(out[0])  # (len(targets), H, W, 3)
+        frames = np.asarray(out[0])
         if frames.shape[0] != len(targets):
-            raise VideoError("truncated", f"{info.path}: {self.name} returned {frames.shape[0]} of {len(targets)} frames")
-        pos = {t: k for k, t in enumerate(targets)}
-        return resize_frames(np.stack([frames[pos[i]] for i in indices]), size)
+            raise VideoError("truncated", f"{name}: {self.name} returned {frames.shape[0]} of {len(targets)} frames")
+        return frames
 
 
 class AutoDecoder:
