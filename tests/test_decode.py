@@ -200,6 +200,19 @@ def test_dali_cpu_refuses_h264_with_a_reason(tmp_path):
         dali.decode(probe(path), [0])
 
 
+def test_dali_errors_give_the_failing_step_not_the_pipeline_banner(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    dali = DaliDecoder("cpu")
+    dali.setup()
+    with pytest.raises(VideoError) as e:
+        dali.frames_at(np.frombuffer(b"not a video " * 100, np.uint8), [0], "bad.webm")
+    assert e.value.reason == "decode error"
+    assert e.value.detail.startswith("bad.webm: dali-cpu: ")
+    assert "Critical error in pipeline" not in e.value.detail and "decoder" in e.value.detail
+    vp9 = write_video(tmp_path / "ok.webm", clip(12, seed=2), 12, "vp9")  # the pipeline is rebuilt after a failure
+    assert dali.frames_at(np.fromfile(vp9, dtype=np.uint8), [0, 5], vp9).shape == (2, *clip(1).shape[1:])
+
+
 @pytest.mark.gpu
 def test_dali_gpu_matches_pyav_on_real_clips(real_clips):
     dali = DaliDecoder("gpu")

@@ -186,6 +186,8 @@ _DALI_CPU = None
 def dali_cpu(path: Path, idx: list[int]) -> list[np.ndarray]:
     """DALI's CPU video decoder (the PyPI wheel's reads VP8 and VP9 only), fed the file's bytes."""
     global _DALI_CPU
+    if path.suffix not in (".webm", ".mkv"):
+        raise ValueError("reads VP8 and VP9 (WebM) only")
     if _DALI_CPU is None:
         from pipeline.video.decode import DaliDecoder
 

@@ -281,13 +281,24 @@ class DaliDecoder:
             (out,) = self._pipe.run()
         except Exception as e:  # DALI raises RuntimeError with the FFmpeg/NVDEC message
             self._pipe = None  # a failed run can leave the pipeline unusable: rebuild next time
-            raise VideoError("decode error", f"{name}: {self.name}: {str(e).splitlines()[0][:300]}") from None
+            raise VideoError("decode error", f"{name}: {self.name}: {_dali_message(e)[:300]}") from None
         if self.device == "gpu":
             out = out.as_cpu()
         frames = np.asarray(out[0])
         if frames.shape[0] != len(targets):
             raise VideoError("truncated", f"{name}: {self.name} returned {frames.shape[0]} of {len(targets)} frames")
         return frames
+
+
+def _dali_message(e: Exception) -> str:
+    """The informative line of a DALI pipeline error: the one after "encountered:" (the lines
+    before it only say that the pipeline failed and where it was defined)."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    if "encountered:" in lines:
+        rest = [line for line in lines[lines.index("encountered:") + 1 :] if line]
+        if rest:
+            return rest[0]
+    return next((line for line in lines if line), type(e).__name__)
 
 
 class AutoDecoder:
