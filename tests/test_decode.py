@@ -9,7 +9,7 @@ import pytest
 from corpus import clip, write_tagged
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
-from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, scaled_size
+from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
 from pipeline.video.encode import encode_all, write_video
 from pipeline.video.probe import VideoError, open_video, probe
 
@@ -198,6 +198,23 @@ def test_dali_cpu_refuses_h264_with_a_reason(tmp_path):
     assert not dali.supports(probe(path))
     with pytest.raises(VideoError, match="dali-cpu cannot decode h264"):
         dali.decode(probe(path), [0])
+
+
+@pytest.mark.parametrize("shape,size", [((240, 320), (341, 256)), ((720, 1280), (455, 256)), ((241, 323), (100, 75))])
+def test_resize_frames_matches_a_one_pass_packed_rgb_resize(shape, size):
+    from av.video.reformatter import VideoReformatter
+
+    frames = np.random.default_rng(3).integers(0, 256, size=(3, *shape, 3), dtype=np.uint8)
+    frames[:, : shape[0] // 2] = clip(3, width=shape[1], height=shape[0])[:, : shape[0] // 2]  # smooth content and noise
+    r = VideoReformatter()
+    plain = np.stack(
+        [r.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), width=size[0], height=size[1], format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray() for f in frames]
+    )
+    got = resize_frames(frames, size)
+    assert got.shape == plain.shape == (3, size[1], size[0], 3)
+    diff = np.abs(got.astype(np.int16) - plain)
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    assert resize_frames(frames, None) is frames
 
 
 def test_dali_errors_give_the_failing_step_not_the_pipeline_banner(tmp_path):
