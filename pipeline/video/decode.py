@@ -83,8 +83,9 @@ class PyAVDecoder:
     wanted frame the decoder jumps to the keyframe packet before it only when that
     skips work, and (with `skip_nonref`) tells FFmpeg not to decode non-reference
     frames that are not wanted. Streams whose timestamps cannot be trusted are decoded
-    from the start, counting frames. Colour conversion and resizing happen in one pass
-    of FFmpeg's scaler. Memory use is about the size of the file.
+    from the start, counting frames. FFmpeg's scaler converts colour and resizes in one
+    pass (to YUV planes for JPEG, or to planar RGB that is then packed). Memory use is
+    about the size of the file.
     """
 
     name = "pyav"
@@ -93,12 +94,14 @@ class PyAVDecoder:
         self.skip_nonref = skip_nonref
         self.threads = threads
         self._reformatter = None
+        self._packer = None
 
     def setup(self) -> None:
         from av.video.reformatter import VideoReformatter
 
         # One scaler context reused across frames: PyAV otherwise builds one per frame (2x slower).
         self._reformatter = VideoReformatter()
+        self._packer = VideoReformatter()  # planar RGB to packed, a second cached context
 
     def supports(self, info: VideoInfo) -> bool:
         return True
@@ -165,7 +168,13 @@ class PyAVDecoder:
         if planar and frame.format.name.startswith("yuv") and frame.colorspace in JFIF_MATRICES:
             out = self._reformatter.reformat(frame, format="yuv420p", dst_color_range=2, **common)  # 2: full (JPEG) range
             return Planes(*(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in out.planes))
-        return self._reformatter.reformat(frame, format="rgb24", **common).to_ndarray()
+        if size is None:
+            return self._reformatter.reformat(frame, format="rgb24", **common).to_ndarray()
+        # Resizing to planar RGB and then packing it is 1.1-3.6x faster than FFmpeg's scaler
+        # writing packed RGB itself, and free of the 2-3 grey-level bias that path showed at
+        # some sizes (SSv2's 424x240 to 452x256).
+        planar_rgb = self._reformatter.reformat(frame, format="gbrp", **common)
+        return self._packer.reformat(planar_rgb, format="rgb24", threads=self.threads).to_ndarray()
 
     def _by_pts(self, stream, packets, info: VideoInfo, targets: list[int], convert) -> dict:
         cc = stream.codec_context
