@@ -90,7 +90,12 @@ def counter_video(n: int) -> np.ndarray:
 def test_tar_writer_writes_what_tarfile_writes(tmp_path):
     import tarfile
 
-    from pipeline.shard.worker import write_tar
+    from pipeline.shard.worker import tar_writer
+
+    def write_tar(path, samples):
+        with tar_writer(path) as tar:
+            for members in samples:
+                tar.add(members)
 
     rng = np.random.default_rng(0)
     sizes = [0, 1, 511, 512, 513, 10239, 10240, 30001]

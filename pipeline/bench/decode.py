@@ -53,12 +53,12 @@ REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "r
 def build_corpus(root: Path, scale: float) -> dict[str, list[Path]]:
     """Render and encode the corpora under `root` (reused when already there)."""
     out = {}
-    for i, (name, spec_) in enumerate(CORPORA.items()):
-        codec, w, h, n, fps, gop, clips, grain, bframes = spec_
+    for i, (name, spec) in enumerate(CORPORA.items()):
+        codec, w, h, n, fps, gop, clips, grain, bframes = spec
         d = root / f"corpus{i}"
         d.mkdir(parents=True, exist_ok=True)
         stamp = root / f"corpus{i}.spec.json"  # a corpus cached under another spec is rebuilt, not reused
-        spec_text = json.dumps({"name": name, "spec": spec_})
+        spec_text = json.dumps({"name": name, "spec": spec})
         if not stamp.exists() or stamp.read_text() != spec_text:
             for old in d.iterdir():
                 old.unlink()
@@ -193,10 +193,7 @@ def dali_cpu(path: Path, idx: list[int]) -> list[np.ndarray]:
 
         _DALI_CPU = DaliDecoder("cpu")
         _DALI_CPU.setup()
-    targets = sorted(set(idx))
-    frames = _DALI_CPU.frames_at(np.fromfile(path, dtype=np.uint8), targets, path)
-    pos = {t: k for k, t in enumerate(targets)}
-    return [resize_short_side(frames[pos[i]], SHORT_SIDE) for i in idx]
+    return [resize_short_side(f, SHORT_SIDE) for f in _DALI_CPU.frames_at(np.fromfile(path, dtype=np.uint8), idx, path)]
 
 
 RAW: dict[str, Callable] = {

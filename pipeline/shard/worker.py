@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -102,12 +104,12 @@ class TarWriter:
         self.f.write(bytes(2 * _BLOCK + -end % tarfile.RECORDSIZE))
 
 
-def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> None:
-    """Write samples (lists of (member name, bytes)) to a tar with fixed metadata, atomically."""
+@contextmanager
+def tar_writer(path: Path) -> Iterator[TarWriter]:
+    """A `TarWriter` on `path`, written atomically: the tar appears, finished, when the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, "wb", buffering=_WRITE_BUFFER) as f:
         tar = TarWriter(f)
-        for members in samples:
-            tar.add(members)
+        yield tar
         tar.finish()
 
 
@@ -151,8 +153,7 @@ class ShardWorker:
             reuse = read_tar_samples(tar_path)
             old_status = {r["key"]: r for r in json.loads(stats_path.read_text(encoding="utf-8"))["videos"]}
         records = []
-        with atomic_path(tar_path) as tmp, open(tmp, "wb", buffering=_WRITE_BUFFER) as f:
-            tar = TarWriter(f)
+        with tar_writer(tar_path) as tar:
             for entry in task.entries:
                 if entry.key in reuse and old_status.get(entry.key, {}).get("status") == "ok":
                     tar.add(reuse[entry.key])
@@ -162,7 +163,6 @@ class ShardWorker:
                 records.append(record)
                 if members:
                     tar.add(members)
-            tar.finish()
         ok = sum(r["status"] == "ok" for r in records)
         stats = {
             "split": task.split,

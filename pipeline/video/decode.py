@@ -286,14 +286,12 @@ class DaliDecoder:
         _check_indices(info, indices)
         if not self.supports(info):
             raise VideoError("unsupported codec", f"{info.path}: {self.name} cannot decode {info.codec}")
-        targets = sorted(set(int(i) for i in indices))
-        frames = self.frames_at(np.fromfile(info.path, dtype=np.uint8), targets, info.path)
-        pos = {t: k for k, t in enumerate(targets)}
-        return resize_frames(np.stack([frames[pos[i]] for i in indices]), size)
+        return resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), size)
 
-    def frames_at(self, data: np.ndarray, targets: Sequence[int], name="video") -> np.ndarray:
-        """RGB frames (len(targets), H, W, 3) at sorted, distinct `targets` of the encoded
-        file `data` (uint8 bytes), at the native size; `name` labels errors."""
+    def frames_at(self, data: np.ndarray, indices: Sequence[int], name="video") -> np.ndarray:
+        """RGB frames (len(indices), H, W, 3) at `indices` (any order, repeats allowed) of the
+        encoded file `data` (uint8 bytes), at the native size; `name` labels errors."""
+        targets = sorted(set(int(i) for i in indices))  # DALI wants each frame once, in order
         if self._pipe is None:
             self.setup()
         try:
@@ -308,7 +306,8 @@ class DaliDecoder:
         frames = np.asarray(out[0])
         if frames.shape[0] != len(targets):
             raise VideoError("truncated", f"{name}: {self.name} returned {frames.shape[0]} of {len(targets)} frames")
-        return frames
+        pos = {t: k for k, t in enumerate(targets)}
+        return np.stack([frames[pos[int(i)]] for i in indices])
 
 
 def _dali_message(e: Exception) -> str:
