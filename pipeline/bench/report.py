@@ -19,11 +19,12 @@ def _load(path: Path) -> dict | None:
 def _decode(r: dict) -> list[str]:
     md = ["## Decoding: the shard stage against raw decoders (`make bench-decode`)", "", f"Machine: {r.get('machine')}" + (f", the process pinned to core {r['pinned_to_core']}" if "pinned_to_core" in r else "") + "; one thread per decoder, 8 frames per video, resize included; videos/s.", ""]
     raws = sorted({k for row in r["corpora"].values() for k in row if k not in ("clips", "fsar shard stage (1 worker)", "fastest raw") and not k.endswith("/ fastest raw")})
-    md += ["| corpus | clips | " + " | ".join(raws) + " | fsar shard stage (1 worker) | stage / fastest raw | decode+resize / fastest raw |", "|---|---:|" + "---:|" * (len(raws) + 3)]
+    own = ("decode+resize / fastest raw", "decode+resize+JPEG / fastest raw")
+    md += ["| corpus | clips | " + " | ".join(raws) + " | fsar shard stage (1 worker) | stage / fastest raw | " + " | ".join(own) + " |", "|---|---:|" + "---:|" * (len(raws) + 2 + len(own))]
     for name, row in r["corpora"].items():
         cells = [f"{row[k]:.1f}" if isinstance(row.get(k), (int, float)) else str(row.get(k, "–")) for k in raws]
         md.append(f"| {name} | {row['clips']} | " + " | ".join(cells) + f" | {row['fsar shard stage (1 worker)']:.1f} | {row['stage / fastest raw']:.2f}x ({row['fastest raw']}) | "
-                  + (f"{row['decode+resize / fastest raw']:.2f}x |" if "decode+resize / fastest raw" in row else "– |"))
+                  + " | ".join(f"{row[k]:.2f}x" if k in row else "–" for k in own) + " |")
     s = r.get("scaling")
     if s:
         md += ["", f"Ray scaling on {s['corpus']}: 1 worker {s['1 worker']['videos_per_second']:.1f} videos/s, 2 workers {s['2 workers (Ray)']['videos_per_second']:.1f} videos/s: {s['ratio']:.2f}x."]
