@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from pipeline.bench import decode as B
 from pipeline.bench.report import _decode
 
 
-def test_a_raw_pass_goes_over_the_whole_corpus_until_it_has_lasted_long_enough():
+def test_a_raw_pass_goes_over_the_whole_corpus_until_it_has_lasted_long_enough(monkeypatch):
+    clock = [0.0]  # a fake clock: each decoded clip takes 10 ms
+    monkeypatch.setattr(B.time, "perf_counter", lambda: clock[0])
     paths = [Path(f"clip{k}.avi") for k in range(3)]
     indices = {p: [0, 1] for p in paths}
     calls = []
 
     def fn(path, idx):
         calls.append(path)
-        time.sleep(0.004)
+        clock[0] += 0.01
         return [b"f"] * len(idx)
 
-    t = time.perf_counter()
     rate = B.time_raw(fn, paths, indices, min_seconds=0.05)
-    elapsed = time.perf_counter() - t
-    timed = calls[1:]  # the first call is the untimed warm-up
-    assert len(timed) >= 12 and len(timed) % len(paths) == 0  # whole rounds only, 0.05 s at 4 ms a clip
-    assert timed[: len(paths)] == paths
-    assert len(timed) / elapsed < rate < 1 / 0.004
+    # After the untimed warm-up, rounds of 3 clips: 0.03 s is short of 0.05, 0.06 is not.
+    assert calls[1:] == paths * 2
+    assert abs(rate - 6 / 0.06) < 1e-9
 
 
 def test_a_raw_pass_reports_why_a_reader_could_not_run():
