@@ -315,9 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
         best = max(numeric, key=numeric.get)
         row["fastest raw"] = best
         row["stage / fastest raw"] = row["fsar shard stage (1 worker)"] / numeric[best]
-        for own, ratio in ((DECODER_ALONE, "decode+resize / fastest raw"), (DECODER_JPEG, "decode+resize+JPEG / fastest raw")):
+        for own, key in ((DECODER_ALONE, "decode+resize / fastest raw"), (DECODER_JPEG, "decode+resize+JPEG / fastest raw")):
             if isinstance(row[own], float):
-                row[ratio] = row[own] / numeric[best]
+                row[key] = row[own] / numeric[best]
         results["corpora"][name] = row
         print(f"\n{name} ({len(paths)} clips, {T} frames each, resize to {SHORT_SIDE}):", flush=True)
         for k, v in row.items():
@@ -330,16 +330,15 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    one = two = None
+    runs: dict[int, list[dict]] = {1: [], 2: []}
     try:
-        for k in range(args.repeats):  # interleaved, each its best run, as above
+        for _ in range(args.repeats):  # interleaved, each its best run, as above
             with tempfile.TemporaryDirectory() as tmp:
-                r1 = time_stage(paths, Path(tmp) / "1", workers=1)
-                r2 = time_stage(paths, Path(tmp) / "2", workers=2)
-            one = r1 if one is None or r1["videos_per_second"] > one["videos_per_second"] else one
-            two = r2 if two is None or r2["videos_per_second"] > two["videos_per_second"] else two
+                for workers, done in runs.items():
+                    done.append(time_stage(paths, Path(tmp) / str(workers), workers=workers))
     finally:
         ray.shutdown()
+    one, two = (max(runs[w], key=lambda r: r["videos_per_second"]) for w in (1, 2))
     ratio = two["videos_per_second"] / one["videos_per_second"]
     results["scaling"] = {"corpus": "ssv2-like VP9 240p", "1 worker": one, "2 workers (Ray)": two, "ratio": ratio}
     print(
