@@ -200,7 +200,12 @@ def print_shard_summary(summary: dict) -> None:
         table.add_row(split, str(c["videos"]), str(c["ok"]), str(c["failed"]), str(c["shards"]), str(c["frames"]), f"{c['bytes'] / 1e6:.1f}")
     console.print(table)
     run = summary["this_run"]
-    rate = f"{run['videos_per_second']:.1f} videos/s" if run["videos_per_second"] else "nothing to do"
+    if not run["videos_per_second"]:
+        rate = "nothing to do"
+    elif run["startup_seconds"] + run["shutdown_seconds"] >= 0.1:  # Ray takes seconds to start and stop; the rate leaves them out
+        rate = f"{run['videos_per_second']:.1f} videos/s once started; {run['startup_seconds']:.1f} s to start, {run['shutdown_seconds']:.1f} s to stop"
+    else:
+        rate = f"{run['videos_per_second']:.1f} videos/s"
     console.print(f"this run: {run['videos_processed']} videos in {run['seconds']:.1f} s ({rate}); decoders: {summary['decoders']}")
     if summary["failures_by_reason"]:
         console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))

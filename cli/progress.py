@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -13,15 +14,28 @@ console = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Items per second, e.g. '41.2 videos/s'."""
+    """Items per second, e.g. '41.2 videos/s': the task's `rate` field where it has one, else
+    rich's estimate over its recent updates."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
         self.unit = unit
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.fields.get("rate", task.finished_speed or task.speed)
         return Text(f"{speed:.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the task's `rate` field, e.g. '0:01:05'."""
+
+    def render(self, task) -> Text:
+        rate = task.fields.get("rate")
+        if task.finished:
+            return Text("0:00:00", style="progress.remaining")
+        if not rate or task.total is None:
+            return Text("-:--:--", style="progress.remaining")
+        return Text(str(timedelta(seconds=round((task.total - task.completed) / rate))), style="progress.remaining")
 
 
 class FailuresColumn(ProgressColumn):
@@ -35,8 +49,16 @@ class FailuresColumn(ProgressColumn):
 
 
 @contextmanager
-def progress_bar(description: str, unit: str) -> Iterator[Callable[..., None]]:
-    """Yield an `on_progress(done, total[, failures])` callback that drives a progress bar on stderr."""
+def progress_bar(description: str, unit: str, get_time: Callable[[], float] | None = None) -> Iterator[Callable[..., None]]:
+    """Yield an `on_progress(done, total[, failures])` callback that drives a progress bar on stderr.
+
+    The rate counts the items done since the last call that found none new (items already
+    done when the run started, such as finished shards skipped, do not count, nor the time
+    before work began: a caller may call again once its workers are up), over the time since
+    that call; the time left follows from it. Work finishes in bursts (a shard of videos at
+    a time, several workers at once), which rich's estimate over the last few updates turns
+    into rates many times the real one.
+    """
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,14 +66,21 @@ def progress_bar(description: str, unit: str) -> Iterator[Callable[..., None]]:
         RateColumn(unit),
         FailuresColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=console,
         transient=False,
+        get_time=get_time,
     ) as bar:
         task = bar.add_task(description, total=None, failures=None)
+        start: list[tuple[int, float]] = []  # (done, time) at the last call before any progress
 
         def update(done: int, total: int, failures: int | None = None) -> None:
-            bar.update(task, completed=done, total=total, failures=failures)
+            now = bar.get_time()
+            if not start or done == start[0][0]:
+                start[:] = [(done, now)]
+            d0, t0 = start[0]
+            rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
+            bar.update(task, completed=done, total=total, failures=failures, rate=rate)
 
         yield update
 

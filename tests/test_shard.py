@@ -172,8 +172,16 @@ def test_real_clips_store_the_decoded_frames_at_the_sampled_indices(real_clips, 
 def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth_root, tmp_path):
     ray = pytest.importorskip("ray")
     out = tmp_path / "ray"
-    summary = run_shard_stage(shard_config(synth_root, out, workers=2))
-    assert summary["this_run"]["videos_processed"] == summary["videos"]
+    calls = []
+    summary = run_shard_stage(shard_config(synth_root, out, workers=2), on_progress=lambda *a: calls.append(a))
+    n = summary["videos"]
+    assert summary["this_run"]["videos_processed"] == n
+    # progress: at the start, again once the workers are up (the rate is timed from there), then per shard
+    assert calls[:2] == [(0, n, 0), (0, n, 0)] and calls[-1] == (n, n, 0)
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) == 2 + len(list(out.glob("*/shard-*.tar")))
+    run = summary["this_run"]  # the rate leaves out Ray's start and stop, which the wall time holds
+    assert run["startup_seconds"] > 0 and run["shutdown_seconds"] > 0
+    assert n / run["videos_per_second"] + run["startup_seconds"] + run["shutdown_seconds"] <= run["seconds"]
     assert tree(out) == tree(shards)
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:

@@ -87,20 +87,24 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     if work:
         use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)
         results = _run_ray(config, work) if use_ray else _run_local(config, work)
-    t_start = t_work = time.perf_counter()
+    t_start = t_work = t_last = time.perf_counter()
     for stats in results:
-        if stats is None:  # workers ready
-            t_work = time.perf_counter()
+        if stats is None:  # workers ready: the progress rate is timed from here, as the summary's
+            t_work = t_last = time.perf_counter()
+            if on_progress:
+                on_progress(skipped_videos, total, failures)
             continue
+        t_last = time.perf_counter()  # the work ends with the last shard, not after Ray's shutdown
         key = (stats["split"], int(stats["shard"][6:12]))
         done[key] = stats
         processed += len(stats["videos"])
         failures += stats["failed"]
         if on_progress:
             on_progress(skipped_videos + processed, total, failures)
-    seconds = time.perf_counter() - t0
-    summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, seconds, time.perf_counter() - t_work)
+    t_end = time.perf_counter()
+    summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, t_end - t0, t_last - t_work)
     summary["this_run"]["startup_seconds"] = round(t_work - t_start, 3)
+    summary["this_run"]["shutdown_seconds"] = round(t_end - t_last, 3)
     write_json_atomic(config.out / "summary.json", summary)
     return summary
 
