@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 from rich.text import Text
 
 console = Console(stderr=True)
@@ -18,7 +19,7 @@ class RateColumn(ProgressColumn):
     rich's estimate over its recent updates."""
 
     def __init__(self, unit: str) -> None:
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))  # a narrow log line cuts the bar, not "steps/s" onto a line of its own
         self.unit = unit
 
     def render(self, task) -> Text:
@@ -61,7 +62,7 @@ def progress_bar(description: str, unit: str, get_time: Callable[[], float] | No
     """
     with Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=None),  # takes the width left over, so a narrow line shortens the bar
         MofNCompleteColumn(),
         RateColumn(unit),
         FailuresColumn(),
@@ -90,7 +91,7 @@ def train_bar(total: int) -> Iterator[Callable[[int, dict], None]]:
     """Yield an `on_step(done, metrics)` callback: a progress bar with steps/s, loss and accuracy."""
     with Progress(
         TextColumn("[bold]train"),
-        BarColumn(),
+        BarColumn(bar_width=None),  # takes the width left over, so a narrow line shortens the bar
         MofNCompleteColumn(),
         RateColumn("steps"),
         TextColumn("{task.fields[stats]}"),
