@@ -286,3 +286,37 @@ def test_out_of_range_indices_are_refused(tmp_path):
 def test_unknown_decoder_lists_the_known_ones():
     with pytest.raises(ValueError, match="known: auto, dali, dali-cpu, pyav"):
         make_decoder("ffmpeg")
+
+
+class _FakeDriver:
+    """libcuda's two entry points that `cuda_available` calls: cuInit's result, and a device count."""
+
+    def __init__(self, init: int, devices: int) -> None:
+        self.init, self.devices = init, devices
+
+    def cuInit(self, flags):
+        return self.init
+
+    def cuDeviceGetCount(self, ref):
+        ref._obj.value = self.devices
+        return 0
+
+
+@pytest.mark.parametrize(
+    "driver,expected",
+    [(None, False), (_FakeDriver(0, 2), True), (_FakeDriver(0, 0), False), (_FakeDriver(100, 1), False)],  # 100: CUDA_ERROR_NO_DEVICE
+    ids=["no driver library", "two GPUs", "GPUs hidden", "cuInit fails"],
+)
+def test_cuda_available_asks_the_driver(monkeypatch, driver, expected):
+    import ctypes
+
+    from pipeline.video.decode import cuda_available
+
+    def cdll(name):
+        assert name == "libcuda.so.1"
+        if driver is None:
+            raise OSError(f"{name}: cannot open shared object file")
+        return driver
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    assert cuda_available() is expected
