@@ -195,6 +195,37 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
         ray.shutdown()
 
 
+@pytest.mark.parametrize(
+    "decoder,actors,gpus,share",
+    [("pyav", 2, 1, 0), ("auto", 2, 0, 0), ("auto", 2, 1, 0.5), ("dali", 16, 1, 0.0625), ("dali", 3, 1, 0.3333), ("dali", 2, 8, 1.0)],
+)
+def test_each_actor_asks_for_a_share_of_the_gpus(decoder, actors, gpus, share):
+    from pipeline.shard.run import gpu_share
+
+    assert gpu_share(decoder, actors, gpus) == share
+    assert actors * share <= max(gpus, 0)  # never more than the cluster has, or an actor waits for ever
+
+
+def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(shards, synth_root, tmp_path):
+    """On a cluster declaring one GPU (this machine has none), two `auto` workers each ask for
+    half of it, start, fall back to PyAV and write the in-process output; two `dali` workers
+    fail at set-up with the decoder's own message, not Ray's traceback."""
+    ray = pytest.importorskip("ray")
+    from pipeline.video.decode import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU is present: DALI would set up")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        run_shard_stage(shard_config(synth_root, tmp_path / "auto", workers=2, decoder="auto"))
+        assert tree(tmp_path / "auto") == tree(shards)
+        with pytest.raises(RuntimeError, match="^no GPU found: use --decoder pyav") as e:
+            run_shard_stage(shard_config(synth_root, tmp_path / "dali", workers=2, decoder="dali"))
+        assert "ray::" not in str(e.value)
+    finally:
+        ray.shutdown()
+
+
 def test_rerun_skips_finished_shards(shards, synth_root):
     before = tree(shards)
     summary = run_shard_stage(shard_config(synth_root, shards))

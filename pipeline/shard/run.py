@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,6 +32,20 @@ def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Itera
         yield worker.process(task, retry_failed=retry)
 
 
+def gpu_share(decoder: str, actors: int, cluster_gpus: float) -> float:
+    """The GPUs each shard actor asks Ray for: the cluster's GPUs shared out, at most one each.
+
+    Ray hides every GPU from an actor that asks for none (CUDA_VISIBLE_DEVICES=""), so `auto`
+    must ask for a share to decode with DALI at all; and a whole GPU per actor would leave all
+    but one actor per GPU waiting for ever to start. NVDEC decodes several streams at once, so
+    actors sharing a GPU still gain. Rounded down to Ray's 1e-4 resource step, so that the
+    shares never add up to more than the cluster has.
+    """
+    if decoder not in ("dali", "auto") or cluster_gpus <= 0:
+        return 0
+    return min(1.0, math.floor(cluster_gpus / actors * 1e4) / 1e4)
+
+
 def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
     """One actor per worker (its decoder is set up once), each shard one task."""
     import ray
@@ -43,11 +58,15 @@ def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterato
         else:
             ray.init(num_cpus=config.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
-        gpus = 1 if config.decoder == "dali" else 0
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(ShardWorker)
         n_actors = max(1, min(config.workers, len(work)))
+        gpus = gpu_share(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(ShardWorker)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
-        ray.get([a.setup.remote() for a in actors])
+        try:
+            ray.get([a.setup.remote() for a in actors])
+        except ray.exceptions.RayTaskError as e:  # a worker could not set up (no GPU, no DALI): its own error, not Ray's traceback
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else RuntimeError(str(e).splitlines()[-1])) from None
         yield None  # workers are up: throughput is timed from here
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda a, w: a.process.remote(w[0], retry_failed=w[1]), work)
