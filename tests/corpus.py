@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.synth import CATALOGUE, VideoParams, render_video
 from pipeline.video.encode import encode_all, write_video
+from pipeline.video.probe import VideoError
 
 
 def clip(frames: int, width: int = 96, height: int = 64, seed: int = 0) -> np.ndarray:
@@ -122,3 +123,22 @@ def write_tagged(path: Path, frames: np.ndarray, codec: str, colorspace: int | N
 
         encode_all(out, stream, (tagged(f) for f in frames))
     return path
+
+
+class RefusingBackend:
+    """A GPU-like backend that takes every codec, then refuses this video (as NVDEC refuses
+    H.264 4:4:4), or cannot be set up at all."""
+
+    def __init__(self, name: str = "dali", setup_error: str | None = None) -> None:
+        self.name, self.setup_error, self.calls = name, setup_error, 0
+
+    def setup(self) -> None:
+        if self.setup_error:
+            raise RuntimeError(self.setup_error)
+
+    def supports(self, info) -> bool:
+        return True
+
+    def decode(self, info, indices, size=None):
+        self.calls += 1
+        raise VideoError("decode error", f"{info.path}: {self.name}: codec profile not supported")

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from corpus import clip, write_tagged
+from corpus import RefusingBackend, clip, write_tagged
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
@@ -273,8 +273,8 @@ def test_auto_uses_pyav_without_a_gpu(tmp_path):
     dec = make_decoder("auto")
     dec.setup()
     path = write_video(tmp_path / "c.webm", clip(8), 12, "vp9")
-    info, idx, frames, backend = read_sampled(dec, path, lambda n: [0, n - 1], lambda w, h: None)
-    assert backend == "pyav" and idx == [0, 7] and frames.shape == (2, 64, 96, 3)
+    info, idx, frames, backend, fallback = read_sampled(dec, path, lambda n: [0, n - 1], lambda w, h: None)
+    assert backend == "pyav" and not fallback and idx == [0, 7] and frames.shape == (2, 64, 96, 3)
 
 
 def test_out_of_range_indices_are_refused(tmp_path):
@@ -320,3 +320,38 @@ def test_cuda_available_asks_the_driver(monkeypatch, driver, expected):
 
     monkeypatch.setattr(ctypes, "CDLL", cdll)
     assert cuda_available() is expected
+
+
+def test_auto_falls_back_to_the_next_backend_for_a_video_the_first_refuses(tmp_path):
+    from pipeline.video.decode import AutoDecoder, read_sampled
+
+    path = write_video(tmp_path / "c.mp4", clip(12, seed=4), 12, "h264", pix_fmt="yuv444p", reproducible=False)
+    first = RefusingBackend()
+    auto = AutoDecoder([first, PyAVDecoder()])
+    auto.setup()
+    got = read_sampled(auto, path, lambda n: [1, 6, 11], lambda w, h: None)
+    assert first.calls == 1 and got.backend == "pyav"
+    assert got.fallback == f"dali: decode error: {path}: dali: codec profile not supported"
+    assert np.array_equal(got.frames, PyAVDecoder().decode(probe(path), [1, 6, 11]))
+
+
+def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):
+    from pipeline.video.decode import AutoDecoder
+
+    path = write_video(tmp_path / "c.mp4", clip(6), 12, "h264")
+    auto = AutoDecoder([RefusingBackend("dali"), RefusingBackend("other")])
+    with pytest.raises(VideoError) as e:
+        auto.decode(probe(path), [0])
+    assert e.value.reason == "decode error"
+    assert "dali: decode error" in e.value.detail and "other: decode error" in e.value.detail
+
+
+def test_auto_leaves_out_a_backend_that_cannot_be_set_up_but_not_the_last():
+    from pipeline.video.decode import AutoDecoder
+
+    auto = AutoDecoder([RefusingBackend(setup_error="CUDA driver too old"), PyAVDecoder()])
+    with pytest.warns(UserWarning, match="decoder auto: dali left out: CUDA driver too old"):
+        auto.setup()
+    assert [b.name for b in auto.backends] == ["pyav"]
+    with pytest.raises(RuntimeError, match="no way"):
+        AutoDecoder([RefusingBackend(setup_error="no way")]).setup()

@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.data import app
-from corpus import bad_input_corpus, tree_digest, write_lists
+from corpus import RefusingBackend, bad_input_corpus, tree_digest, write_lists
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.run import run_shard_stage
@@ -224,6 +224,28 @@ def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(sh
         assert "ray::" not in str(e.value)
     finally:
         ray.shutdown()
+
+
+def test_a_video_the_first_backend_refuses_is_decoded_by_the_next_and_flagged(shards, synth_root, tmp_path):
+    from pipeline.shard.plan import plan
+    from pipeline.shard.worker import ShardWorker
+    from pipeline.video.decode import AutoDecoder, PyAVDecoder
+
+    config = shard_config(synth_root, tmp_path / "out")
+    task = plan(config)[1][0]
+    worker = ShardWorker(config)
+    worker.decoder = AutoDecoder([RefusingBackend(), PyAVDecoder()])  # as `auto` on a GPU whose NVDEC refuses every video
+    worker.decoder.setup()
+    stats = worker.process(task)
+    assert stats["failed"] == 0
+    for r in stats["videos"]:
+        assert r["decoder"] == "pyav" and r["flags"] == ["decoder_fallback"]
+        assert r["detail"].startswith("dali: decode error: ") and r["detail"].endswith("codec profile not supported")
+    got = list(wds.WebDataset(str(task.tar_path(config.out)), shardshuffle=False))
+    ref = list(wds.WebDataset(str(task.tar_path(shards)), shardshuffle=False))
+    assert [sorted(k for k in s if k.endswith(".jpg")) for s in got] == [sorted(k for k in s if k.endswith(".jpg")) for s in ref]
+    assert all(g[k] == r[k] for g, r in zip(got, ref) for k in g if k.endswith(".jpg"))  # the same frames as PyAV alone
+    assert all(json.loads(g["json"])["flags"] == ["decoder_fallback"] for g in got)
 
 
 def test_rerun_skips_finished_shards(shards, synth_root):

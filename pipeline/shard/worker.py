@@ -181,14 +181,14 @@ class ShardWorker:
         try:
             if entry.path is None:
                 raise VideoError("missing", f"no file for id {entry.id!r} under the root")
-            info, indices, frames, backend = read_sampled(
+            info, indices, frames, backend, fallback = read_sampled(
                 self.decoder,
                 entry.path,
                 lambda n: segment_middles(n, task.num_frames),
                 lambda w, h: scaled_size(w, h, self.config.short_side),
                 planar=True,  # straight to JPEG: no RGB round trip
             )
-            flags = []
+            flags = ["decoder_fallback"] if fallback else []  # why is kept in the status file's detail
             if info.num_frames < self.config.frames:
                 flags.append("short")
             if info.num_frames < task.num_frames:
@@ -222,5 +222,5 @@ class ShardWorker:
         members = [(f"{entry.key}.{j:03d}.jpg", b) for j, b in enumerate(jpegs)]
         members.append((f"{entry.key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
         members.append((f"{entry.key}.cls", str(entry.class_index).encode("ascii")))
-        record.update(status="ok", decoder=meta["decoder"], flags=flags, num_frames=info.num_frames)
+        record.update(status="ok", decoder=meta["decoder"], flags=flags, num_frames=info.num_frames, detail=fallback)
         return members, record

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -322,7 +323,9 @@ def _dali_message(e: Exception) -> str:
 
 
 class AutoDecoder:
-    """Per video, the first backend in preference order that supports its codec."""
+    """Per video, the first backend in preference order that supports its codec, and the next
+    one that does if it fails on that video: NVDEC refuses some streams FFmpeg reads (H.264
+    4:4:4 or 10-bit on most GPUs, sizes past its limits), and PyAV, last, reads them."""
 
     name = "auto"
 
@@ -330,8 +333,19 @@ class AutoDecoder:
         self.backends = backends
 
     def setup(self) -> None:
-        for b in self.backends:
-            b.setup()
+        """Set up every backend; one that cannot be (no GPU, a driver DALI cannot use) is left
+        out with a warning, except the last, whose error is raised."""
+        ready = []
+        for k, b in enumerate(self.backends):
+            try:
+                b.setup()
+            except RuntimeError as e:
+                if k == len(self.backends) - 1:
+                    raise
+                warnings.warn(f"decoder auto: {b.name} left out: {e}", stacklevel=2)
+                continue
+            ready.append(b)
+        self.backends = ready
 
     def pick(self, info: VideoInfo):
         for b in self.backends:
@@ -343,11 +357,41 @@ class AutoDecoder:
         return any(b.supports(info) for b in self.backends)
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
-        return self.pick(info).decode(info, indices, size)
+        return self.decode_any(info, indices, size)[0]
+
+    def decode_any(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
+        """(frames, name of the backend that gave them, what the backends tried before it said).
+
+        Raises:
+            VideoError: with the last backend's reason when every one that supports the codec fails.
+        """
+        self.pick(info)  # unsupported codec: its own reason
+        failed: list[str] = []
+        last = None
+        for b in self.backends:
+            if not b.supports(info):
+                continue
+            try:
+                kw = {"planar": True} if planar and isinstance(b, PyAVDecoder) else {}
+                return b.decode(info, indices, size, **kw), b.name, "; ".join(failed)
+            except VideoError as e:
+                failed.append(f"{b.name}: {e}")
+                last = e
+        raise VideoError(last.reason, "; ".join(failed))
 
 
-def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
-    """Probe, choose indices and decode them, resized: returns (info, indices, frames, backend name).
+class Sampled(NamedTuple):
+    """What `read_sampled` gives."""
+
+    info: VideoInfo
+    indices: list[int]
+    frames: np.ndarray | list  # (N, H, W, 3) RGB, or per index `Planes` or RGB with `planar`
+    backend: str  # the backend that decoded the frames
+    fallback: str  # with `auto`, why the backends before it failed on this video ("" if none did)
+
+
+def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False) -> Sampled:
+    """Probe, choose indices and decode them, resized.
 
     PyAV does it in one pass over the file; other backends probe first. With `planar`,
     PyAV gives `Planes` where it can (see `PyAVDecoder.read`); other backends give RGB.
@@ -356,12 +400,13 @@ def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Ca
         decoder = decoder.backends[0]
     if isinstance(decoder, PyAVDecoder):
         info, indices, frames = decoder.read(path, sample, size_for, planar)
-        return info, indices, frames, decoder.name
+        return Sampled(info, indices, frames, decoder.name, "")
     info = probe(path)
-    backend = decoder.pick(info) if isinstance(decoder, AutoDecoder) else decoder
     indices = sample(info.num_frames)
-    kw = {"planar": True} if planar and isinstance(backend, PyAVDecoder) else {}
-    return info, indices, backend.decode(info, indices, size_for(info.width, info.height), **kw), backend.name
+    size = size_for(info.width, info.height)
+    if isinstance(decoder, AutoDecoder):
+        return Sampled(info, indices, *decoder.decode_any(info, indices, size, planar))
+    return Sampled(info, indices, decoder.decode(info, indices, size), decoder.name, "")
 
 
 def cuda_available() -> bool:
