@@ -200,9 +200,9 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
     [("pyav", 2, 1, 0), ("auto", 2, 0, 0), ("auto", 2, 1, 0.5), ("dali", 16, 1, 0.0625), ("dali", 3, 1, 0.3333), ("dali", 2, 8, 1.0)],
 )
 def test_each_actor_asks_for_a_share_of_the_gpus(decoder, actors, gpus, share):
-    from pipeline.shard.run import gpu_share
+    from pipeline.shard.run import gpus_per_actor
 
-    assert gpu_share(decoder, actors, gpus) == share
+    assert gpus_per_actor(decoder, actors, gpus) == share
     assert actors * share <= max(gpus, 0)  # never more than the cluster has, or an actor waits for ever
 
 

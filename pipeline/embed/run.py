@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import __version__
+from pipeline.actors import set_up, whole_gpu_actors
 from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
@@ -56,8 +57,11 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
         gpu = device == "cuda"
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(EmbedWorker)
-        actors = [actor.remote(spec, device, precision, config.batch, threads) for _ in range(min(config.workers, len(work)))]
-        ray.get([a.setup.remote() for a in actors])
+        n = min(config.workers, len(work))
+        if gpu:  # one model per GPU: actors beyond the cluster's GPUs could never start
+            n = whole_gpu_actors(n, ray.cluster_resources().get("GPU", 0))
+        actors = [actor.remote(spec, device, precision, config.batch, threads) for _ in range(n)]
+        set_up(actors)
 
         def submit(a, w):
             return a.process.remote(w[1], w[2])

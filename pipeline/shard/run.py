@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from pipeline.actors import gpu_share, set_up
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
@@ -32,18 +32,15 @@ def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Itera
         yield worker.process(task, retry_failed=retry)
 
 
-def gpu_share(decoder: str, actors: int, cluster_gpus: float) -> float:
-    """The GPUs each shard actor asks Ray for: the cluster's GPUs shared out, at most one each.
+def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
+    """The GPUs each shard actor asks Ray for: with `dali` or `auto`, the cluster's GPUs shared out.
 
     Ray hides every GPU from an actor that asks for none (CUDA_VISIBLE_DEVICES=""), so `auto`
     must ask for a share to decode with DALI at all; and a whole GPU per actor would leave all
     but one actor per GPU waiting for ever to start. NVDEC decodes several streams at once, so
-    actors sharing a GPU still gain. Rounded down to Ray's 1e-4 resource step, so that the
-    shares never add up to more than the cluster has.
+    actors sharing a GPU still gain.
     """
-    if decoder not in ("dali", "auto") or cluster_gpus <= 0:
-        return 0
-    return min(1.0, math.floor(cluster_gpus / actors * 1e4) / 1e4)
+    return gpu_share(actors, cluster_gpus) if decoder in ("dali", "auto") else 0
 
 
 def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
@@ -59,14 +56,10 @@ def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterato
             ray.init(num_cpus=config.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         n_actors = max(1, min(config.workers, len(work)))
-        gpus = gpu_share(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
+        gpus = gpus_per_actor(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(ShardWorker)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
-        try:
-            ray.get([a.setup.remote() for a in actors])
-        except ray.exceptions.RayTaskError as e:  # a worker could not set up (no GPU, no DALI): its own error, not Ray's traceback
-            cause = getattr(e, "cause", None)
-            raise (cause if isinstance(cause, Exception) else RuntimeError(str(e).splitlines()[-1])) from None
+        set_up(actors)
         yield None  # workers are up: throughput is timed from here
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda a, w: a.process.remote(w[0], retry_failed=w[1]), work)
