@@ -202,10 +202,11 @@ def print_shard_summary(summary: dict) -> None:
     run = summary["this_run"]
     if not run["videos_per_second"]:
         rate = "nothing to do"
-    elif run["startup_seconds"] + run["shutdown_seconds"] >= 0.1:  # Ray takes seconds to start and stop; the rate leaves them out
-        rate = f"{run['videos_per_second']:.1f} videos/s once started; {run['startup_seconds']:.1f} s to start, {run['shutdown_seconds']:.1f} s to stop"
-    else:
+    else:  # Ray takes seconds to start and stop; the rate leaves them out
         rate = f"{run['videos_per_second']:.1f} videos/s"
+        overhead = [f"{run[k]:.1f} s to {verb}" for k, verb in (("startup_seconds", "start"), ("shutdown_seconds", "stop")) if run[k] >= 0.1]
+        if overhead:
+            rate += " once started; " + ", ".join(overhead)
     console.print(f"this run: {run['videos_processed']} videos in {run['seconds']:.1f} s ({rate}); decoders: {summary['decoders']}")
     if summary["failures_by_reason"]:
         console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))

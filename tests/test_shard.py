@@ -305,6 +305,10 @@ def test_cli_exit_code_follows_the_failure_rate(bad_corpus, tmp_path):
     args = ["shard", "folder", "--root", str(root), "--workers", "1", "--short-side", "32", "--split", "test"]
     ok = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())["this_run"]
+    assert f"this run: {summary['videos_processed']} videos in {summary['seconds']:.1f} s ({summary['videos_per_second']:.1f} videos/s" in " ".join(ok.output.split())
+    again = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
+    assert again.exit_code == 0 and "this run: 0 videos in" in again.output and "(nothing to do)" in again.output
     args[-1] = "train"
     bad = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--max-failure-rate", "0.1"])
     assert bad.exit_code == 1, bad.output
