@@ -196,19 +196,21 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
 
 
 @pytest.mark.parametrize(
-    "decoder,actors,gpus,share",
-    [("pyav", 2, 1, 0), ("auto", 2, 0, 0), ("auto", 2, 1, 0.5), ("dali", 16, 1, 0.0625), ("dali", 3, 1, 0.3333), ("dali", 2, 8, 1.0)],
+    "decoder,dali,actors,gpus,share",
+    [("pyav", True, 2, 1, 0), ("auto", True, 2, 0, 0), ("auto", True, 2, 1, 0.5), ("auto", False, 2, 1, 0),
+     ("dali", True, 16, 1, 0.0625), ("dali", True, 3, 1, 0.3333), ("dali", True, 2, 8, 1.0)],
 )
-def test_each_actor_asks_for_a_share_of_the_gpus(decoder, actors, gpus, share):
-    from pipeline.shard.run import gpus_per_actor
+def test_each_actor_asks_for_a_share_of_the_gpus(monkeypatch, decoder, dali, actors, gpus, share):
+    import pipeline.shard.run as R
 
-    assert gpus_per_actor(decoder, actors, gpus) == share
+    monkeypatch.setattr(R, "dali_installed", lambda: dali)  # without DALI, `auto` leaves the GPUs to other jobs
+    assert R.gpus_per_actor(decoder, actors, gpus) == share
     assert actors * share <= max(gpus, 0)  # never more than the cluster has, or an actor waits for ever
 
 
 def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(shards, synth_root, tmp_path):
     """On a cluster declaring one GPU (this machine has none), two `auto` workers each ask for
-    half of it, start, fall back to PyAV and write the in-process output; two `dali` workers
+    half of it (with DALI installed), start, fall back to PyAV and write the in-process output; two `dali` workers
     fail at set-up with the decoder's own message, not Ray's traceback."""
     ray = pytest.importorskip("ray")
     from pipeline.video.decode import cuda_available

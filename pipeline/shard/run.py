@@ -13,6 +13,7 @@ from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
 from pipeline.shard.worker import ShardWorker
+from pipeline.video.decode import dali_installed
 
 Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
 
@@ -38,9 +39,12 @@ def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
     Ray hides every GPU from an actor that asks for none (CUDA_VISIBLE_DEVICES=""), so `auto`
     must ask for a share to decode with DALI at all; and a whole GPU per actor would leave all
     but one actor per GPU waiting for ever to start. NVDEC decodes several streams at once, so
-    actors sharing a GPU still gain.
+    actors sharing a GPU still gain. Without DALI installed `auto` decodes with PyAV and asks
+    for none, leaving the GPUs to other jobs on the cluster.
     """
-    return gpu_share(actors, cluster_gpus) if decoder in ("dali", "auto") else 0
+    if decoder == "dali" or (decoder == "auto" and dali_installed()):
+        return gpu_share(actors, cluster_gpus)
+    return 0
 
 
 def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:

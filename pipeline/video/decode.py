@@ -441,12 +441,13 @@ def make_decoder(name: str, threads: int = 1):
     if name == "dali-cpu":
         return DaliDecoder("cpu", threads=threads)
     if name == "auto":
-        backends = [DaliDecoder("gpu", threads=threads)] if cuda_available() and _dali_installed() else []
+        backends = [DaliDecoder("gpu", threads=threads)] if cuda_available() and dali_installed() else []
         return AutoDecoder(backends + [PyAVDecoder(threads=threads)])
     raise ValueError(f"unknown decoder {name!r}; known: {', '.join(BACKENDS)}")
 
 
-def _dali_installed() -> bool:
+def dali_installed() -> bool:
+    """Whether NVIDIA DALI can be imported here."""
     try:
         import nvidia.dali  # noqa: F401
 
