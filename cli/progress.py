@@ -73,13 +73,13 @@ def progress_bar(description: str, unit: str, get_time: Callable[[], float] | No
         get_time=get_time,
     ) as bar:
         task = bar.add_task(description, total=None, failures=None)
-        start: list[tuple[int, float]] = []  # (done, time) at the last call before any progress
+        d0, t0 = None, 0.0  # items done, and the time, at the last call before any progress
 
         def update(done: int, total: int, failures: int | None = None) -> None:
+            nonlocal d0, t0
             now = bar.get_time()
-            if not start or done == start[0][0]:
-                start[:] = [(done, now)]
-            d0, t0 = start[0]
+            if d0 is None or done == d0:
+                d0, t0 = done, now
             rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
             bar.update(task, completed=done, total=total, failures=failures, rate=rate)
 

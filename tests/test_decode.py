@@ -344,6 +344,9 @@ def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):
         auto.decode(probe(path), [0])
     assert e.value.reason == "decode error"
     assert "dali: decode error" in e.value.detail and "other: decode error" in e.value.detail
+    with pytest.raises(VideoError, match="no backend decodes h264") as e:  # none takes the codec
+        AutoDecoder([DaliDecoder("cpu")]).decode(probe(path), [0])
+    assert e.value.reason == "unsupported codec"
 
 
 def test_auto_leaves_out_a_backend_that_cannot_be_set_up_but_not_the_last():

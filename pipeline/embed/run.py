@@ -58,10 +58,11 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(EmbedWorker)
         n = min(config.workers, len(work))
+        gpus = ray.cluster_resources().get("GPU", 0)
         if gpu and not config.address:  # one model per GPU: on this machine, actors beyond its GPUs could never start
-            n = whole_gpu_actors(n, ray.cluster_resources().get("GPU", 0))
-        elif gpu and ray.cluster_resources().get("GPU", 0) < n:  # an autoscaler may add GPU nodes for them
-            warnings.warn(f"{n} workers want one GPU each and the Ray cluster has {ray.cluster_resources().get('GPU', 0):g} now: the rest wait for GPUs to join", stacklevel=2)
+            n = whole_gpu_actors(n, gpus)
+        elif gpu and gpus < n:  # an autoscaler may add GPU nodes for them
+            warnings.warn(f"{n} workers want one GPU each and the Ray cluster has {gpus:g} now: the rest wait for GPUs to join", stacklevel=2)
         actors = [actor.remote(spec, device, precision, config.batch, threads) for _ in range(n)]
         set_up(actors)
 

@@ -347,12 +347,6 @@ class AutoDecoder:
             ready.append(b)
         self.backends = ready
 
-    def pick(self, info: VideoInfo):
-        for b in self.backends:
-            if b.supports(info):
-                return b
-        raise VideoError("unsupported codec", f"{info.path}: no backend decodes {info.codec}")
-
     def supports(self, info: VideoInfo) -> bool:
         return any(b.supports(info) for b in self.backends)
 
@@ -363,21 +357,21 @@ class AutoDecoder:
         """(frames, name of the backend that gave them, what the backends tried before it said).
 
         Raises:
-            VideoError: with the last backend's reason when every one that supports the codec fails.
+            VideoError: "unsupported codec" when no backend takes it; else the last backend's
+                reason when every one that takes it fails.
         """
-        self.pick(info)  # unsupported codec: its own reason
-        failed: list[str] = []
-        last = None
+        failed: list[tuple[str, VideoError]] = []
         for b in self.backends:
             if not b.supports(info):
                 continue
             try:
                 kw = {"planar": True} if planar and isinstance(b, PyAVDecoder) else {}
-                return b.decode(info, indices, size, **kw), b.name, "; ".join(failed)
+                return b.decode(info, indices, size, **kw), b.name, "; ".join(f"{n}: {e}" for n, e in failed)
             except VideoError as e:
-                failed.append(f"{b.name}: {e}")
-                last = e
-        raise VideoError(last.reason, "; ".join(failed))
+                failed.append((b.name, e))
+        if not failed:
+            raise VideoError("unsupported codec", f"{info.path}: no backend decodes {info.codec}")
+        raise VideoError(failed[-1][1].reason, "; ".join(f"{n}: {e}" for n, e in failed))
 
 
 class Sampled(NamedTuple):
