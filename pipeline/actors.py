@@ -18,8 +18,13 @@ def set_up(actors: list) -> None:
     try:
         ray.get([a.setup.remote() for a in actors])
     except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, Exception) else RuntimeError(str(e).splitlines()[-1])) from None
+        raise plain_error(e) from None
+
+
+def plain_error(e: Exception) -> Exception:
+    """The exception a Ray task raised in its worker, without Ray's wrapper and remote traceback."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, Exception) else RuntimeError(str(e).splitlines()[-1])
 
 
 def gpu_share(actors: int, cluster_gpus: float) -> float:

@@ -228,6 +228,73 @@ def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(sh
         ray.shutdown()
 
 
+def samples_by_key(out: Path) -> dict[str, dict]:
+    return {s["__key__"]: {k: v for k, v in s.items() if k not in ("__url__", "__local_path__")} for split in ("train", "val", "test") for s in read_split(out, split)}
+
+
+def test_a_video_that_kills_its_ray_worker_is_recorded_failed_and_the_job_goes_on(shards, synth_root, tmp_path):
+    """Workers die (SIGSEGV, SIGABRT, SIGKILL as the OOM killer sends) on three videos, two in
+    one shard: each is recorded as failed, its shard goes to a fresh worker, every other
+    video is sharded as usual, and --retry-failed then gives the uninterrupted output. A
+    worker that dies on a shard before any video stops the job after a second try."""
+    ray = pytest.importorskip("ray")
+    from corpus import CRASH_ENV, CrashingWorker, write_crash_plan
+    from pipeline.shard.run import CRASH_REASON
+
+    ids = {split: [json.loads(s["json"])["id"] for s in read_split(shards, split)] for split in ("train", "test")}
+    crash = {ids["test"][1]: "SIGSEGV", ids["test"][3]: "SIGABRT", ids["train"][-1]: "SIGKILL"}
+    plan = write_crash_plan(tmp_path / "plan.json", videos=crash)
+    tests_dir = str(Path(__file__).parent)
+    env = {CRASH_ENV: str(plan), "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        out = tmp_path / "out"
+        with pytest.warns(UserWarning, match="a shard worker died while decoding") as caught:
+            summary = run_shard_stage(shard_config(synth_root, out, workers=2, max_failure_rate=1.0), worker_cls=CrashingWorker)
+        assert sum("died while decoding" in str(w.message) for w in caught) == 3
+        assert summary["failed"] == 3 and summary["failures_by_reason"] == {CRASH_REASON: 3}
+        assert {v["id"] for v in summary["failed_videos"]} == set(crash)
+        assert all("the worker's process died while decoding it" in v["detail"] for v in summary["failed_videos"])
+        ref = samples_by_key(shards)
+        got = samples_by_key(out)
+        crashed_keys = {k for k, s in ref.items() if json.loads(s["json"])["id"] in crash}
+        assert len(crashed_keys) == 3 and set(got) == set(ref) - crashed_keys
+        assert all(got[k] == ref[k] for k in got)  # every other video exactly as an uninterrupted run writes it
+        assert not list(out.rglob(".*.partial"))  # the dead workers' markers and partial tars are gone
+
+        write_crash_plan(plan)  # the decoder fixed: retrying the failed videos gives the uninterrupted output
+        retried = run_shard_stage(shard_config(synth_root, out, retry_failed=True))
+        assert retried["failed"] == 0 and tree(out) == tree(shards)
+
+        write_crash_plan(plan, shards=("val/shard-000000",))
+        with pytest.raises(RuntimeError, match="died twice on val/shard-000000 while decoding no video"):
+            run_shard_stage(shard_config(synth_root, tmp_path / "dies", workers=2), worker_cls=CrashingWorker)
+    finally:
+        ray.shutdown()
+
+
+def test_a_run_stopped_mid_video_names_that_video_next_time(shards, synth_root, tmp_path):
+    """In-process, a crash takes the run down; the next run warns which video it died on,
+    and then writes the uninterrupted output."""
+    from corpus import CRASH_ENV, write_crash_plan
+
+    victim = json.loads(read_split(shards, "val")[2]["json"])["id"]
+    plan = write_crash_plan(tmp_path / "plan.json", videos={victim: "SIGKILL"})
+    out = tmp_path / "out"
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from corpus import CrashingWorker\n"
+        "from pipeline.shard.config import ShardConfig\n"
+        "from pipeline.shard.run import run_shard_stage\n"
+        f"run_shard_stage(ShardConfig(dataset='synth', root={str(synth_root)!r}, out={str(out)!r}, workers=1, shard_size=5, short_side=48), worker_cls=CrashingWorker)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: str(plan)}, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    with pytest.warns(UserWarning, match=rf"the last run stopped while decoding \S*{victim}\S* \(val/shard-000000\): killed, or its decoder crashed"):
+        run_shard_stage(shard_config(synth_root, out))
+    assert tree(out) == tree(shards)
+
+
 def test_a_video_the_first_backend_refuses_is_decoded_by_the_next_and_flagged(shards, synth_root, tmp_path):
     from pipeline.shard.plan import plan
     from pipeline.shard.worker import ShardWorker

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+import warnings
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, set_up
+from pipeline.actors import gpu_share, plain_error, set_up
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
-from pipeline.shard.worker import ShardWorker
+from pipeline.shard.worker import ShardWorker, read_marker
 from pipeline.video.decode import dali_installed
 
 Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
@@ -25,12 +27,25 @@ def _finished(task: ShardTask, out: Path) -> dict | None:
     return None
 
 
-def _run_local(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
-    worker = ShardWorker(config)
+CRASH_REASON = "worker crashed"
+
+
+@dataclass
+class _Job:
+    """A shard to write, with the videos that took a worker down on it so far."""
+
+    task: ShardTask
+    retry_failed: bool
+    crashed: dict[str, dict] = field(default_factory=dict)
+    deaths_outside_videos: int = 0
+
+
+def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
+    worker = worker_cls(config)
     worker.setup()
     yield None  # set up: throughput is timed from here
-    for task, retry in work:
-        yield worker.process(task, retry_failed=retry)
+    for job in work:
+        yield worker.process(job.task, retry_failed=job.retry_failed)
 
 
 def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
@@ -47,10 +62,9 @@ def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
     return 0
 
 
-def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterator[dict | None]:
+def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
     """One actor per worker (its decoder is set up once), each shard one task."""
     import ray
-    from ray.util import ActorPool
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -61,36 +75,113 @@ def _run_ray(config: ShardConfig, work: list[tuple[ShardTask, bool]]) -> Iterato
     try:
         n_actors = max(1, min(config.workers, len(work)))
         gpus = gpus_per_actor(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(ShardWorker)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(worker_cls)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
         set_up(actors)
         yield None  # workers are up: throughput is timed from here
-        pool = ActorPool(actors)
-        yield from pool.map_unordered(lambda a, w: a.process.remote(w[0], retry_failed=w[1]), work)
+        yield from _schedule(actors, work, config.out, lambda: actor_cls.remote(config))
     finally:
         if started_here:
             ray.shutdown()
 
 
-def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) -> dict:
+def _schedule(actors: list, work: list[_Job], out: Path, new_actor: Callable) -> Iterator[dict]:
+    """Give each idle actor the next shard, and yield each shard's stats as it finishes.
+
+    When an actor's process dies (a crash in a decoder's native code, the OOM killer),
+    the video its shard's marker names is recorded as failed, the shard goes again to a
+    fresh actor, and the rest of the job goes on: one bad video never stops it.
+    """
+    import ray
+
+    queue = deque(work)
+    idle = list(actors)
+    running: dict = {}  # ObjectRef -> (actor, job)
+    while queue or running:
+        while idle and queue:
+            actor, job = idle.pop(), queue.popleft()
+            running[actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)] = (actor, job)
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, job = running.pop(ref)
+        try:
+            stats = ray.get(ref)
+        except ray.exceptions.RayActorError:
+            _record_crash(job, out)
+            queue.appendleft(job)
+            ray.kill(actor)  # already dead, or (if only unreachable) stopped so it cannot write the shard too
+            fresh = new_actor()
+            set_up([fresh])
+            idle.append(fresh)
+            continue
+        except ray.exceptions.RayTaskError as e:  # a fault in the stage itself, not a video: stop, plainly
+            raise plain_error(e) from None
+        idle.append(actor)
+        yield stats
+
+
+def _record_crash(job: _Job, out: Path) -> None:
+    """Put the death of `job`'s worker on the video its marker names.
+
+    Raises:
+        RuntimeError: the worker died twice on this shard outside any video, so no video
+            can be blamed and trying again would not end.
+    """
+    position = read_marker(job.task, out)
+    if position is None:
+        job.deaths_outside_videos += 1
+        if job.deaths_outside_videos >= 2:
+            raise RuntimeError(f"a shard worker died twice on {job.task.split}/{job.task.name()} while decoding no video; see Ray's logs")
+        return
+    entry = job.task.entries[position]
+    job.crashed[entry.key] = {
+        "reason": CRASH_REASON,
+        "detail": f"{entry.path}: the worker's process died while decoding it (a crash in the decoder's native code, or killed for memory)",
+    }
+    warnings.warn(f"a shard worker died while decoding {entry.path}: recorded as failed ({CRASH_REASON}); its shard goes to a new worker", stacklevel=2)
+
+
+def _warn_on_stopped_videos(tasks: list[ShardTask], out: Path) -> None:
+    """Say which video each shard was decoding when the last run stopped, if it stopped mid-video."""
+    for task in tasks:
+        position = read_marker(task, out)
+        if position is not None:
+            entry = task.entries[position]
+            warnings.warn(
+                f"the last run stopped while decoding {entry.path} ({task.split}/{task.name()}): killed, or its decoder crashed "
+                "there. It is decoded again now; if that takes this process down again, shard with --workers 2 or more: "
+                f"Ray workers record such a video as failed ({CRASH_REASON}) and go on",
+                stacklevel=3,
+            )
+
+
+def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, worker_cls: type = ShardWorker) -> dict:
     """Shard the videos described by `config`; returns the summary (also OUT/summary.json).
 
     Finished shards (tar and stats file present) are skipped; with
     `config.retry_failed` those with failures are redone for their failed videos only.
-    Partial shards (no stats file) are redone from scratch.
+    Partial shards (no stats file) are redone from scratch. Under Ray, a video that takes
+    its worker's process down is recorded as failed (`worker crashed`) and the job goes
+    on; in-process, such a crash stops the run, and the next run names the video.
+
+    Args:
+        config: what to shard, and how.
+        on_progress: called with (videos done, videos total, failures so far).
+        worker_cls: the stage class each worker runs (`ShardWorker`, or a subclass with,
+            say, its own decoder in `setup()`).
     """
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
     write_manifest(config.out, manifest)
+    _warn_on_stopped_videos(tasks, config.out)
     remove_stale_partials(config.out)
     done: dict[tuple[str, int], dict] = {}
-    work: list[tuple[ShardTask, bool]] = []
+    work: list[_Job] = []
     for task in tasks:
         stats = _finished(task, config.out)
         if stats is None:
-            work.append((task, False))
+            work.append(_Job(task, False))
         elif config.retry_failed and stats["failed"]:
-            work.append((task, True))
+            work.append(_Job(task, True))
         else:
             done[(task.split, task.index)] = stats
     total = sum(len(t.entries) for t in tasks)
@@ -102,7 +193,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None) ->
     results: Iterable[dict | None] = []
     if work:
         use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)
-        results = _run_ray(config, work) if use_ray else _run_local(config, work)
+        results = _run_ray(config, work, worker_cls) if use_ray else _run_local(config, work, worker_cls)
     t_start = t_work = t_last = time.perf_counter()
     for stats in results:
         if stats is None:  # workers ready: the progress rate is timed from here, as the summary's

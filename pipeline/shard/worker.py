@@ -3,7 +3,9 @@
 `ShardWorker.setup()` prepares the decoder once per worker; `process(task)` handles one
 shard and never raises for a bad video: each video ends as ok, or failed with a reason.
 The tar is written under a temporary name and renamed; the stats file is written last,
-so its presence marks a finished shard.
+so its presence marks a finished shard. While a video is decoded its place in the shard
+is kept in a marker file, so that whoever sees the worker's process die (a crash in a
+decoder's native code, the kernel's OOM killer) can tell which video it died on.
 """
 
 from __future__ import annotations
@@ -49,6 +51,44 @@ def _even_luma(y: np.ndarray) -> np.ndarray:
     if h % 2:
         buf[h] = buf[h - 1]
     return buf[:h, :w]
+
+
+def marker_path(task: ShardTask, out: Path) -> Path:
+    """The file naming the video `task`'s worker is decoding (a partial file, so a new run removes it)."""
+    return task.stats_path(out).with_name(f".{task.name()}.current.partial")
+
+
+def read_marker(task: ShardTask, out: Path) -> int | None:
+    """The position in `task.entries` of the video its worker was decoding when it stopped, if any."""
+    try:
+        text = marker_path(task, out).read_text(encoding="ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) < len(task.entries) else None
+
+
+class _Marker:
+    """Keeps a shard's marker file naming the video being decoded: one fixed-width write per
+    change (a few microseconds), no flush needed, since the file must survive only the
+    process, not the machine."""
+
+    _IDLE = b"-" * 9 + b"\n"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self.fd, self._IDLE)
+
+    def on(self, position: int) -> None:
+        os.pwrite(self.fd, b"%09d\n" % position, 0)
+
+    def off(self) -> None:
+        os.pwrite(self.fd, self._IDLE, 0)
+
+    def close(self) -> None:
+        """Remove the marker: the shard ended, finished or by an exception (not by a crash)."""
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
 
 
 _BLOCK = tarfile.BLOCKSIZE  # 512
@@ -135,11 +175,15 @@ class ShardWorker:
         self.decoder = make_decoder(self.config.decoder)
         self.decoder.setup()
 
-    def process(self, task: ShardTask, retry_failed: bool = False) -> dict:
+    def process(self, task: ShardTask, retry_failed: bool = False, crashed: dict[str, dict] | None = None) -> dict:
         """Write `task`'s shard; returns its stats (also written to the stats file).
 
-        With `retry_failed`, the videos that succeeded in the existing shard are copied
-        over unchanged and only the failed ones are decoded again.
+        Args:
+            task: the shard.
+            retry_failed: copy the videos that succeeded in the existing shard over
+                unchanged and decode only the failed ones again.
+            crashed: videos (by key) that took a worker's process down, with the reason and
+                detail to record: they are recorded as failed and not decoded again.
         """
         if self.decoder is None:
             self.setup()
@@ -152,17 +196,27 @@ class ShardWorker:
         if retry_failed and stats_path.exists() and tar_path.exists():
             reuse = read_tar_samples(tar_path)
             old_status = {r["key"]: r for r in json.loads(stats_path.read_text(encoding="utf-8"))["videos"]}
+        crashed = crashed or {}
         records = []
-        with tar_writer(tar_path) as tar:
-            for entry in task.entries:
-                if entry.key in reuse and old_status.get(entry.key, {}).get("status") == "ok":
-                    tar.add(reuse[entry.key])
-                    records.append(old_status[entry.key])
-                    continue
-                members, record = self._video(entry, task)
-                records.append(record)
-                if members:
-                    tar.add(members)
+        marker = _Marker(marker_path(task, out))
+        try:
+            with tar_writer(tar_path) as tar:
+                for position, entry in enumerate(task.entries):
+                    if entry.key in reuse and old_status.get(entry.key, {}).get("status") == "ok":
+                        tar.add(reuse[entry.key])
+                        records.append(old_status[entry.key])
+                        continue
+                    if entry.key in crashed:
+                        records.append({"id": entry.id, "key": entry.key, "status": "failed", **crashed[entry.key]})
+                        continue
+                    marker.on(position)
+                    members, record = self._video(entry, task)
+                    marker.off()
+                    records.append(record)
+                    if members:
+                        tar.add(members)
+        finally:
+            marker.close()
         ok = sum(r["status"] == "ok" for r in records)
         stats = {
             "split": task.split,
