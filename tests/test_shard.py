@@ -290,9 +290,28 @@ def test_a_run_stopped_mid_video_names_that_video_next_time(shards, synth_root, 
     )
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: str(plan)}, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    with pytest.warns(UserWarning, match=rf"the last run stopped while decoding \S*{victim}\S* \(val/shard-000000\): killed, or its decoder crashed"):
+    with pytest.warns(UserWarning, match=rf"the last run stopped while decoding \S*{victim}\S* \(val/shard-000000\): killed, or its decoder crashed there"):
         run_shard_stage(shard_config(synth_root, out))
     assert tree(out) == tree(shards)
+
+
+def test_several_videos_stopped_at_once_give_one_warning(shards, synth_root, tmp_path):
+    """Markers left in two shards (as when a Ray run is killed mid-way): one warning names both."""
+    from pipeline.shard.plan import plan
+    from pipeline.shard.worker import marker_path
+
+    config = shard_config(synth_root, tmp_path / "out")
+    tasks = plan(config)[1]
+    for task, position in ((tasks[0], 1), (tasks[2], 4)):
+        marker_path(task, config.out).parent.mkdir(parents=True, exist_ok=True)
+        marker_path(task, config.out).write_text(f"{position:09d}\n")
+    with pytest.warns(UserWarning) as caught:
+        run_shard_stage(config)
+    stopped = [str(w.message) for w in caught if "the last run stopped" in str(w.message)]
+    assert len(stopped) == 1 and "2 videos: " in stopped[0] and "a decoder crashed on one of them" in stopped[0]
+    for task, position in ((tasks[0], 1), (tasks[2], 4)):
+        assert f"{task.entries[position].path} ({task.split}/{task.name()})" in stopped[0]
+    assert tree(config.out) == tree(shards)
 
 
 def test_a_video_the_first_backend_refuses_is_decoded_by_the_next_and_flagged(shards, synth_root, tmp_path):

@@ -141,17 +141,20 @@ def _record_crash(job: _Job, out: Path) -> None:
 
 
 def _warn_on_stopped_videos(tasks: list[ShardTask], out: Path) -> None:
-    """Say which video each shard was decoding when the last run stopped, if it stopped mid-video."""
-    for task in tasks:
-        position = read_marker(task, out)
-        if position is not None:
-            entry = task.entries[position]
-            warnings.warn(
-                f"the last run stopped while decoding {entry.path} ({task.split}/{task.name()}): killed, or its decoder crashed "
-                "there. It is decoded again now; if that takes this process down again, shard with --workers 2 or more: "
-                f"Ray workers record such a video as failed ({CRASH_REASON}) and go on",
-                stacklevel=3,
-            )
+    """Say which videos the last run's workers were decoding when it stopped, if it stopped mid-video."""
+    stopped = [(task, task.entries[i]) for task in tasks if (i := read_marker(task, out)) is not None]
+    if not stopped:
+        return
+    where = "; ".join(f"{e.path} ({t.split}/{t.name()})" for t, e in stopped[:5]) + ("; ..." if len(stopped) > 5 else "")
+    if len(stopped) == 1:
+        what, cause = where, "killed, or its decoder crashed there"
+    else:  # several at once: more likely a kill (Ctrl-C under Ray) than a crash
+        what, cause = f"{len(stopped)} videos: {where}", "killed, or a decoder crashed on one of them"
+    warnings.warn(
+        f"the last run stopped while decoding {what}: {cause}. Decoding again now; if a video takes this process down "
+        f"again, shard with --workers 2 or more: Ray workers record such a video as failed ({CRASH_REASON}) and go on",
+        stacklevel=3,
+    )
 
 
 def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, worker_cls: type = ShardWorker) -> dict:
