@@ -1,9 +1,12 @@
-"""Ray actor helpers shared by the stages: start them, and size them to the cluster's GPUs."""
+"""Ray actor helpers shared by the stages: start them, run work on them through crashes, and
+size them to the cluster's GPUs."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
+from typing import Callable, Iterable, Iterator
 
 
 def set_up(actors: list) -> None:
@@ -50,3 +53,59 @@ def whole_gpu_actors(wanted: int, cluster_gpus: float) -> int:
         warnings.warn(f"{wanted} workers asked for one GPU each but the Ray cluster has {have}: starting {have}", stacklevel=2)
         return have
     return wanted
+
+
+class WorkerDied(Exception):
+    """An actor's process died (a crash in native code, the OOM killer) while on an item."""
+
+
+def run_on_actors(
+    actors: list,
+    items: Iterable,
+    call: Callable,
+    new_actor: Callable,
+    on_death: Callable[[object], bool],
+) -> Iterator[tuple[object, object, Exception | None]]:
+    """Run every item on the actors, one at a time per actor, as they come free.
+
+    Args:
+        actors: set-up actors.
+        items: the work.
+        call: `call(actor, item)` submits the item (returns the ObjectRef of an actor method).
+        new_actor: makes an actor to replace one whose process died; it is set up here.
+        on_death: called with the item whose actor died: True runs it again (on the next free
+            actor), False yields it with a `WorkerDied` error. It may raise to stop the run.
+
+    Yields:
+        (item, result, None), or (item, None, the exception its task raised in the worker,
+        Ray's wrapper removed), in the order the items finish.
+    """
+    import ray
+
+    queue = deque(items)
+    idle = list(actors)
+    running: dict = {}  # ObjectRef -> (actor, item)
+    while queue or running:
+        while idle and queue:
+            actor, item = idle.pop(), queue.popleft()
+            running[call(actor, item)] = (actor, item)
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, item = running.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            ray.kill(actor)  # already dead, or (if only unreachable) stopped so it cannot finish the item too
+            fresh = new_actor()
+            set_up([fresh])
+            idle.append(fresh)
+            if on_death(item):
+                queue.appendleft(item)
+            else:
+                yield item, None, WorkerDied(f"a worker's process died on it ({type(e).__name__}: a crash in native code, or killed for memory); see Ray's logs")
+            continue
+        except ray.exceptions.RayTaskError as e:
+            idle.append(actor)
+            yield item, None, plain_error(e)
+            continue
+        idle.append(actor)
+        yield item, result, None

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.shard.worker import ShardWorker
 from pipeline.synth import CATALOGUE, VideoParams, render_video
 from pipeline.video.encode import encode_all, write_video
 from pipeline.video.probe import VideoError
@@ -146,35 +142,3 @@ class RefusingBackend:
     def decode(self, info, indices, size=None):
         self.calls += 1
         raise VideoError("decode error", f"{info.path}: {self.name}: codec profile not supported")
-
-
-CRASH_ENV = "FSAR_TEST_CRASH_PLAN"  # the path of a JSON file: {"videos": {id: signal name}, "shards": ["split/shard-000000"]}
-
-
-def write_crash_plan(path: Path, videos: dict[str, str] | None = None, shards: tuple[str, ...] = ()) -> Path:
-    """Tell `CrashingWorker`s (whose environment names `path` in CRASH_ENV) to die with signal
-    `videos[id]` on that video, and at the start of each shard in `shards`, before any video."""
-    path.write_text(json.dumps({"videos": videos or {}, "shards": list(shards)}))
-    return path
-
-
-class CrashingWorker(ShardWorker):
-    """A shard worker whose process dies (as in a segfault in a decoder's native code, or an
-    OOM kill) where its crash plan says (see `write_crash_plan`). In a Ray actor it reads
-    the plan there, since a test's module state does not reach the actor."""
-
-    def process(self, task, retry_failed=False, crashed=None):
-        if f"{task.split}/{task.name()}" in _crash_plan().get("shards", ()):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().process(task, retry_failed=retry_failed, crashed=crashed)
-
-    def _video(self, entry, task):
-        sig = _crash_plan().get("videos", {}).get(entry.id)
-        if sig:
-            os.kill(os.getpid(), getattr(signal, sig))
-        return super()._video(entry, task)
-
-
-def _crash_plan() -> dict:
-    path = os.environ.get(CRASH_ENV)
-    return json.loads(Path(path).read_text()) if path else {}

@@ -238,7 +238,7 @@ def test_a_video_that_kills_its_ray_worker_is_recorded_failed_and_the_job_goes_o
     video is sharded as usual, and --retry-failed then gives the uninterrupted output. A
     worker that dies on a shard before any video stops the job after a second try."""
     ray = pytest.importorskip("ray")
-    from corpus import CRASH_ENV, CrashingWorker, write_crash_plan
+    from crashing import CRASH_ENV, CrashingWorker, write_crash_plan
     from pipeline.shard.run import CRASH_REASON
 
     ids = {split: [json.loads(s["json"])["id"] for s in read_split(shards, split)] for split in ("train", "test")}
@@ -276,14 +276,14 @@ def test_a_video_that_kills_its_ray_worker_is_recorded_failed_and_the_job_goes_o
 def test_a_run_stopped_mid_video_names_that_video_next_time(shards, synth_root, tmp_path):
     """In-process, a crash takes the run down; the next run warns which video it died on,
     and then writes the uninterrupted output."""
-    from corpus import CRASH_ENV, write_crash_plan
+    from crashing import CRASH_ENV, write_crash_plan
 
     victim = json.loads(read_split(shards, "val")[2]["json"])["id"]
     plan = write_crash_plan(tmp_path / "plan.json", videos={victim: "SIGKILL"})
     out = tmp_path / "out"
     script = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from corpus import CrashingWorker\n"
+        "from crashing import CrashingWorker\n"
         "from pipeline.shard.config import ShardConfig\n"
         "from pipeline.shard.run import run_shard_stage\n"
         f"run_shard_stage(ShardConfig(dataset='synth', root={str(synth_root)!r}, out={str(out)!r}, workers=1, shard_size=5, short_side=48), worker_cls=CrashingWorker)\n"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, plain_error, set_up
+from pipeline.actors import gpu_share, run_on_actors, set_up
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
@@ -79,48 +79,22 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
         set_up(actors)
         yield None  # workers are up: throughput is timed from here
-        yield from _schedule(actors, work, config.out, lambda: actor_cls.remote(config))
+
+        def call(actor, job: _Job):
+            return actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)
+
+        # A worker that dies on a video: that video is recorded as failed, and the shard goes again.
+        for _, stats, error in run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config.out)):
+            if error is not None:  # a fault in the stage itself, not a video: stop, plainly
+                raise error
+            yield stats
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _schedule(actors: list, work: list[_Job], out: Path, new_actor: Callable) -> Iterator[dict]:
-    """Give each idle actor the next shard, and yield each shard's stats as it finishes.
-
-    When an actor's process dies (a crash in a decoder's native code, the OOM killer),
-    the video its shard's marker names is recorded as failed, the shard goes again to a
-    fresh actor, and the rest of the job goes on: one bad video never stops it.
-    """
-    import ray
-
-    queue = deque(work)
-    idle = list(actors)
-    running: dict = {}  # ObjectRef -> (actor, job)
-    while queue or running:
-        while idle and queue:
-            actor, job = idle.pop(), queue.popleft()
-            running[actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)] = (actor, job)
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, job = running.pop(ref)
-        try:
-            stats = ray.get(ref)
-        except ray.exceptions.RayActorError:
-            _record_crash(job, out)
-            queue.appendleft(job)
-            ray.kill(actor)  # already dead, or (if only unreachable) stopped so it cannot write the shard too
-            fresh = new_actor()
-            set_up([fresh])
-            idle.append(fresh)
-            continue
-        except ray.exceptions.RayTaskError as e:  # a fault in the stage itself, not a video: stop, plainly
-            raise plain_error(e) from None
-        idle.append(actor)
-        yield stats
-
-
-def _record_crash(job: _Job, out: Path) -> None:
-    """Put the death of `job`'s worker on the video its marker names.
+def _record_crash(job: _Job, out: Path) -> bool:
+    """Put the death of `job`'s worker on the video its marker names; True: run the shard again.
 
     Raises:
         RuntimeError: the worker died twice on this shard outside any video, so no video
@@ -131,13 +105,14 @@ def _record_crash(job: _Job, out: Path) -> None:
         job.deaths_outside_videos += 1
         if job.deaths_outside_videos >= 2:
             raise RuntimeError(f"a shard worker died twice on {job.task.split}/{job.task.name()} while decoding no video; see Ray's logs")
-        return
+        return True
     entry = job.task.entries[position]
     job.crashed[entry.key] = {
         "reason": CRASH_REASON,
         "detail": f"{entry.path}: the worker's process died while decoding it (a crash in the decoder's native code, or killed for memory)",
     }
     warnings.warn(f"a shard worker died while decoding {entry.path}: recorded as failed ({CRASH_REASON}); its shard goes to a new worker", stacklevel=2)
+    return True
 
 
 def _warn_on_stopped_videos(tasks: list[ShardTask], out: Path) -> None:
