@@ -156,7 +156,7 @@ def embed(
     workers: int = typer.Option(1, help="Ray workers (one per GPU, or CPU workers); 1 runs in this process."),
     address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster."),
     templates: str = typer.Option("raw,clip-fsar,actionclip", help="Prompt sets for class-name embeddings."),
-    max_failure_rate: float = typer.Option(0.0, help="Fraction of unreadable shards tolerated (reported and skipped)."),
+    max_failure_rate: float = typer.Option(0.0, help="Fraction of shards tolerated that cannot be embedded (unreadable, or their worker died twice): reported and skipped."),
 ) -> None:
     """Embed every stored frame and each split's class names with a frozen open_clip model into HDF5."""
     import warnings
@@ -186,7 +186,7 @@ def embed(
         f"{summary['precision']}: {run['frames']} frames in {run['seconds']:.1f} s ({rate})"
     )
     for shard, reason in summary["failed_shards"].items():
-        console.print(f"[red]skipped unreadable shard[/red] {shard}: {reason}")
+        console.print(f"[red]skipped shard[/red] {shard}: {reason}")
     typer.echo(f"cache written to {Path(summary['cache']).resolve()}")
 
 

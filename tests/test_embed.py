@@ -209,6 +209,38 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
     assert a == b
 
 
+def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):
+    """A worker killed once on a shard (as by the OOM killer) is replaced and the shard
+    embedded by the new one: the cache equals the in-process one. A shard that kills every
+    worker fails after the second, alone: the shards after it on that worker are embedded."""
+    ray = pytest.importorskip("ray")
+    from crashing import CRASH_ENV, CrashingEmbedWorker, write_crash_plan
+
+    trains = sorted(p.name for p in (shards / "train").glob("*.tar"))
+    plan = write_crash_plan(tmp_path / "plan.json", embed={f"train/{trains[0]}": "once"})
+    env = {CRASH_ENV: str(plan), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        with pytest.warns(UserWarning):
+            run_embed_stage(embed_config(shards, tmp_path / "once.h5", workers=2), worker_cls=CrashingEmbedWorker)
+        assert (tmp_path / f"died-train-{trains[0]}").exists()  # it did die, once
+        a, b = cache_content(tmp_path / "once.h5"), cache_content(cache)
+        a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
+        assert a == b
+
+        write_crash_plan(plan, embed={f"train/{trains[1]}": "always"})
+        with pytest.warns(UserWarning):
+            summary = run_embed_stage(embed_config(shards, tmp_path / "always.h5", workers=2, max_failure_rate=0.5), worker_cls=CrashingEmbedWorker)
+        victim = str(shards / "train" / trains[1])
+        assert list(summary["failed_shards"]) == [victim]
+        assert summary["failed_shards"][victim].startswith(f"{victim}: a worker's process died on it")
+        with h5py.File(tmp_path / "always.h5", "r") as f:
+            expected = json.loads((shards / "manifest.json").read_text())["splits"]["train"]["videos"] - 4
+            assert f["train"]["frames"].shape[0] == expected  # every other shard embedded
+    finally:
+        ray.shutdown()
+
+
 # -- backbones ----------------------------------------------------------------------------------
 def test_openai_spellings_and_unknown_names():
     assert resolve_name("ViT-B/16") == "ViT-B-16" and resolve_name("ViT-B/32") == "ViT-B-32" and resolve_name("RN50") == "RN50"

@@ -6,13 +6,14 @@ import json
 import os
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from pipeline import __version__
-from pipeline.actors import set_up, whole_gpu_actors
+from pipeline.actors import WorkerDied, run_on_actors, set_up, whole_gpu_actors
 from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
@@ -45,9 +46,8 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
-def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work) -> Iterator[tuple]:
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple]:
     import ray
-    from ray.util import ActorPool
 
     started = not ray.is_initialized()
     if started:
@@ -56,38 +56,49 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
     try:
         gpu = device == "cuda"
         threads = max(1, (os.cpu_count() or 1) // config.workers)
-        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(EmbedWorker)
+        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(worker_cls)
         n = min(config.workers, len(work))
         gpus = ray.cluster_resources().get("GPU", 0)
         if gpu and not config.address:  # one model per GPU: on this machine, actors beyond its GPUs could never start
             n = whole_gpu_actors(n, gpus)
         elif gpu and gpus < n:  # an autoscaler may add GPU nodes for them
             warnings.warn(f"{n} workers want one GPU each and the Ray cluster has {gpus:g} now: the rest wait for GPUs to join", stacklevel=2)
-        actors = [actor.remote(spec, device, precision, config.batch, threads) for _ in range(n)]
+
+        def new_actor():
+            return actor.remote(spec, device, precision, config.batch, threads)
+
+        deaths: Counter = Counter()
+
+        def again(w) -> bool:  # a shard whose worker died goes once more to a fresh one, then counts as failed
+            deaths[w] += 1
+            return deaths[w] < 2
+
+        actors = [new_actor() for _ in range(n)]
         set_up(actors)
-
-        def submit(a, w):
-            return a.process.remote(w[1], w[2])
-
-        pool = ActorPool(actors)
-        for w in work:
-            pool.submit(submit, w)
-        for w in work:
-            try:
-                yield w, pool.get_next(), None
-            except Exception as e:  # a RayTaskError wrapping the shard's failure
-                yield w, None, str(e).splitlines()[-1][:300]
+        for w, stats, error in run_on_actors(actors, work, lambda a, w: a.process.remote(w[1], w[2]), new_actor, again):
+            if error is not None and not isinstance(error, (ShardReadError, WorkerDied)):
+                raise error  # a fault in the stage, not in a shard: stop, as in-process
+            if isinstance(error, WorkerDied):
+                error = f"{w[1]}: {error}"  # a read error names its shard itself
+            yield w, stats, None if error is None else f"{error}"[:300]
     finally:
         if started:
             ray.shutdown()
 
 
-def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) -> dict:
+def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, worker_cls: type = EmbedWorker) -> dict:
     """Embed every shard listed in the shard manifest and write the cache; returns a summary.
 
     Finished part files are reused; unreadable shards are reported and skipped while
     their fraction stays within `config.max_failure_rate`, else the stage fails
-    (RuntimeError) without writing the cache.
+    (RuntimeError) without writing the cache. Under Ray, a shard whose worker's process
+    dies (the OOM killer, a crash in native code) goes once more to a fresh worker, and
+    then counts as failed, like an unreadable one.
+
+    Args:
+        config: what to embed, and how.
+        on_progress: called with (shards done, shards total, shards failed).
+        worker_cls: the stage class each worker runs (`EmbedWorker` or a subclass).
     """
     t0 = time.perf_counter()
     manifest = json.loads((config.shards / "manifest.json").read_text(encoding="utf-8"))
@@ -124,9 +135,9 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) ->
     if on_progress:
         on_progress(len(tasks) - len(work), len(tasks), 0)
     if config.workers > 1 or config.address:
-        results = _run_ray(config, spec, device, precision, work)
+        results = _run_ray(config, spec, device, precision, work, worker_cls)
     else:
-        worker = EmbedWorker(spec, device, precision, config.batch, config.threads)
+        worker = worker_cls(spec, device, precision, config.batch, config.threads)
         worker.setup(model)
 
         def local():
@@ -161,7 +172,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None) ->
     }
     if rate > config.max_failure_rate:
         raise RuntimeError(
-            f"{len(failed)} of {len(tasks)} shards could not be read (more than --max-failure-rate "
+            f"{len(failed)} of {len(tasks)} shards could not be embedded (more than --max-failure-rate "
             f"{config.max_failure_rate:.0%}); the cache was not written: " + "; ".join(failed.values())
         )
     join_cache(config, manifest, tasks, failed, model, source, preprocess, precision)
