@@ -212,7 +212,8 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
 def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):
     """A worker killed once on a shard (as by the OOM killer) is replaced and the shard
     embedded by the new one: the cache equals the in-process one. A shard that kills every
-    worker fails after the second, alone: the shards after it on that worker are embedded."""
+    worker fails after the second, alone: the shards after it on that worker are embedded,
+    and a truncated shard is reported with its read error, as in-process."""
     ray = pytest.importorskip("ray")
     from crashing import CRASH_ENV, CrashingEmbedWorker, write_crash_plan
 
@@ -228,14 +229,19 @@ def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed
         a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
         assert a == b
 
+        bad = tmp_path / "shards"  # beside a shard that kills every worker, a truncated one
+        shutil.copytree(shards, bad)
+        truncated = bad / "train" / trains[2]
+        truncated.write_bytes(truncated.read_bytes()[:700])
         write_crash_plan(plan, embed={f"train/{trains[1]}": "always"})
         with pytest.warns(UserWarning):
-            summary = run_embed_stage(embed_config(shards, tmp_path / "always.h5", workers=2, max_failure_rate=0.5), worker_cls=CrashingEmbedWorker)
-        victim = str(shards / "train" / trains[1])
-        assert list(summary["failed_shards"]) == [victim]
+            summary = run_embed_stage(embed_config(bad, tmp_path / "always.h5", workers=2, max_failure_rate=0.5), worker_cls=CrashingEmbedWorker)
+        victim = str(bad / "train" / trains[1])
+        assert sorted(summary["failed_shards"]) == [victim, str(truncated)]
         assert summary["failed_shards"][victim].startswith(f"{victim}: a worker's process died on it")
+        assert summary["failed_shards"][str(truncated)].startswith(f"{truncated}: ReadError")  # unwrapped from Ray's error
         with h5py.File(tmp_path / "always.h5", "r") as f:
-            expected = json.loads((shards / "manifest.json").read_text())["splits"]["train"]["videos"] - 4
+            expected = json.loads((shards / "manifest.json").read_text())["splits"]["train"]["videos"] - 8
             assert f["train"]["frames"].shape[0] == expected  # every other shard embedded
     finally:
         ray.shutdown()
