@@ -91,6 +91,11 @@ class _Marker:
         self.path.unlink(missing_ok=True)
 
 
+def _failed(entry: VideoEntry, reason: str = "", detail: str = "") -> dict:
+    """A video's status record, as failed (a video that succeeds updates it to ok)."""
+    return {"id": entry.id, "key": entry.key, "status": "failed", "reason": reason, "detail": detail}
+
+
 _BLOCK = tarfile.BLOCKSIZE  # 512
 
 
@@ -207,7 +212,7 @@ class ShardWorker:
                         records.append(old_status[entry.key])
                         continue
                     if entry.key in crashed:
-                        records.append({"id": entry.id, "key": entry.key, "status": "failed", **crashed[entry.key]})
+                        records.append(_failed(entry, **crashed[entry.key]))
                         continue
                     marker.on(position)
                     members, record = self._video(entry, task)
@@ -231,7 +236,7 @@ class ShardWorker:
         return stats
 
     def _video(self, entry: VideoEntry, task: ShardTask) -> tuple[list[tuple[str, bytes]], dict]:
-        record = {"id": entry.id, "key": entry.key, "status": "failed", "reason": "", "detail": ""}
+        record = _failed(entry)
         try:
             if entry.path is None:
                 raise VideoError("missing", f"no file for id {entry.id!r} under the root")
