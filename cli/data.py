@@ -108,6 +108,7 @@ def shard(
     shard_size: int = typer.Option(64, help="Videos per shard."),
     max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-attempt only the videos that failed in finished shards."),
+    video_timeout: float = typer.Option(300.0, help="Under Ray, record a video still decoding after this many seconds as failed and replace its worker (0: no limit)."),
 ) -> None:
     """Decode videos, sample frames uniformly and write WebDataset shards (resumable; bad videos are recorded, not fatal)."""
     from pipeline.shard.config import ShardConfig
@@ -130,6 +131,7 @@ def shard(
             address=address,
             max_failure_rate=max_failure_rate,
             retry_failed=retry_failed,
+            video_timeout=video_timeout,
         )
         with progress_bar("sharding", "videos") as on_progress:
             summary = run_shard_stage(config, on_progress=on_progress)

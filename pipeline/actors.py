@@ -4,6 +4,7 @@ size them to the cluster's GPUs."""
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections import deque
 from typing import Callable, Iterable, Iterator
@@ -65,6 +66,8 @@ def run_on_actors(
     call: Callable,
     new_actor: Callable,
     on_death: Callable[[object], bool],
+    overdue: Callable[[object], bool] | None = None,
+    check_every: float = 1.0,
 ) -> Iterator[tuple[object, object, Exception | None]]:
     """Run every item on the actors, one at a time per actor, as they come free.
 
@@ -75,6 +78,9 @@ def run_on_actors(
         new_actor: makes an actor to replace one whose process died; it is set up here.
         on_death: called with the item whose actor died: True runs it again (on the next free
             actor), False yields it with a `WorkerDied` error. It may raise to stop the run.
+        overdue: called every `check_every` seconds with each running item: True kills its
+            actor (stuck, say, in a decoder's native code, where nothing else can stop it),
+            and the item then goes to `on_death` as on any death.
 
     Yields:
         (item, result, None), or (item, None, the exception its task raised in the worker,
@@ -85,11 +91,24 @@ def run_on_actors(
     queue = deque(items)
     idle = list(actors)
     running: dict = {}  # ObjectRef -> (actor, item)
+    killed: set = set()  # refs whose actor was killed as overdue: their death is on its way
+    next_check = time.monotonic() + check_every
     while queue or running:
         while idle and queue:
             actor, item = idle.pop(), queue.popleft()
             running[call(actor, item)] = (actor, item)
-        (ref,), _ = ray.wait(list(running), num_returns=1)
+        timeout = None if overdue is None else max(0.0, next_check - time.monotonic())
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+        if overdue is not None and time.monotonic() >= next_check:  # also when results keep coming
+            for r, (a, it) in running.items():
+                if r not in killed and overdue(it):
+                    killed.add(r)
+                    ray.kill(a)
+            next_check = time.monotonic() + check_every
+        if not ready:
+            continue
+        ref = ready[0]
+        killed.discard(ref)
         actor, item = running.pop(ref)
         try:
             result = ray.get(ref)

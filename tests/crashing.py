@@ -7,19 +7,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from pipeline.embed.worker import EmbedWorker
 from pipeline.shard.worker import ShardWorker
 
 CRASH_ENV = "FSAR_TEST_CRASH_PLAN"  # the path of the plan file (see `write_crash_plan`)
+HANG_SECONDS = 120  # long past any test's timeout, but bounded: a hang not stopped ends, and its video then decodes
 
 
 def write_crash_plan(path: Path, videos: dict[str, str] | None = None, shards: tuple[str, ...] = (), embed: dict[str, str] | None = None) -> Path:
     """Tell the workers whose environment names `path` in CRASH_ENV where to die.
 
     Args:
-        videos: `CrashingWorker` dies with signal `videos[id]` (a name: SIGSEGV ...) on that video.
+        videos: `CrashingWorker` dies with signal `videos[id]` (a name: SIGSEGV ...) on that video,
+            or with "hang" sleeps `HANG_SECONDS` there, as a decoder stuck in native code.
         shards: `CrashingWorker` dies at the start of each of these shards (`split/shard-000000`).
         embed: `CrashingEmbedWorker` dies (SIGKILL) on shard `split/shard-000000.tar`: "once", the first
             time only, or "always".
@@ -43,7 +46,9 @@ class CrashingWorker(ShardWorker):
 
     def _video(self, entry, task):
         sig = _crash_plan().get("videos", {}).get(entry.id)
-        if sig:
+        if sig == "hang":
+            time.sleep(HANG_SECONDS)
+        elif sig:
             os.kill(os.getpid(), getattr(signal, sig))
         return super()._video(entry, task)
 

@@ -232,33 +232,39 @@ def samples_by_key(out: Path) -> dict[str, dict]:
     return {s["__key__"]: {k: v for k, v in s.items() if k not in ("__url__", "__local_path__")} for split in ("train", "val", "test") for s in read_split(out, split)}
 
 
-def test_a_video_that_kills_its_ray_worker_is_recorded_failed_and_the_job_goes_on(shards, synth_root, tmp_path):
+def test_a_video_that_kills_or_holds_its_ray_worker_is_recorded_failed_and_the_job_goes_on(shards, synth_root, tmp_path):
     """Workers die (SIGSEGV, SIGABRT, SIGKILL as the OOM killer sends) on three videos, two in
-    one shard: each is recorded as failed, its shard goes to a fresh worker, every other
-    video is sharded as usual, and --retry-failed then gives the uninterrupted output. A
-    worker that dies on a shard before any video stops the job after a second try."""
+    one shard, and hang on a fourth: each is recorded as failed, its shard goes to a fresh
+    worker, every other video is sharded as usual, and --retry-failed then gives the
+    uninterrupted output. A worker that dies on a shard before any video stops the job
+    after a second try."""
     ray = pytest.importorskip("ray")
-    from crashing import CRASH_ENV, CrashingWorker, write_crash_plan
-    from pipeline.shard.run import CRASH_REASON
+    from crashing import CRASH_ENV, HANG_SECONDS, CrashingWorker, write_crash_plan
+    from pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
 
-    ids = {split: [json.loads(s["json"])["id"] for s in read_split(shards, split)] for split in ("train", "test")}
-    crash = {ids["test"][1]: "SIGSEGV", ids["test"][3]: "SIGABRT", ids["train"][-1]: "SIGKILL"}
+    ids = {split: [json.loads(s["json"])["id"] for s in read_split(shards, split)] for split in ("train", "val", "test")}
+    crash = {ids["test"][1]: "SIGSEGV", ids["test"][3]: "SIGABRT", ids["train"][-1]: "SIGKILL", ids["val"][2]: "hang"}
     plan = write_crash_plan(tmp_path / "plan.json", videos=crash)
     tests_dir = str(Path(__file__).parent)
     env = {CRASH_ENV: str(plan), "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
     try:
         out = tmp_path / "out"
-        with pytest.warns(UserWarning, match="a shard worker died while decoding") as caught:
-            summary = run_shard_stage(shard_config(synth_root, out, workers=2, max_failure_rate=1.0), worker_cls=CrashingWorker)
+        t0 = time.monotonic()
+        with pytest.warns(UserWarning, match="a shard worker died while decoding|was still decoding after") as caught:
+            summary = run_shard_stage(shard_config(synth_root, out, workers=2, max_failure_rate=1.0, video_timeout=3), worker_cls=CrashingWorker)
+        assert time.monotonic() - t0 < HANG_SECONDS  # the hung worker was stopped, not waited for
         assert sum("died while decoding" in str(w.message) for w in caught) == 3
-        assert summary["failed"] == 3 and summary["failures_by_reason"] == {CRASH_REASON: 3}
+        assert sum("was still decoding after 3 s" in str(w.message) for w in caught) == 1
+        assert summary["failed"] == 4 and summary["failures_by_reason"] == {CRASH_REASON: 3, TIMEOUT_REASON: 1}
         assert {v["id"] for v in summary["failed_videos"]} == set(crash)
-        assert all("the worker's process died while decoding it" in v["detail"] for v in summary["failed_videos"])
+        for v in summary["failed_videos"]:
+            said = "still decoding after 3 s (--video-timeout)" if crash[v["id"]] == "hang" else "the worker's process died while decoding it"
+            assert said in v["detail"], v
         ref = samples_by_key(shards)
         got = samples_by_key(out)
         crashed_keys = {k for k, s in ref.items() if json.loads(s["json"])["id"] in crash}
-        assert len(crashed_keys) == 3 and set(got) == set(ref) - crashed_keys
+        assert len(crashed_keys) == 4 and set(got) == set(ref) - crashed_keys
         assert all(got[k] == ref[k] for k in got)  # every other video exactly as an uninterrupted run writes it
         assert not list(out.rglob(".*.partial"))  # the dead workers' markers and partial tars are gone
 
@@ -271,6 +277,42 @@ def test_a_video_that_kills_its_ray_worker_is_recorded_failed_and_the_job_goes_o
             run_shard_stage(shard_config(synth_root, tmp_path / "dies", workers=2), worker_cls=CrashingWorker)
     finally:
         ray.shutdown()
+
+
+def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_root, tmp_path, monkeypatch):
+    """The driver times a video from its first sight of it in the marker; a video that ends
+    just as its worker is stopped is not blamed, and the shard simply goes again."""
+    import pipeline.shard.run as run
+    from pipeline.shard.plan import plan
+    from pipeline.shard.worker import marker_path
+
+    config = shard_config(synth_root, tmp_path / "out", video_timeout=10)
+    job = run._Job(plan(config)[1][0], False)
+    marker = marker_path(job.task, config.out)
+    marker.parent.mkdir(parents=True)
+    clock = [100.0]
+    monkeypatch.setattr(run.time, "monotonic", lambda: clock[0])
+
+    def look(position: int | None, at: float) -> bool:
+        marker.write_text("---------\n" if position is None else f"{position:09d}\n")
+        clock[0] = at
+        return run._overdue(job, config.out, config.video_timeout)
+
+    assert not look(0, 100) and not look(0, 109.9)  # on video 0 for 9.9 s
+    assert not look(1, 115) and not look(None, 126) and not look(1, 127)  # between videos: the clock starts again
+    assert not look(1, 136.9) and look(1, 137)
+    assert job.hung_position == 1
+
+    marker.write_text(f"{2:09d}\n")  # video 1 ended as its worker was stopped: no video to blame
+    assert run._record_crash(job, config) and job.crashed == {} and not marker.exists()
+    assert job.hung_position is None and job.deaths_outside_videos == 0
+
+    assert not look(3, 200) and look(3, 211)
+    with pytest.warns(UserWarning, match="was still decoding after 10 s"):
+        assert run._record_crash(job, config)
+    assert job.crashed == {job.task.entries[3].key: {"reason": run.TIMEOUT_REASON, "detail": f"{job.task.entries[3].path}: still decoding after 10 s (--video-timeout), so its worker was stopped"}}
+    with pytest.raises(ValueError, match="video_timeout must be >= 0"):
+        shard_config(synth_root, tmp_path / "out", video_timeout=-1)
 
 
 def test_a_run_stopped_mid_video_names_that_video_next_time(shards, synth_root, tmp_path):

@@ -40,6 +40,9 @@ class ShardConfig:
     """Ray workers on the local cluster (1 without --address: run in this process)."""
     address: str | None = None
     """Address of an existing Ray cluster (OUT must then be on storage every node sees)."""
+    video_timeout: float = 300.0
+    """Under Ray, a video still decoding after this many seconds (a decoder stuck in native
+    code) is recorded as failed and its worker replaced; 0: no limit. Not enforced in-process."""
     max_failure_rate: float = 0.05
     """Exit non-zero when more than this fraction of the listed videos fail (missing ones included)."""
     retry_failed: bool = False
@@ -70,6 +73,8 @@ class ShardConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not self.video_timeout >= 0:
+            raise ValueError(f"video_timeout must be >= 0 seconds (0: no limit), got {self.video_timeout}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
             raise ValueError(f"max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
         if not self.root.is_dir():

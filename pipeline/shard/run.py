@@ -14,7 +14,7 @@ from pipeline.actors import gpu_share, run_on_actors, set_up
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
-from pipeline.shard.worker import ShardWorker, read_marker
+from pipeline.shard.worker import ShardWorker, marker_path, read_marker
 from pipeline.video.decode import dali_installed
 
 Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
@@ -28,6 +28,7 @@ def _finished(task: ShardTask, out: Path) -> dict | None:
 
 
 CRASH_REASON = "worker crashed"
+TIMEOUT_REASON = "decoder timed out"
 
 
 @dataclass
@@ -38,6 +39,22 @@ class _Job:
     retry_failed: bool
     crashed: dict[str, dict] = field(default_factory=dict)
     deaths_outside_videos: int = 0
+    seen_position: int | None = None  # the video its marker named when last looked at...
+    seen_since: float = 0.0  # ... and since when (the driver's clock)
+    hung_position: int | None = None  # the video its worker was stopped on, as overdue
+
+
+def _overdue(job: _Job, out: Path, timeout: float) -> bool:
+    """True when `job`'s worker has been on one video for `timeout` seconds or more, by the
+    driver's clock (its first sight of the video; worker clocks are never compared)."""
+    position, now = read_marker(job.task, out), time.monotonic()
+    if position is None or position != job.seen_position:
+        job.seen_position, job.seen_since = position, now
+        return False
+    if now - job.seen_since < timeout:
+        return False
+    job.hung_position = position
+    return True
 
 
 def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
@@ -83,8 +100,12 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
         def call(actor, job: _Job):
             return actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)
 
-        # A worker that dies on a video: that video is recorded as failed, and the shard goes again.
-        for _, stats, error in run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config.out)):
+        # A worker that dies on a video, or is stopped on one for taking too long: that video is
+        # recorded as failed, and the shard goes again.
+        overdue = (lambda job: _overdue(job, config.out, config.video_timeout)) if config.video_timeout else None
+        check_every = min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
+        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config), overdue, check_every)
+        for _, stats, error in deaths:
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
             yield stats
@@ -93,14 +114,26 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
             ray.shutdown()
 
 
-def _record_crash(job: _Job, out: Path) -> bool:
+def _record_crash(job: _Job, config: ShardConfig) -> bool:
     """Put the death of `job`'s worker on the video its marker names; True: run the shard again.
 
     Raises:
         RuntimeError: the worker died twice on this shard outside any video, so no video
             can be blamed and trying again would not end.
     """
-    position = read_marker(job.task, out)
+    position = read_marker(job.task, config.out)
+    marker_path(job.task, config.out).unlink(missing_ok=True)  # the next worker must not be timed on it
+    hung, job.hung_position, job.seen_position = job.hung_position, None, None
+    if hung is not None:  # stopped by us as overdue
+        if position != hung:  # the video ended as it was stopped: nothing to blame, go again
+            return True
+        entry = job.task.entries[position]
+        job.crashed[entry.key] = {
+            "reason": TIMEOUT_REASON,
+            "detail": f"{entry.path}: still decoding after {config.video_timeout:g} s (--video-timeout), so its worker was stopped",
+        }
+        warnings.warn(f"{entry.path} was still decoding after {config.video_timeout:g} s: recorded as failed ({TIMEOUT_REASON}); its shard goes to a new worker", stacklevel=2)
+        return True
     if position is None:
         job.deaths_outside_videos += 1
         if job.deaths_outside_videos >= 2:
@@ -127,7 +160,8 @@ def _warn_on_stopped_videos(tasks: list[ShardTask], out: Path) -> None:
         what, cause = f"{len(stopped)} videos: {where}", "killed, or a decoder crashed on one of them"
     warnings.warn(
         f"the last run stopped while decoding {what}: {cause}. Decoding again now; if a video takes this process down "
-        f"again, shard with --workers 2 or more: Ray workers record such a video as failed ({CRASH_REASON}) and go on",
+        f"or holds it again, shard with --workers 2 or more: Ray workers record such a video as failed "
+        f"({CRASH_REASON}, or {TIMEOUT_REASON} after --video-timeout) and go on",
         stacklevel=3,
     )
 
@@ -139,7 +173,9 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
     `config.retry_failed` those with failures are redone for their failed videos only.
     Partial shards (no stats file) are redone from scratch. Under Ray, a video that takes
     its worker's process down is recorded as failed (`worker crashed`) and the job goes
-    on; in-process, such a crash stops the run, and the next run names the video.
+    on, as is one still decoding after `config.video_timeout` seconds (`decoder timed out`:
+    its worker is stopped and replaced). In-process, a crash stops the run and a hang
+    holds it; the next run names the video.
 
     Args:
         config: what to shard, and how.
