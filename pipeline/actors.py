@@ -92,6 +92,12 @@ def run_on_actors(
     idle = list(actors)
     running: dict = {}  # ObjectRef -> (actor, item)
     killed: set = set()  # refs whose actor was killed as overdue: their death is on its way
+
+    def replacement():
+        fresh = new_actor()
+        set_up([fresh])
+        return fresh
+
     next_check = time.monotonic() + check_every
     while queue or running:
         while idle and queue:
@@ -108,23 +114,22 @@ def run_on_actors(
         if not ready:
             continue
         ref = ready[0]
-        killed.discard(ref)
         actor, item = running.pop(ref)
+        stopped = ref in killed  # if its item ended just before the kill, the actor is dying all the same
+        killed.discard(ref)
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as e:
             ray.kill(actor)  # already dead, or (if only unreachable) stopped so it cannot finish the item too
-            fresh = new_actor()
-            set_up([fresh])
-            idle.append(fresh)
+            idle.append(replacement())
             if on_death(item):
                 queue.appendleft(item)
             else:
                 yield item, None, WorkerDied(f"a worker's process died on it ({type(e).__name__}: a crash in native code, or killed for memory); see Ray's logs")
             continue
         except ray.exceptions.RayTaskError as e:
-            idle.append(actor)
+            idle.append(replacement() if stopped else actor)
             yield item, None, plain_error(e)
             continue
-        idle.append(actor)
+        idle.append(replacement() if stopped else actor)
         yield item, result, None
