@@ -103,12 +103,12 @@ def shard(
     short_side: int = typer.Option(256, help="Resize to this shorter side in pixels (0 keeps the size)."),
     jpeg_quality: int = typer.Option(90, help="JPEG quality of stored frames."),
     decoder: str = typer.Option("auto", help="auto, dali (GPU), dali-cpu (VP8/VP9) or pyav."),
-    workers: Optional[int] = typer.Option(None, help="Ray workers on a local cluster (default: all cores; 1 runs in this process)."),
+    workers: Optional[int] = typer.Option(None, help="Ray workers on a local cluster (default: all cores; 1: one worker process, no Ray)."),
     address: Optional[str] = typer.Option(None, help="Connect to an existing Ray cluster instead."),
     shard_size: int = typer.Option(64, help="Videos per shard."),
     max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-attempt only the videos that failed in finished shards."),
-    video_timeout: float = typer.Option(300.0, help="Under Ray, record a video still decoding after this many seconds as failed and replace its worker (0: no limit)."),
+    video_timeout: float = typer.Option(300.0, help="Record a video still decoding after this many seconds as failed and replace its worker (0: no limit)."),
 ) -> None:
     """Decode videos, sample frames uniformly and write WebDataset shards (resumable; bad videos are recorded, not fatal)."""
     from pipeline.shard.config import ShardConfig

@@ -47,6 +47,7 @@ class CrashingWorker(ShardWorker):
     def _video(self, entry, task):
         sig = _crash_plan().get("videos", {}).get(entry.id)
         if sig == "hang":
+            Path(os.environ[CRASH_ENV]).with_name(f"hung-{os.getpid()}").touch()  # tells a test which process hangs
             time.sleep(HANG_SECONDS)
         elif sig:
             os.kill(os.getpid(), getattr(signal, sig))

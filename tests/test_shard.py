@@ -315,24 +315,69 @@ def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_r
         shard_config(synth_root, tmp_path / "out", video_timeout=-1)
 
 
-def test_a_run_stopped_mid_video_names_that_video_next_time(shards, synth_root, tmp_path):
-    """In-process, a crash takes the run down; the next run warns which video it died on,
-    and then writes the uninterrupted output."""
+def test_one_worker_without_ray_records_a_crash_and_a_hang_and_goes_on(shards, synth_root, tmp_path, monkeypatch):
+    """With --workers 1 the worker is a child process: a video that kills it, and one that
+    holds it past --video-timeout, are recorded as failed as under Ray, and every other
+    video is written as an uninterrupted run writes it."""
+    from crashing import CRASH_ENV, HANG_SECONDS, CrashingWorker, write_crash_plan
+    from pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
+
+    ids = [json.loads(s["json"])["id"] for s in read_split(shards, "val")]
+    crash = {ids[1]: "SIGSEGV", ids[2]: "hang"}
+    monkeypatch.setenv(CRASH_ENV, str(write_crash_plan(tmp_path / "plan.json", videos=crash)))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    with pytest.warns(UserWarning, match="died while decoding|was still decoding after 2 s") as caught:
+        summary = run_shard_stage(shard_config(synth_root, out, video_timeout=2, max_failure_rate=1.0), worker_cls=CrashingWorker)
+    assert time.monotonic() - t0 < HANG_SECONDS
+    assert len([w for w in caught if "decoding" in str(w.message)]) == 2
+    assert summary["failures_by_reason"] == {CRASH_REASON: 1, TIMEOUT_REASON: 1}
+    assert {v["id"]: v["reason"] for v in summary["failed_videos"]} == {ids[1]: CRASH_REASON, ids[2]: TIMEOUT_REASON}
+    ref, got = samples_by_key(shards), samples_by_key(out)
+    lost = {k for k, s in ref.items() if json.loads(s["json"])["id"] in crash}
+    assert len(lost) == 2 and set(got) == set(ref) - lost and all(got[k] == ref[k] for k in got)
+    assert not list(out.rglob(".*.partial"))
+
+
+def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(shards, synth_root, tmp_path):
+    """The driver is killed (SIGKILL) while its worker process hangs on a video: the worker
+    dies with it rather than write on behind the next run, which warns which video it was
+    decoding and then writes the uninterrupted output."""
     from crashing import CRASH_ENV, write_crash_plan
 
     victim = json.loads(read_split(shards, "val")[2]["json"])["id"]
-    plan = write_crash_plan(tmp_path / "plan.json", videos={victim: "SIGKILL"})
+    plan = write_crash_plan(tmp_path / "plan.json", videos={victim: "hang"})
     out = tmp_path / "out"
     script = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from crashing import CrashingWorker\n"
         "from pipeline.shard.config import ShardConfig\n"
         "from pipeline.shard.run import run_shard_stage\n"
-        f"run_shard_stage(ShardConfig(dataset='synth', root={str(synth_root)!r}, out={str(out)!r}, workers=1, shard_size=5, short_side=48), worker_cls=CrashingWorker)\n"
+        f"run_shard_stage(ShardConfig(dataset='synth', root={str(synth_root)!r}, out={str(out)!r}, workers=1, shard_size=5, short_side=48, video_timeout=0), worker_cls=CrashingWorker)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: str(plan)}, capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    with pytest.warns(UserWarning, match=rf"the last run stopped while decoding \S*{victim}\S* \(val/shard-000000\): killed, or its decoder crashed there"):
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: str(plan)}, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("hung-*")):
+        time.sleep(0.05)
+    (flag,) = tmp_path.glob("hung-*")
+    worker_pid = int(flag.name.split("-")[1])
+    assert worker_pid != proc.pid
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+
+    def alive(pid: int) -> bool:  # a zombie left unreaped (no init in a container) is dead too
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and alive(worker_pid):
+        time.sleep(0.05)
+    assert not alive(worker_pid), "the worker process outlived its driver"
+    write_crash_plan(plan)
+    with pytest.warns(UserWarning, match=rf"the last run was stopped \(killed, or its machine went down\) while decoding \S*{victim}\S* \(val/shard-000000\); decoding again now"):
         run_shard_stage(shard_config(synth_root, out))
     assert tree(out) == tree(shards)
 
@@ -349,8 +394,8 @@ def test_several_videos_stopped_at_once_give_one_warning(shards, synth_root, tmp
         marker_path(task, config.out).write_text(f"{position:09d}\n")
     with pytest.warns(UserWarning) as caught:
         run_shard_stage(config)
-    stopped = [str(w.message) for w in caught if "the last run stopped" in str(w.message)]
-    assert len(stopped) == 1 and "2 videos: " in stopped[0] and "a decoder crashed on one of them" in stopped[0]
+    stopped = [str(w.message) for w in caught if "the last run was stopped" in str(w.message)]
+    assert len(stopped) == 1 and "while decoding 2 videos: " in stopped[0]
     for task, position in ((tasks[0], 1), (tasks[2], 4)):
         assert f"{task.entries[position].path} ({task.split}/{task.name()})" in stopped[0]
     assert tree(config.out) == tree(shards)

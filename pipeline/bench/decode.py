@@ -246,7 +246,7 @@ def time_raw(fn: Callable, paths: list[Path], indices: dict[Path, list[int]], mi
 
 
 def time_stage_pass(paths: list[Path], tmp: Path, min_seconds: float = MIN_PASS_SECONDS) -> float:
-    """videos/s of the in-process shard stage over `paths`, run after run (each into a fresh
+    """videos/s of the one-worker shard stage (no Ray) over `paths`, run after run (each into a fresh
     folder, its set-up not timed) until the timed work lasts at least `min_seconds`."""
     videos, seconds, k = 0, 0.0, 0
     while videos == 0 or seconds < min_seconds:

@@ -37,12 +37,12 @@ class ShardConfig:
     shard_size: int = 64
     """Videos per shard (one shard is one unit of work)."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Ray workers on the local cluster (1 without --address: run in this process)."""
+    """Ray workers on the local cluster (1 without --address: one worker process, no Ray)."""
     address: str | None = None
     """Address of an existing Ray cluster (OUT must then be on storage every node sees)."""
     video_timeout: float = 300.0
-    """Under Ray, a video still decoding after this many seconds (a decoder stuck in native
-    code) is recorded as failed and its worker replaced; 0: no limit. Not enforced in-process."""
+    """A video still decoding after this many seconds (a decoder stuck in native code) is
+    recorded as failed and its worker replaced; 0: no limit."""
     max_failure_rate: float = 0.05
     """Exit non-zero when more than this fraction of the listed videos fail (missing ones included)."""
     retry_failed: bool = False

@@ -1,4 +1,4 @@
-"""Run the shard stage: plan, skip finished shards, execute the rest in-process or on Ray, summarise."""
+"""Run the shard stage: plan, skip finished shards, execute the rest in a worker process or on Ray, summarise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, run_on_actors, set_up
+from pipeline.actors import WorkerDied, gpu_share, run_on_actors, set_up
+from pipeline.child import ChildWorker
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
@@ -58,11 +59,34 @@ def _overdue(job: _Job, out: Path, timeout: float) -> bool:
 
 
 def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
-    worker = worker_cls(config)
-    worker.setup()
-    yield None  # set up: throughput is timed from here
-    for job in work:
-        yield worker.process(job.task, retry_failed=job.retry_failed)
+    """One worker, without Ray: in a child process, so that a video that crashes or hangs it
+    is recorded as failed (as under Ray) instead of ending or holding the run."""
+    child = ChildWorker(worker_cls, config)
+    child.start()
+    try:
+        yield None  # set up: throughput is timed from here
+        check_every = min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
+        for job in work:
+            while True:
+                child.submit("process", job.task, retry_failed=job.retry_failed, crashed=job.crashed)
+                stats = None
+                try:
+                    while not child.wait(check_every):
+                        if config.video_timeout and _overdue(job, config.out, config.video_timeout):
+                            break
+                    else:
+                        stats = child.result()
+                except WorkerDied:
+                    pass
+                if stats is not None:
+                    break
+                child.kill()  # dead already, or stopped here as overdue
+                _record_crash(job, config)
+                child = ChildWorker(worker_cls, config)
+                child.start()
+            yield stats
+    finally:
+        child.close()
 
 
 def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
@@ -149,21 +173,15 @@ def _record_crash(job: _Job, config: ShardConfig) -> bool:
 
 
 def _warn_on_stopped_videos(tasks: list[ShardTask], out: Path) -> None:
-    """Say which videos the last run's workers were decoding when it stopped, if it stopped mid-video."""
+    """Say which videos the last run's workers were decoding when it was stopped, if it was
+    stopped mid-video (a worker that dies leaves its marker to the driver, which clears it:
+    one left over means the driver went down too, killed or with its machine)."""
     stopped = [(task, task.entries[i]) for task in tasks if (i := read_marker(task, out)) is not None]
     if not stopped:
         return
     where = "; ".join(f"{e.path} ({t.split}/{t.name()})" for t, e in stopped[:5]) + ("; ..." if len(stopped) > 5 else "")
-    if len(stopped) == 1:
-        what, cause = where, "killed, or its decoder crashed there"
-    else:  # several at once: more likely a kill (Ctrl-C under Ray) than a crash
-        what, cause = f"{len(stopped)} videos: {where}", "killed, or a decoder crashed on one of them"
-    warnings.warn(
-        f"the last run stopped while decoding {what}: {cause}. Decoding again now; if a video takes this process down "
-        f"or holds it again, shard with --workers 2 or more: Ray workers record such a video as failed "
-        f"({CRASH_REASON}, or {TIMEOUT_REASON} after --video-timeout) and go on",
-        stacklevel=3,
-    )
+    what = where if len(stopped) == 1 else f"{len(stopped)} videos: {where}"
+    warnings.warn(f"the last run was stopped (killed, or its machine went down) while decoding {what}; decoding again now", stacklevel=3)
 
 
 def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, worker_cls: type = ShardWorker) -> dict:
@@ -174,8 +192,8 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
     Partial shards (no stats file) are redone from scratch. Under Ray, a video that takes
     its worker's process down is recorded as failed (`worker crashed`) and the job goes
     on, as is one still decoding after `config.video_timeout` seconds (`decoder timed out`:
-    its worker is stopped and replaced). In-process, a crash stops the run and a hang
-    holds it; the next run names the video.
+    its worker is stopped and replaced). Without Ray (one worker) the worker runs in a
+    child process, to the same effect.
 
     Args:
         config: what to shard, and how.
