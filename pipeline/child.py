@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 
 from pipeline.actors import WorkerDied
 
@@ -54,9 +55,13 @@ class ChildWorker:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
-        self._conn.send_bytes(pickle.dumps(sys.path))  # first, so the worker's class can be imported
-        self._conn.send_bytes(_dumps(self._spec))
-        self._reply()
+        try:
+            self._conn.send_bytes(pickle.dumps(sys.path))  # first, so the worker's class can be imported
+            self._conn.send_bytes(_dumps(self._spec))
+            self._reply()
+        except BaseException:
+            self.kill()
+            raise
 
     def submit(self, method: str, *args, **kwargs) -> None:
         """Call `method` on the worker; `wait` and `result` give its outcome."""
@@ -112,7 +117,9 @@ class ChildWorker:
         except (EOFError, ConnectionResetError, OSError):
             self._proc.wait()
             raise WorkerDied(f"the worker's process died ({_how(self._proc.returncode)})") from None
-        status, value, tb = pickle.loads(data)
+        status, value, tb, caught = pickle.loads(data)
+        for category, message in caught:  # the worker's warnings, as if it ran in this process
+            warnings.warn(message, category, stacklevel=3)
         if status == "ok":
             return value
         value.add_note(f"(raised in the worker's process)\n{tb}")
@@ -157,27 +164,43 @@ def _dumps(spec: tuple) -> bytes:
     return pickle.dumps(spec)
 
 
-def _send(conn, status: str, value, tb: str | None) -> None:
+def _send(conn, status: str, value, tb: str | None, caught: list) -> None:
+    travelling = [(w.category, str(w.message)) for w in caught]
     try:
-        data = pickle.dumps((status, value, tb))
-    except Exception:  # an exception that cannot travel: its text does
-        data = pickle.dumps((status, RuntimeError(f"{type(value).__name__}: {value}"), tb))
+        data = pickle.dumps((status, value, tb, travelling))
+    except Exception:  # an exception (or a warning class) that cannot travel: its text does
+        travelling = [(UserWarning, f"{c.__name__}: {m}") for c, m in travelling]
+        data = pickle.dumps((status, RuntimeError(f"{type(value).__name__}: {value}") if status == "error" else value, tb, travelling))
     conn.send_bytes(data)
+
+
+def _call(conn, fn, *args, **kwargs) -> bool:
+    """Run `fn` and send its outcome with the warnings it gave; False if it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the driver's filters decide what is shown
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as e:
+            _send(conn, "error", e, traceback.format_exc(), caught)
+            return False
+    _send(conn, "ok", value, None, caught)
+    return True
 
 
 def _serve(conn, parent: int) -> None:
     """The child: set the worker up, then run the calls the parent sends until it sends None."""
     _die_with_parent(parent)
     try:
-        try:
+        workers = []
+
+        def set_up() -> None:
             sys.path[:] = pickle.loads(conn.recv_bytes())
             worker_cls, args = pickle.loads(conn.recv_bytes())
-            worker = worker_cls(*args)
-            worker.setup()
-        except Exception as e:
-            _send(conn, "error", e, traceback.format_exc())
+            workers.append(worker_cls(*args))
+            workers[0].setup()
+
+        if not _call(conn, set_up):
             return
-        _send(conn, "ok", None, None)
         while True:
             try:
                 call = conn.recv()
@@ -186,12 +209,7 @@ def _serve(conn, parent: int) -> None:
             if call is None:
                 return
             method, a, kw = call
-            try:
-                value = getattr(worker, method)(*a, **kw)
-            except Exception as e:
-                _send(conn, "error", e, traceback.format_exc())
-            else:
-                _send(conn, "ok", value, None)
+            _call(conn, getattr(workers[0], method), *a, **kw)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the driver reports it
         pass
 

@@ -1,0 +1,108 @@
+"""A stage worker in a child process: results, errors and warnings come back as if it ran in
+this process; a death is reported, not suffered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from pipeline.actors import WorkerDied
+from pipeline.child import ChildWorker
+
+
+class Echo:
+    """A worker whose calls do what the test asks, in its own process."""
+
+    def __init__(self, name: str, fail_setup: bool = False) -> None:
+        self.name, self.fail_setup, self.calls = name, fail_setup, 0
+
+    def setup(self) -> None:
+        warnings.warn(f"{self.name} set up")
+        if self.fail_setup:
+            raise FileNotFoundError(f"{self.name}: no checkpoint")
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def count(self, by: int = 1) -> int:
+        self.calls += by
+        warnings.warn(f"called {self.calls}", RuntimeWarning)
+        return self.calls
+
+    def fail(self) -> None:
+        raise KeyError("no such video")
+
+    def die(self, sig: str) -> None:
+        os.kill(os.getpid(), getattr(signal, sig))
+
+
+def call(child: ChildWorker, method: str, *args, **kwargs):
+    child.submit(method, *args, **kwargs)
+    assert child.wait(30)
+    return child.result()
+
+
+def test_calls_run_in_the_child_and_keep_its_state_errors_and_warnings():
+    child = ChildWorker(Echo, "echo")
+    with pytest.warns(UserWarning, match="echo set up"):
+        child.start()
+    try:
+        assert call(child, "pid") != os.getpid()
+        with pytest.warns(RuntimeWarning, match="called 1"):
+            assert call(child, "count") == 1
+        with pytest.warns(RuntimeWarning, match="called 4"):
+            assert call(child, "count", by=3) == 4  # the same worker object, call after call
+        with pytest.raises(KeyError, match="no such video") as e:
+            call(child, "fail")
+        assert "raised in the worker's process" in e.value.__notes__[0] and "in fail" in e.value.__notes__[0]
+        with pytest.warns(RuntimeWarning, match="called 5"):
+            assert call(child, "count") == 5  # an error does not end the worker
+    finally:
+        child.close()
+
+
+def test_a_setup_error_is_the_workers_own():
+    child = ChildWorker(Echo, "echo", True)
+    with pytest.raises(FileNotFoundError, match="echo: no checkpoint"), pytest.warns(UserWarning, match="echo set up"):
+        child.start()
+
+
+@pytest.mark.parametrize("sig", ["SIGSEGV", "SIGKILL"])
+def test_a_death_is_reported_with_its_signal_and_the_next_child_works(sig):
+    child = ChildWorker(Echo, "echo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        child.start()
+        with pytest.raises(WorkerDied, match=f"the worker's process died \\(killed by {sig}\\)"):
+            call(child, "die", sig)
+        child.kill()
+        child = ChildWorker(Echo, "echo")
+        child.start()
+        assert call(child, "count") == 1
+    child.close()
+
+
+def test_a_worker_class_of_a_script_travels_by_value(tmp_path):
+    """A class defined in the driver's `__main__` cannot be imported by the child: it is sent whole."""
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import warnings\n"
+        "from pipeline.child import ChildWorker\n"
+        "class Local:\n"
+        "    def setup(self): pass\n"
+        "    def twice(self, x): return 2 * x\n"
+        "child = ChildWorker(Local)\n"
+        "child.start()\n"
+        "child.submit('twice', 21)\n"
+        "child.wait(30)\n"
+        "print(child.result())\n"
+        "child.close()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "42"
