@@ -58,6 +58,11 @@ def _overdue(job: _Job, out: Path, timeout: float) -> bool:
     return True
 
 
+def _check_every(config: ShardConfig) -> float:
+    """Seconds between looks at the workers' markers: a tenth of the timeout, at most one."""
+    return min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
+
+
 def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
     """One worker, without Ray: in a child process, so that a video that crashes or hangs it
     is recorded as failed (as under Ray) instead of ending or holding the run."""
@@ -65,13 +70,12 @@ def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Itera
     child.start()
     try:
         yield None  # set up: throughput is timed from here
-        check_every = min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
         for job in work:
             while True:
                 child.submit("process", job.task, retry_failed=job.retry_failed, crashed=job.crashed)
                 stats = None
                 try:
-                    while not child.wait(check_every):
+                    while not child.wait(_check_every(config)):
                         if config.video_timeout and _overdue(job, config.out, config.video_timeout):
                             break
                     else:
@@ -127,8 +131,7 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
         # A worker that dies on a video, or is stopped on one for taking too long: that video is
         # recorded as failed, and the shard goes again.
         overdue = (lambda job: _overdue(job, config.out, config.video_timeout)) if config.video_timeout else None
-        check_every = min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
-        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config), overdue, check_every)
+        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config), overdue, _check_every(config))
         for _, stats, error in deaths:
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
@@ -139,7 +142,8 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
 
 
 def _record_crash(job: _Job, config: ShardConfig) -> bool:
-    """Put the death of `job`'s worker on the video its marker names; True: run the shard again.
+    """Put the death of `job`'s worker, or its stopping as overdue, on the video its marker
+    names; True: run the shard again.
 
     Raises:
         RuntimeError: the worker died twice on this shard outside any video, so no video
