@@ -304,12 +304,12 @@ def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_r
     assert job.hung_position == 1
 
     marker.write_text(f"{2:09d}\n")  # video 1 ended as its worker was stopped: no video to blame
-    assert run._record_crash(job, config) and job.crashed == {} and not marker.exists()
+    assert run._record_crash(job, config, "logs") and job.crashed == {} and not marker.exists()
     assert job.hung_position is None and job.deaths_outside_videos == 0
 
     assert not look(3, 200) and look(3, 211)
     with pytest.warns(UserWarning, match="was still decoding after 10 s"):
-        assert run._record_crash(job, config)
+        assert run._record_crash(job, config, "logs")
     assert job.crashed == {job.task.entries[3].key: {"reason": run.TIMEOUT_REASON, "detail": f"{job.task.entries[3].path}: still decoding after 10 s (--video-timeout), so its worker was stopped"}}
     with pytest.raises(ValueError, match="video_timeout must be >= 0"):
         shard_config(synth_root, tmp_path / "out", video_timeout=-1)
@@ -318,7 +318,8 @@ def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_r
 def test_one_worker_without_ray_records_a_crash_and_a_hang_and_goes_on(shards, synth_root, tmp_path, monkeypatch):
     """With --workers 1 the worker is a child process: a video that kills it, and one that
     holds it past --video-timeout, are recorded as failed as under Ray, and every other
-    video is written as an uninterrupted run writes it."""
+    video is written as an uninterrupted run writes it. A worker that dies on a shard
+    before any video stops the job after a second try."""
     from crashing import CRASH_ENV, HANG_SECONDS, CrashingWorker, write_crash_plan
     from pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
 
@@ -337,6 +338,10 @@ def test_one_worker_without_ray_records_a_crash_and_a_hang_and_goes_on(shards, s
     lost = {k for k, s in ref.items() if json.loads(s["json"])["id"] in crash}
     assert len(lost) == 2 and set(got) == set(ref) - lost and all(got[k] == ref[k] for k in got)
     assert not list(out.rglob(".*.partial"))
+
+    write_crash_plan(tmp_path / "plan.json", shards=("val/shard-000000",))
+    with pytest.raises(RuntimeError, match="died twice on val/shard-000000 while decoding no video; see the worker's output above"):
+        run_shard_stage(shard_config(synth_root, tmp_path / "dies"), worker_cls=CrashingWorker)
 
 
 def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(shards, synth_root, tmp_path):

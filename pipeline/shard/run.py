@@ -85,7 +85,7 @@ def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Itera
                 if stats is not None:
                     break
                 child.kill()  # dead already, or stopped here as overdue
-                _record_crash(job, config)
+                _record_crash(job, config, "see the worker's output above")
                 child = ChildWorker(worker_cls, config)
                 child.start()
             yield stats
@@ -131,7 +131,7 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
         # A worker that dies on a video, or is stopped on one for taking too long: that video is
         # recorded as failed, and the shard goes again.
         overdue = (lambda job: _overdue(job, config.out, config.video_timeout)) if config.video_timeout else None
-        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config), overdue, _check_every(config))
+        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config, "see Ray's logs"), overdue, _check_every(config))
         for _, stats, error in deaths:
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
@@ -141,9 +141,12 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
             ray.shutdown()
 
 
-def _record_crash(job: _Job, config: ShardConfig) -> bool:
+def _record_crash(job: _Job, config: ShardConfig, logs: str) -> bool:
     """Put the death of `job`'s worker, or its stopping as overdue, on the video its marker
     names; True: run the shard again.
+
+    Args:
+        logs: where the worker's own output is, for the error below.
 
     Raises:
         RuntimeError: the worker died twice on this shard outside any video, so no video
@@ -152,27 +155,22 @@ def _record_crash(job: _Job, config: ShardConfig) -> bool:
     position = read_marker(job.task, config.out)
     marker_path(job.task, config.out).unlink(missing_ok=True)  # the next worker must not be timed on it
     hung, job.hung_position, job.seen_position = job.hung_position, None, None
-    if hung is not None:  # stopped by us as overdue
-        if position != hung:  # the video ended as it was stopped: nothing to blame, go again
-            return True
-        entry = job.task.entries[position]
-        job.crashed[entry.key] = {
-            "reason": TIMEOUT_REASON,
-            "detail": f"{entry.path}: still decoding after {config.video_timeout:g} s (--video-timeout), so its worker was stopped",
-        }
-        warnings.warn(f"{entry.path} was still decoding after {config.video_timeout:g} s: recorded as failed ({TIMEOUT_REASON}); its shard goes to a new worker", stacklevel=2)
+    if hung is not None and position != hung:  # stopped as overdue, but that video ended as it was: go again
         return True
     if position is None:
         job.deaths_outside_videos += 1
         if job.deaths_outside_videos >= 2:
-            raise RuntimeError(f"a shard worker died twice on {job.task.split}/{job.task.name()} while decoding no video; see Ray's logs")
+            raise RuntimeError(f"a shard worker died twice on {job.task.split}/{job.task.name()} while decoding no video; {logs}")
         return True
     entry = job.task.entries[position]
-    job.crashed[entry.key] = {
-        "reason": CRASH_REASON,
-        "detail": f"{entry.path}: the worker's process died while decoding it (a crash in the decoder's native code, or killed for memory)",
-    }
-    warnings.warn(f"a shard worker died while decoding {entry.path}: recorded as failed ({CRASH_REASON}); its shard goes to a new worker", stacklevel=2)
+    if hung is not None:
+        reason, what = TIMEOUT_REASON, f"still decoding after {config.video_timeout:g} s (--video-timeout), so its worker was stopped"
+        said = f"{entry.path} was still decoding after {config.video_timeout:g} s"
+    else:
+        reason, what = CRASH_REASON, "the worker's process died while decoding it (a crash in the decoder's native code, or killed for memory)"
+        said = f"a shard worker died while decoding {entry.path}"
+    job.crashed[entry.key] = {"reason": reason, "detail": f"{entry.path}: {what}"}
+    warnings.warn(f"{said}: recorded as failed ({reason}); its shard goes to a new worker", stacklevel=2)
     return True
 
 
