@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -106,3 +107,37 @@ def test_a_worker_class_of_a_script_travels_by_value(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "42"
+
+
+def test_without_prctl_an_orphaned_child_notices_and_ends(tmp_path):
+    """Where the kernel cannot kill a child with its parent (not Linux), the child watches
+    for being orphaned: a middle process starts it and exits at once."""
+    pidfile = tmp_path / "pid"
+    child = (
+        "import os, sys, time\n"
+        "sys.platform = 'darwin'\n"
+        "from pipeline.child import _die_with_parent\n"
+        "_die_with_parent(int(sys.argv[1]))\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    middle = (
+        "import os, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())])\n"
+        f"while not os.path.exists({str(pidfile)!r}): time.sleep(0.01)\n"
+    )
+    subprocess.run([sys.executable, "-c", middle], check=True, timeout=60)
+    while not pidfile.read_text():
+        pass
+    pid = int(pidfile.read_text())
+
+    def alive() -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and alive():
+        time.sleep(0.05)
+    assert not alive(), "the orphaned child went on"
