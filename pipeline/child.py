@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 import warnings
+from typing import Callable, Iterable, Iterator
 
 from pipeline.actors import WorkerDied
 
@@ -124,6 +125,52 @@ class ChildWorker:
             return value
         value.add_note(f"(raised in the worker's process)\n{tb}")
         raise value
+
+
+def run_on_child(
+    child: ChildWorker,
+    items: Iterable,
+    call: Callable,
+    new_child: Callable[[], ChildWorker],
+    on_death: Callable[[object], bool],
+    overdue: Callable[[object], bool] | None = None,
+    check_every: float = 1.0,
+) -> Iterator[tuple[object, object, Exception | None]]:
+    """Run every item on one worker in a child process, one after another, through its deaths:
+    `pipeline.actors.run_on_actors` without Ray, with the same arguments and yields.
+
+    Args:
+        child: a started child.
+        items: the work.
+        call: `call(child, item)` submits the item (`child.submit(...)`).
+        new_child: starts a child to replace one that died, or was killed as overdue.
+        on_death: called with the item whose child died: True runs it again, False yields
+            it with the `WorkerDied` error. It may raise to stop the run.
+        overdue: called every `check_every` seconds while an item runs: True kills the child,
+            and the item then goes to `on_death` as on any death.
+
+    Yields:
+        (item, result, None), or (item, None, the exception its call raised in the worker).
+        The caller closes the children it started.
+    """
+    for item in items:
+        while True:
+            call(child, item)
+            try:
+                while not child.wait(check_every):
+                    if overdue is not None and overdue(item):
+                        raise WorkerDied("stopped as overdue")
+                outcome = (item, child.result(), None)
+            except WorkerDied as e:
+                child.kill()  # dead already, or stopped here
+                child = new_child()
+                if on_death(item):
+                    continue
+                outcome = (item, None, e)
+            except Exception as e:  # raised by the call in the worker, which lives on
+                outcome = (item, None, e)
+            yield outcome
+            break
 
 
 def _how(exitcode: int | None) -> str:

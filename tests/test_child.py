@@ -41,6 +41,15 @@ class Echo:
     def die(self, sig: str) -> None:
         os.kill(os.getpid(), getattr(signal, sig))
 
+    def work(self, item: str) -> str:
+        if item == "die":
+            self.die("SIGKILL")
+        if item == "fail":
+            raise KeyError(item)
+        if item == "hang":
+            time.sleep(60)
+        return item.upper()
+
 
 def call(child: ChildWorker, method: str, *args, **kwargs):
     child.submit(method, *args, **kwargs)
@@ -86,6 +95,41 @@ def test_a_death_is_reported_with_its_signal_and_the_next_child_works(sig):
         child.start()
         assert call(child, "count") == 1
     child.close()
+
+
+def test_items_run_through_deaths_errors_and_hangs_on_fresh_children():
+    """`run_on_child`, as `run_on_actors`: a death or a hang goes to `on_death` (here: once
+    more, then reported), a worker's error is reported and the child goes on."""
+    from collections import Counter
+
+    from pipeline.child import run_on_child
+
+    started, deaths = [], Counter()
+
+    def new_child() -> ChildWorker:
+        started.append(ChildWorker(Echo, "echo"))
+        started[-1].start()
+        return started[-1]
+
+    def again(item) -> bool:
+        deaths[item] += 1
+        return deaths[item] < 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            got = list(run_on_child(new_child(), ["a", "die", "fail", "hang", "z"], lambda c, item: c.submit("work", item), new_child, again, lambda item: item == "hang", 0.1))
+        finally:
+            for child in started:
+                child.close()
+    assert [(item, result) for item, result, _ in got] == [("a", "A"), ("die", None), ("fail", None), ("hang", None), ("z", "Z")]
+    errors = [error for _, _, error in got]
+    assert errors[0] is None and errors[4] is None
+    assert isinstance(errors[1], WorkerDied) and "killed by SIGKILL" in str(errors[1])
+    assert isinstance(errors[2], KeyError)
+    assert isinstance(errors[3], WorkerDied) and str(errors[3]) == "stopped as overdue"
+    assert deaths == {"die": 2, "hang": 2} and len(started) == 5  # each death started a fresh child
+    assert all(c._proc.poll() is not None for c in started)
 
 
 def test_a_worker_class_of_a_script_travels_by_value(tmp_path):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import WorkerDied, gpu_share, run_on_actors, set_up
-from pipeline.child import ChildWorker
+from pipeline.actors import gpu_share, run_on_actors, set_up
+from pipeline.child import ChildWorker, run_on_child
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
 from pipeline.atomic import remove_stale_partials, write_json_atomic
@@ -58,39 +58,42 @@ def _overdue(job: _Job, out: Path, timeout: float) -> bool:
     return True
 
 
-def _check_every(config: ShardConfig) -> float:
-    """Seconds between looks at the workers' markers: a tenth of the timeout, at most one."""
-    return min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
+def _watch(config: ShardConfig, logs: str) -> tuple[Callable, Callable | None, float]:
+    """(on_death, overdue, check_every) for `run_on_actors` and `run_on_child`: a video that
+    kills its worker, or holds it past the timeout, is recorded as failed and the shard goes
+    again. The markers are looked at every tenth of the timeout, at most every second.
+
+    Args:
+        logs: where the workers' own output is, for the error after two deaths outside videos.
+    """
+    overdue = (lambda job: _overdue(job, config.out, config.video_timeout)) if config.video_timeout else None
+    check_every = min(1.0, config.video_timeout / 10) if config.video_timeout else 1.0
+    return (lambda job: _record_crash(job, config, logs)), overdue, check_every
 
 
 def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
     """One worker, without Ray: in a child process, so that a video that crashes or hangs it
     is recorded as failed (as under Ray) instead of ending or holding the run."""
-    child = ChildWorker(worker_cls, config)
-    child.start()
+    children: list[ChildWorker] = []
+
+    def new_child() -> ChildWorker:
+        children.append(ChildWorker(worker_cls, config))
+        children[-1].start()
+        return children[-1]
+
+    def call(child: ChildWorker, job: _Job) -> None:
+        child.submit("process", job.task, retry_failed=job.retry_failed, crashed=job.crashed)
+
     try:
+        first = new_child()
         yield None  # set up: throughput is timed from here
-        for job in work:
-            while True:
-                child.submit("process", job.task, retry_failed=job.retry_failed, crashed=job.crashed)
-                stats = None
-                try:
-                    while not child.wait(_check_every(config)):
-                        if config.video_timeout and _overdue(job, config.out, config.video_timeout):
-                            break
-                    else:
-                        stats = child.result()
-                except WorkerDied:
-                    pass
-                if stats is not None:
-                    break
-                child.kill()  # dead already, or stopped here as overdue
-                _record_crash(job, config, "see the worker's output above")
-                child = ChildWorker(worker_cls, config)
-                child.start()
+        for _, stats, error in run_on_child(first, work, call, new_child, *_watch(config, "see the worker's output above")):
+            if error is not None:  # a fault in the stage itself, not a video: stop, plainly
+                raise error
             yield stats
     finally:
-        child.close()
+        for child in children:
+            child.close()
 
 
 def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
@@ -128,11 +131,7 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
         def call(actor, job: _Job):
             return actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)
 
-        # A worker that dies on a video, or is stopped on one for taking too long: that video is
-        # recorded as failed, and the shard goes again.
-        overdue = (lambda job: _overdue(job, config.out, config.video_timeout)) if config.video_timeout else None
-        deaths = run_on_actors(actors, work, call, lambda: actor_cls.remote(config), lambda job: _record_crash(job, config, "see Ray's logs"), overdue, _check_every(config))
-        for _, stats, error in deaths:
+        for _, stats, error in run_on_actors(actors, work, call, lambda: actor_cls.remote(config), *_watch(config, "see Ray's logs")):
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
             yield stats
