@@ -4,10 +4,44 @@ size them to the cluster's GPUs."""
 from __future__ import annotations
 
 import math
+import re
+import socket
 import time
 import warnings
 from collections import deque
 from typing import Callable, Iterable, Iterator
+
+# "host:port", optionally as a Ray Client address; "auto" and the like are left to Ray.
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None, connect_timeout: float = 10.0) -> None:
+    """Join the Ray cluster at `address`, or with None start a local one of `num_cpus` CPUs.
+
+    A local cluster is started even where RAY_ADDRESS is set: the address is the caller's to
+    pass (the CLIs read RAY_ADDRESS as the default of `--address`, as `ray job submit` sets it).
+
+    Raises:
+        RuntimeError: nothing answers at a "host:port" address within `connect_timeout`
+            seconds; Ray itself would retry for minutes without a word.
+    """
+    import ray
+
+    quiet = dict(logging_level="ERROR", log_to_driver=False)
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
+        return
+    m = _HOST_PORT.match(address.strip())
+    if m:
+        host, port = m["host"].strip("[]"), int(m["port"])
+        try:
+            socket.create_connection((host, port), timeout=connect_timeout).close()
+        except OSError as e:
+            raise RuntimeError(
+                f"no Ray cluster answers at {address!r} ({e.strerror or e}): start one there (`ray start --head`), "
+                "or correct --address (or RAY_ADDRESS, its default)"
+            ) from None
+    ray.init(address=address, **quiet)
 
 
 def set_up(actors: list) -> None:

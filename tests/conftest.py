@@ -41,3 +41,19 @@ def tiny_chain(tmp_path_factory) -> dict[str, Path]:
         warnings.simplefilter("ignore")
         run_embed_stage(EmbedConfig(shards=root / "shards", cache=root / "c.h5", backbone="fsar-micro-vit", pretrained="none", threads=1))
     return {"root": root, "shards": root / "shards", "cache": root / "c.h5"}
+
+
+@pytest.fixture
+def ray_cluster():
+    """The address of a 2-CPU Ray cluster started apart from the test, in its own head
+    processes as `ray start --head` starts one. While it runs, a plain `ray.init()` on this
+    machine joins it, so it lives for one test only."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+

@@ -142,3 +142,12 @@ class RefusingBackend:
     def decode(self, info, indices, size=None):
         self.calls += 1
         raise VideoError("decode error", f"{info.path}: {self.name}: codec profile not supported")
+
+
+def free_port() -> int:
+    """A TCP port on this machine where nothing listens (just now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -209,6 +209,15 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
     assert a == b
 
 
+def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster):
+    out = tmp_path / "joined.h5"
+    with pytest.warns(UserWarning):
+        run_embed_stage(embed_config(shards, out, workers=2, address=ray_cluster))
+    a, b = cache_content(out), cache_content(cache)
+    a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
+    assert a == b
+
+
 def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):
     """A worker killed once on a shard (as by the OOM killer) is replaced and the shard
     embedded by the new one: the cache equals the in-process one. A shard that kills every
@@ -220,7 +229,7 @@ def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed
     trains = sorted(p.name for p in (shards / "train").glob("*.tar"))
     plan = write_crash_plan(tmp_path / "plan.json", embed={f"train/{trains[0]}": "once"})
     env = {CRASH_ENV: str(plan), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
     try:
         with pytest.warns(UserWarning):
             run_embed_stage(embed_config(shards, tmp_path / "once.h5", workers=2), worker_cls=CrashingEmbedWorker)

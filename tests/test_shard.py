@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.data import app
-from corpus import RefusingBackend, bad_input_corpus, tree_digest, write_lists
+from corpus import RefusingBackend, bad_input_corpus, free_port, tree_digest, write_lists
 from pipeline.sampling import segment_middles
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.run import run_shard_stage
@@ -180,10 +180,10 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
     assert calls[:2] == [(0, n, 0), (0, n, 0)] and calls[-1] == (n, n, 0)
     assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) == 2 + len(list(out.glob("*/shard-*.tar")))
     run = summary["this_run"]  # the rate leaves out Ray's start and stop, which the wall time holds
-    assert run["startup_seconds"] > 0 and run["shutdown_seconds"] > 0
+    assert run["startup_seconds"] > 0 and run["shutdown_seconds"] > 0 and run["workers"] == 2
     assert n / run["videos_per_second"] + run["startup_seconds"] + run["shutdown_seconds"] <= run["seconds"]
     assert tree(out) == tree(shards)
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         manifest = json.loads((out / "manifest.json").read_text())
@@ -193,6 +193,47 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
             assert {"000.jpg", "json", "cls", "__key__"} <= set(rows[0])
     finally:
         ray.shutdown()
+
+
+def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster):
+    """`address`, and the CLI's RAY_ADDRESS (which `ray job submit` sets), put the actors on a
+    cluster started apart from the run: the shards equal the one-worker ones, and the cluster
+    is left up for its other jobs."""
+    import ray
+
+    summary = run_shard_stage(shard_config(synth_root, tmp_path / "api", workers=None, address=ray_cluster))
+    assert summary["this_run"]["ray_address"] == ray_cluster and tree(tmp_path / "api") == tree(shards)
+    assert summary["this_run"]["workers"] == 2  # one per CPU of the cluster (2), not of this machine
+    assert not ray.is_initialized()  # disconnected, not shut down: see below
+    args = ["shard", "synth", "--root", str(synth_root), "--out", str(tmp_path / "cli"), "--workers", "1", "--shard-size", "5", "--short-side", "48"]
+    result = CliRunner().invoke(app, args, env={"RAY_ADDRESS": ray_cluster})  # with an address, even 1 worker is on Ray
+    assert result.exit_code == 0, result.output
+    assert tree(tmp_path / "cli") == tree(shards)
+    run = json.loads((tmp_path / "cli" / "summary.json").read_text())["this_run"]
+    assert (run["workers"], run["ray_address"]) == (1, ray_cluster)
+    ray.init(address=ray_cluster, logging_level="ERROR", log_to_driver=False)
+    try:
+        assert ray.cluster_resources()["CPU"] == 2
+    finally:
+        ray.shutdown()
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once_and_only_a_given_one_is_used(shards, synth_root, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    nowhere = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", nowhere)
+    # the stage's own address is None: a local cluster starts, whatever RAY_ADDRESS says
+    run_shard_stage(shard_config(synth_root, tmp_path / "local", workers=2))
+    assert tree(tmp_path / "local") == tree(shards)
+    args = ["shard", "synth", "--root", str(synth_root), "--workers", "2", "--shard-size", "5", "--short-side", "48"]
+    for how in ([], ["--address", f"ray://{nowhere}"]):  # the CLI's default is RAY_ADDRESS
+        t = time.monotonic()
+        result = CliRunner().invoke(app, args + ["--out", str(tmp_path / "cli")] + how)
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.output.split())
+        assert f"no Ray cluster answers at '{(how or [None, nowhere])[1]}'" in message and "--address (or RAY_ADDRESS" in message
+        assert time.monotonic() - t < 30  # Ray by itself would retry for minutes, silently
+    assert not list((tmp_path / "cli").rglob("*.tar"))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +258,7 @@ def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(sh
 
     if cuda_available():
         pytest.skip("a GPU is present: DALI would set up")
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         run_shard_stage(shard_config(synth_root, tmp_path / "auto", workers=2, decoder="auto"))
         assert tree(tmp_path / "auto") == tree(shards)
@@ -247,7 +288,7 @@ def test_a_video_that_kills_or_holds_its_ray_worker_is_recorded_failed_and_the_j
     plan = write_crash_plan(tmp_path / "plan.json", videos=crash)
     tests_dir = str(Path(__file__).parent)
     env = {CRASH_ENV: str(plan), "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": env})
     try:
         out = tmp_path / "out"
         t0 = time.monotonic()

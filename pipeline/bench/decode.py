@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = corpora["ssv2-like VP9 240p"]
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     runs: dict[int, list[dict]] = {1: [], 2: []}
     try:
         for _ in range(args.repeats):  # interleaved, each its best run, as above

@@ -30,7 +30,9 @@ class EmbedConfig:
     workers: int = 1
     """Ray workers (one per GPU, or CPU workers); 1 without --address runs in this process."""
     address: str | None = None
-    """Address of an existing Ray cluster."""
+    """Address of an existing Ray cluster to join ("host:port", "ray://host:port" or "auto");
+    the CLI defaults to RAY_ADDRESS. The shards and the cache must be on storage every node
+    sees, and fsar installed on every node."""
     templates: tuple[str, ...] = tuple(PROMPT_SETS)
     """Prompt sets for the class-name text embeddings."""
     max_failure_rate: float = 0.0
@@ -42,6 +44,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         self.shards, self.cache = Path(self.shards), Path(self.cache)
+        self.address = (self.address or "").strip() or None  # an empty RAY_ADDRESS means none
         self.templates = tuple(self.templates)
         if not (self.shards / "manifest.json").exists():
             raise ValueError(f"{self.shards} has no manifest.json: run `fsar-data shard` first")

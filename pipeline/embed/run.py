@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import __version__
-from pipeline.actors import WorkerDied, run_on_actors, set_up, whole_gpu_actors
+from pipeline.actors import WorkerDied, init_ray, run_on_actors, set_up, whole_gpu_actors
 from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
@@ -51,8 +51,7 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
 
     started = not ray.is_initialized()
     if started:
-        kw = {"address": config.address} if config.address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
-        ray.init(logging_level="ERROR", log_to_driver=False, **kw)
+        init_ray(config.address, num_cpus=os.cpu_count())
     try:
         gpu = device == "cuda"
         threads = max(1, (os.cpu_count() or 1) // config.workers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.datasets import DATASETS, SPLITS
@@ -36,10 +36,13 @@ class ShardConfig:
     """auto, dali (GPU), dali-cpu (VP8/VP9) or pyav."""
     shard_size: int = 64
     """Videos per shard (one shard is one unit of work)."""
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Ray workers on the local cluster (1 without --address: one worker process, no Ray)."""
+    workers: int | None = None
+    """Ray workers (1 without --address: one worker process, no Ray); None: one per CPU of
+    this machine, or with `address` of the joined cluster."""
     address: str | None = None
-    """Address of an existing Ray cluster (OUT must then be on storage every node sees)."""
+    """Address of an existing Ray cluster to join ("host:port", "ray://host:port" or "auto");
+    the CLI defaults to RAY_ADDRESS. The videos and OUT must be on storage every node sees,
+    and fsar installed on every node."""
     video_timeout: float = 300.0
     """A video still decoding after this many seconds (a decoder stuck in native code) is
     recorded as failed and its worker replaced; 0: no limit."""
@@ -52,6 +55,7 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         self.root, self.out = Path(self.root), Path(self.out)
+        self.address = (self.address or "").strip() or None  # an empty RAY_ADDRESS means none
         self.splits_dir = Path(self.splits_dir) if self.splits_dir else None
         self.splits = tuple(self.splits)
         if self.dataset not in DATASETS:
@@ -71,7 +75,9 @@ class ShardConfig:
             raise ValueError(f"unknown decoder {self.decoder!r}; known: {', '.join(BACKENDS)}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.workers < 1:
+        if self.workers is None and self.address is None:
+            self.workers = os.cpu_count() or 1
+        if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not self.video_timeout >= 0:
             raise ValueError(f"video_timeout must be >= 0 seconds (0: no limit), got {self.video_timeout}")

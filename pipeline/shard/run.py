@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, run_on_actors, set_up
+from pipeline.actors import gpu_share, init_ray, run_on_actors, set_up
 from pipeline.child import ChildWorker, run_on_child
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
@@ -71,9 +71,10 @@ def _watch(config: ShardConfig, logs: str) -> tuple[Callable, Callable | None, f
     return (lambda job: _record_crash(job, config, logs)), overdue, check_every
 
 
-def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
+def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | int]:
     """One worker, without Ray: in a child process, so that a video that crashes or hangs it
-    is recorded as failed (as under Ray) instead of ending or holding the run."""
+    is recorded as failed (as under Ray) instead of ending or holding the run. Yields 1 (the
+    workers started) once it is set up, then each shard's stats."""
     children: list[ChildWorker] = []
 
     def new_child() -> ChildWorker:
@@ -86,7 +87,7 @@ def _run_local(config: ShardConfig, work: list[_Job], worker_cls: type) -> Itera
 
     try:
         first = new_child()
-        yield None  # set up: throughput is timed from here
+        yield 1  # set up: throughput is timed from here
         for _, stats, error in run_on_child(first, work, call, new_child, *_watch(config, "see the worker's output above")):
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
@@ -110,23 +111,22 @@ def gpus_per_actor(decoder: str, actors: int, cluster_gpus: float) -> float:
     return 0
 
 
-def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | None]:
-    """One actor per worker (its decoder is set up once), each shard one task."""
+def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterator[dict | int]:
+    """One actor per worker (its decoder is set up once; `config.workers` None: one per CPU of
+    the cluster), each shard one task. Yields the actors' number once they are set up, then
+    each shard's stats."""
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
-        if config.address:
-            ray.init(address=config.address, logging_level="ERROR", log_to_driver=False)
-        else:
-            ray.init(num_cpus=config.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        init_ray(config.address, num_cpus=config.workers)
     try:
-        n_actors = max(1, min(config.workers, len(work)))
+        n_actors = max(1, min(config.workers or int(ray.cluster_resources().get("CPU", 1)), len(work)))
         gpus = gpus_per_actor(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(worker_cls)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
         set_up(actors)
-        yield None  # workers are up: throughput is timed from here
+        yield n_actors  # workers are up: throughput is timed from here
 
         def call(actor, job: _Job):
             return actor.process.remote(job.task, retry_failed=job.retry_failed, crashed=job.crashed)
@@ -223,13 +223,15 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
     failures = sum(v["failed"] for v in done.values())
     if on_progress:
         on_progress(skipped_videos, total, failures)
-    results: Iterable[dict | None] = []
+    results: Iterable[dict | int] = []
+    workers = 0
     if work:
-        use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)
+        use_ray = config.address is not None or (config.workers > 1 and len(work) > 1)  # workers is None only with an address
         results = _run_ray(config, work, worker_cls) if use_ray else _run_local(config, work, worker_cls)
     t_start = t_work = t_last = time.perf_counter()
     for stats in results:
-        if stats is None:  # workers ready: the progress rate is timed from here, as the summary's
+        if isinstance(stats, int):  # workers ready: the progress rate is timed from here, as the summary's
+            workers = stats
             t_work = t_last = time.perf_counter()
             if on_progress:
                 on_progress(skipped_videos, total, failures)
@@ -243,6 +245,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
             on_progress(skipped_videos + processed, total, failures)
     t_end = time.perf_counter()
     summary = summarise(config, [done[(t.split, t.index)] for t in tasks], processed, t_end - t0, t_last - t_work)
+    summary["this_run"]["workers"] = workers  # started (0: nothing to do; 1: no Ray)
     summary["this_run"]["startup_seconds"] = round(t_work - t_start, 3)
     summary["this_run"]["shutdown_seconds"] = round(t_end - t_last, 3)
     write_json_atomic(config.out / "summary.json", summary)
@@ -290,7 +293,6 @@ def summarise(config: ShardConfig, shard_stats: list[dict], processed: int, seco
             "videos_processed": processed,
             "seconds": round(seconds, 3),
             "videos_per_second": round(processed / work_seconds, 3) if processed and work_seconds > 0 else None,  # workers up
-            "workers": config.workers,
             "ray_address": config.address,
         },
         "failed_videos": failed_videos,
