@@ -50,6 +50,8 @@ def set_up(actors: list) -> None:
     Raises:
         the worker's own exception when one cannot set up (no GPU, no DALI, a missing
         checkpoint), not Ray's wrapper with its remote traceback.
+        RuntimeError: an actor's process could not start or died first; the one that
+            cannot import its class (fsar missing on a node) says so.
     """
     import ray
 
@@ -57,6 +59,16 @@ def set_up(actors: list) -> None:
         ray.get([a.setup.remote() for a in actors])
     except ray.exceptions.RayTaskError as e:
         raise plain_error(e) from None
+    except ray.exceptions.RayActorError as e:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # Ray colours the remote frames
+        errors = re.findall(r"^(\w+(?:Error|Exception): .+)$", text, re.M)
+        if "failed to import" in text or any(m.startswith(("ModuleNotFoundError", "ImportError")) for m in errors):
+            why = next((m for m in reversed(errors) if m.startswith(("ModuleNotFoundError", "ImportError"))), errors[-1] if errors else "")
+            raise RuntimeError(
+                f"a Ray worker could not import its stage ({why}): every node of the cluster needs fsar "
+                "installed, in the same Python environment as Ray's workers there"
+            ) from None
+        raise RuntimeError(f"a Ray worker died before it was set up: {(errors or text.splitlines() or [''])[-1]} (see Ray's logs)") from None
 
 
 def plain_error(e: Exception) -> Exception:

@@ -195,11 +195,21 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
         ray.shutdown()
 
 
-def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster):
+def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster, monkeypatch):
     """`address`, and the CLI's RAY_ADDRESS (which `ray job submit` sets), put the actors on a
     cluster started apart from the run: the shards equal the one-worker ones, and the cluster
-    is left up for its other jobs."""
+    is left up for its other jobs. A stage class the cluster's workers cannot import (as where
+    fsar is not installed on a node) is named in a plain error."""
     import ray
+
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "driver_only_stage.py").write_text("from pipeline.shard.worker import ShardWorker\n\n\nclass DriverOnlyWorker(ShardWorker):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "here"))  # on the driver's path, not the workers'
+    from driver_only_stage import DriverOnlyWorker
+
+    expected = r"^a Ray worker could not import its stage \(ModuleNotFoundError: No module named 'driver_only_stage'\): every node"
+    with pytest.raises(RuntimeError, match=expected):
+        run_shard_stage(shard_config(synth_root, tmp_path / "unimportable", workers=2, address=ray_cluster), worker_cls=DriverOnlyWorker)
 
     summary = run_shard_stage(shard_config(synth_root, tmp_path / "api", workers=None, address=ray_cluster))
     assert summary["this_run"]["ray_address"] == ray_cluster and tree(tmp_path / "api") == tree(shards)
