@@ -209,10 +209,11 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
     assert a == b
 
 
-def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster):
+def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: the cluster's workers do not share the driver's cwd
     out = tmp_path / "joined.h5"
     with pytest.warns(UserWarning):
-        run_embed_stage(embed_config(shards, out, workers=2, address=ray_cluster))
+        run_embed_stage(embed_config(Path(os.path.relpath(shards)), Path("joined.h5"), workers=2, address=ray_cluster))
     a, b = cache_content(out), cache_content(cache)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b

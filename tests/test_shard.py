@@ -197,9 +197,10 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
 
 def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster, monkeypatch):
     """`address`, and the CLI's RAY_ADDRESS (which `ray job submit` sets), put the actors on a
-    cluster started apart from the run: the shards equal the one-worker ones, and the cluster
-    is left up for its other jobs. A stage class the cluster's workers cannot import (as where
-    fsar is not installed on a node) is named in a plain error."""
+    cluster started apart from the run: the shards equal the one-worker ones, paths relative
+    to the driver's cwd included, and the cluster is left up for its other jobs. A stage class
+    the cluster's workers cannot import (as where fsar is not installed on a node) is named
+    in a plain error."""
     import ray
 
     (tmp_path / "here").mkdir()
@@ -215,7 +216,8 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
     assert summary["this_run"]["ray_address"] == ray_cluster and tree(tmp_path / "api") == tree(shards)
     assert summary["this_run"]["workers"] == 2  # one per CPU of the cluster (2), not of this machine
     assert not ray.is_initialized()  # disconnected, not shut down: see below
-    args = ["shard", "synth", "--root", str(synth_root), "--out", str(tmp_path / "cli"), "--workers", "1", "--shard-size", "5", "--short-side", "48"]
+    monkeypatch.chdir(tmp_path)  # paths relative to the driver's cwd, which the cluster's workers do not share
+    args = ["shard", "synth", "--root", os.path.relpath(synth_root), "--out", "cli", "--workers", "1", "--shard-size", "5", "--short-side", "48"]
     result = CliRunner().invoke(app, args, env={"RAY_ADDRESS": ray_cluster})  # with an address, even 1 worker is on Ray
     assert result.exit_code == 0, result.output
     assert tree(tmp_path / "cli") == tree(shards)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.paths import absolute
 from pipeline.prompts import PROMPT_SETS
 
 
@@ -43,7 +44,7 @@ class EmbedConfig:
     """CPU threads for the forward pass in each worker."""
 
     def __post_init__(self) -> None:
-        self.shards, self.cache = Path(self.shards), Path(self.cache)
+        self.shards, self.cache = absolute(self.shards), absolute(self.cache)  # as workers on other nodes see them
         self.address = (self.address or "").strip() or None  # an empty RAY_ADDRESS means none
         self.templates = tuple(self.templates)
         if not (self.shards / "manifest.json").exists():

@@ -18,6 +18,7 @@ from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomi
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
 from pipeline.embed.worker import EmbedWorker, ShardReadError
+from pipeline.paths import absolute
 from pipeline.prompts import PROMPT_SETS
 
 Progress = Callable[[int, int, int], None]  # (shards done, shards total, shards failed)
@@ -31,6 +32,8 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     """
     name = resolve_name(config.backbone)
     pretrained = config.pretrained or default_pretrained(name)
+    if pretrained != "none" and absolute(pretrained).is_file():  # a checkpoint: named as workers elsewhere find it
+        pretrained = str(absolute(pretrained))
     if pretrained != "none":
         return BackboneSpec(name, pretrained), {}
     warnings.warn(

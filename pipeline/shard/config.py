@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.datasets import DATASETS, SPLITS
+from pipeline.paths import absolute
 from pipeline.video.decode import BACKENDS
 
 
@@ -54,9 +55,11 @@ class ShardConfig:
     """Where downloaded split lists are cached (default ~/.cache/fsar)."""
 
     def __post_init__(self) -> None:
-        self.root, self.out = Path(self.root), Path(self.out)
+        # Absolute, as the workers see them: on a joined cluster they do not share this cwd.
+        self.root, self.out = absolute(self.root), absolute(self.out)
+        self.splits_dir = absolute(self.splits_dir) if self.splits_dir else None
+        self.cache_dir = absolute(self.cache_dir) if self.cache_dir else None
         self.address = (self.address or "").strip() or None  # an empty RAY_ADDRESS means none
-        self.splits_dir = Path(self.splits_dir) if self.splits_dir else None
         self.splits = tuple(self.splits)
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
@@ -97,3 +100,4 @@ class ShardConfig:
             "jpeg_quality": self.jpeg_quality,
             "shard_size": self.shard_size,
         }
+
