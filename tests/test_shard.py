@@ -223,6 +223,7 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
     assert tree(tmp_path / "cli") == tree(shards)
     run = json.loads((tmp_path / "cli" / "summary.json").read_text())["this_run"]
     assert (run["workers"], run["ray_address"]) == (1, ray_cluster)
+    assert f"by 1 worker of the Ray cluster at {ray_cluster} (" in " ".join(result.output.split())
     ray.init(address=ray_cluster, logging_level="ERROR", log_to_driver=False)
     try:
         assert ray.cluster_resources()["CPU"] == 2
@@ -539,7 +540,7 @@ def test_cli_exit_code_follows_the_failure_rate(bad_corpus, tmp_path):
     ok = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())["this_run"]
-    assert f"this run: {summary['videos_processed']} videos in {summary['seconds']:.1f} s ({summary['videos_per_second']:.1f} videos/s" in " ".join(ok.output.split())
+    assert f"this run: {summary['videos_processed']} videos in {summary['seconds']:.1f} s by 1 worker ({summary['videos_per_second']:.1f} videos/s" in " ".join(ok.output.split())
     again = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
     assert again.exit_code == 0 and "this run: 0 videos in" in again.output and "(nothing to do)" in again.output
     args[-1] = "train"
