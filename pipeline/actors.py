@@ -23,7 +23,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 
     Raises:
         RuntimeError: nothing answers at a "host:port" address within `connect_timeout`
-            seconds; Ray itself would retry for minutes without a word.
+            seconds (Ray itself would retry for minutes without a word), or Ray finds no
+            cluster at the address.
     """
     import ray
 
@@ -41,7 +42,10 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
                 f"no Ray cluster answers at {address!r} ({e.strerror or e}): start one there (`ray start --head`), "
                 "or correct --address (or RAY_ADDRESS, its default)"
             ) from None
-    ray.init(address=address, **quiet)
+    try:
+        ray.init(address=address, **quiet)
+    except ConnectionError as e:  # e.g. "auto" with no cluster running on this machine
+        raise RuntimeError(f"no Ray cluster at {address!r}: {e}") from None
 
 
 def set_up(actors: list) -> None:

@@ -247,6 +247,9 @@ def test_an_address_where_no_cluster_answers_fails_at_once_and_only_a_given_one_
         assert f"no Ray cluster answers at '{(how or [None, nowhere])[1]}'" in message and "--address (or RAY_ADDRESS" in message
         assert time.monotonic() - t < 30  # Ray by itself would retry for minutes, silently
     assert not list((tmp_path / "cli").rglob("*.tar"))
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # Ray's "the cluster running here": none is
+    result = CliRunner().invoke(app, args + ["--out", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "no Ray cluster at 'auto': Could not find any running Ray instance" in " ".join(result.output.split()), result.output
 
 
 @pytest.mark.parametrize(

@@ -100,4 +100,3 @@ class ShardConfig:
             "jpeg_quality": self.jpeg_quality,
             "shard_size": self.shard_size,
         }
-
