@@ -11,7 +11,7 @@ import warnings
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
-# "host:port", optionally as a Ray Client address; "auto" and the like are left to Ray.
+# "host:port" (or a Ray Client "ray://host:port"); "auto" and the like are left to Ray.
 _HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 
 

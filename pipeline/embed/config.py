@@ -31,7 +31,7 @@ class EmbedConfig:
     workers: int = 1
     """Ray workers (one per GPU, or CPU workers); 1 without --address runs in this process."""
     address: str | None = None
-    """Address of an existing Ray cluster to join ("host:port", "ray://host:port" or "auto");
+    """Address of an existing Ray cluster to join ("host:port" of its head, or "auto");
     the CLI defaults to RAY_ADDRESS. The shards and the cache must be on storage every node
     sees, and fsar installed on every node."""
     templates: tuple[str, ...] = tuple(PROMPT_SETS)

@@ -41,7 +41,7 @@ class ShardConfig:
     """Ray workers (1 without --address: one worker process, no Ray); None: one per CPU of
     this machine, or with `address` of the joined cluster."""
     address: str | None = None
-    """Address of an existing Ray cluster to join ("host:port", "ray://host:port" or "auto");
+    """Address of an existing Ray cluster to join ("host:port" of its head, or "auto");
     the CLI defaults to RAY_ADDRESS. The videos and OUT must be on storage every node sees,
     and fsar installed on every node."""
     video_timeout: float = 300.0
