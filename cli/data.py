@@ -209,8 +209,11 @@ def print_shard_summary(summary: dict) -> None:
         overhead = [f"{run[k]:.1f} s to {verb}" for k, verb in (("startup_seconds", "start"), ("shutdown_seconds", "stop")) if run[k] >= 0.1]
         if overhead:
             rate += " once started; " + ", ".join(overhead)
-    w = run["workers"]
-    by = f" by {w} worker{'s' if w > 1 else ''}" + (f" of the Ray cluster at {run['ray_address']}" if run["ray_address"] else "") if w else ""
+    by = ""
+    if run["workers"]:
+        by = f" by {run['workers']} worker" + ("s" if run["workers"] > 1 else "")
+        if run["ray_address"]:
+            by += f" of the Ray cluster at {run['ray_address']}"
     console.print(f"this run: {run['videos_processed']} videos in {run['seconds']:.1f} s{by} ({rate}); decoders: {summary['decoders']}")
     if summary["failures_by_reason"]:
         console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))

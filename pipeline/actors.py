@@ -9,6 +9,7 @@ import socket
 import time
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
 # "host:port" (or a Ray Client "ray://host:port"); "auto" and the like are left to Ray.
@@ -48,14 +49,31 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         raise RuntimeError(f"no Ray cluster at {address!r}: {e}") from None
 
 
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the length of a stage, through `init_ray`, and left at the end: shut down
+    when started here, disconnected from when joined. A session already open (a notebook's,
+    a test's) is used as it is and left open."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    init_ray(address, num_cpus=num_cpus)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def set_up(actors: list) -> None:
     """Run every actor's `setup()` and wait for all.
 
     Raises:
         the worker's own exception when one cannot set up (no GPU, no DALI, a missing
         checkpoint), not Ray's wrapper with its remote traceback.
-        RuntimeError: an actor's process could not start or died first; the one that
-            cannot import its class (fsar missing on a node) says so.
+        RuntimeError: an actor's process could not start or died first; one that cannot
+            import its class (fsar missing on a node) says so.
     """
     import ray
 
@@ -65,11 +83,11 @@ def set_up(actors: list) -> None:
         raise plain_error(e) from None
     except ray.exceptions.RayActorError as e:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # Ray colours the remote frames
-        errors = re.findall(r"^(\w+(?:Error|Exception): .+)$", text, re.M)
-        if "failed to import" in text or any(m.startswith(("ModuleNotFoundError", "ImportError")) for m in errors):
-            why = next((m for m in reversed(errors) if m.startswith(("ModuleNotFoundError", "ImportError"))), errors[-1] if errors else "")
+        errors = re.findall(r"^(\w+(?:Error|Exception): .+)$", text, re.M)  # the remote exceptions' last lines
+        imports = [m for m in errors if m.startswith(("ModuleNotFoundError", "ImportError"))]
+        if imports:
             raise RuntimeError(
-                f"a Ray worker could not import its stage ({why}): every node of the cluster needs fsar "
+                f"a Ray worker could not import its stage ({imports[-1]}): every node of the cluster needs fsar "
                 "installed, in the same Python environment as Ray's workers there"
             ) from None
         raise RuntimeError(f"a Ray worker died before it was set up: {(errors or text.splitlines() or [''])[-1]} (see Ray's logs)") from None

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import __version__
-from pipeline.actors import WorkerDied, init_ray, run_on_actors, set_up, whole_gpu_actors
+from pipeline.actors import WorkerDied, ray_session, run_on_actors, set_up, whole_gpu_actors
 from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
@@ -32,8 +32,8 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     """
     name = resolve_name(config.backbone)
     pretrained = config.pretrained or default_pretrained(name)
-    if pretrained != "none" and absolute(pretrained).is_file():  # a checkpoint: named as workers elsewhere find it
-        pretrained = str(absolute(pretrained))
+    if pretrained != "none" and (file := absolute(pretrained)).is_file():  # a checkpoint: named as workers elsewhere find it
+        pretrained = str(file)
     if pretrained != "none":
         return BackboneSpec(name, pretrained), {}
     warnings.warn(
@@ -52,10 +52,7 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
 def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple]:
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        init_ray(config.address, num_cpus=os.cpu_count())
-    try:
+    with ray_session(config.address, num_cpus=os.cpu_count()):
         gpu = device == "cuda"
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(worker_cls)
@@ -83,9 +80,6 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
             if isinstance(error, WorkerDied):
                 error = f"{w[1]}: {error}"  # a read error names its shard itself
             yield w, stats, None if error is None else f"{error}"[:300]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, worker_cls: type = EmbedWorker) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, init_ray, run_on_actors, set_up
+from pipeline.actors import gpu_share, ray_session, run_on_actors, set_up
 from pipeline.child import ChildWorker, run_on_child
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
@@ -117,12 +117,10 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
     each shard's stats."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        init_ray(config.address, num_cpus=config.workers)
-    try:
-        n_actors = max(1, min(config.workers or int(ray.cluster_resources().get("CPU", 1)), len(work)))
-        gpus = gpus_per_actor(config.decoder, n_actors, ray.cluster_resources().get("GPU", 0))
+    with ray_session(config.address, num_cpus=config.workers):
+        resources = ray.cluster_resources()
+        n_actors = max(1, min(config.workers or int(resources.get("CPU", 1)), len(work)))
+        gpus = gpus_per_actor(config.decoder, n_actors, resources.get("GPU", 0))
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(worker_cls)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
         set_up(actors)
@@ -135,9 +133,6 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
             if error is not None:  # a fault in the stage itself, not a video: stop, plainly
                 raise error
             yield stats
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _record_crash(job: _Job, config: ShardConfig, logs: str) -> bool:
