@@ -124,6 +124,35 @@ def whole_gpu_actors(wanted: int, cluster_gpus: float) -> int:
     return wanted
 
 
+def node_cpus() -> list[int]:
+    """The CPUs of each live node of the Ray cluster this process is connected to."""
+    import ray
+
+    return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def cpus_per_actor(actors: int, nodes: list[int]) -> int:
+    """The CPUs (threads) each of `actors` CPU actors asks for: the most that still lets all of
+    them be placed at once on nodes of `nodes` CPUs (an actor lives on one node), at least 1."""
+    for each in range(max(1, min(max(nodes, default=1), sum(nodes) // max(1, actors))), 1, -1):
+        if sum(c // each for c in nodes) >= actors:
+            return each
+    return 1
+
+
+def warn_unplaced(actors: int, each: int, nodes: list[int]) -> None:
+    """Warn when the cluster cannot hold `actors` actors of `each` CPUs at once: Ray starts
+    the rest only when nodes join (an autoscaler's), and the stage waits for them until then."""
+    room = sum(c // each for c in nodes)
+    if room < actors:
+        warnings.warn(
+            f"{actors} workers want {each} CPU{'s' if each > 1 else ''} each and the Ray cluster has room for {room} now "
+            f"({sum(nodes)} CPUs on {len(nodes)} node{'s' if len(nodes) != 1 else ''}): the stage waits until nodes join; "
+            "ask for fewer --workers",
+            stacklevel=3,
+        )
+
+
 class WorkerDied(Exception):
     """An actor's process died (a crash in native code, the OOM killer) while on an item."""
 

@@ -44,14 +44,15 @@ def tiny_chain(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def ray_cluster():
-    """The address of a 2-CPU Ray cluster started apart from the test, in its own head
-    processes as `ray start --head` starts one. While it runs, a plain `ray.init()` on this
-    machine joins it, so it lives for one test only."""
+def ray_cluster(request):
+    """The address of a Ray cluster started apart from the test, in its own head processes
+    as `ray start --head` starts one: 2 CPUs, or as many as the test's indirect parameter.
+    While it runs, a plain `ray.init()` on this machine joins it, so it lives for one test only."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cpus = getattr(request, "param", 2)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
     try:
         yield cluster.address
     finally:

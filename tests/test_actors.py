@@ -1,4 +1,4 @@
-"""Sizing Ray actors to the cluster's GPUs."""
+"""Sizing Ray actors to the cluster's GPUs and CPUs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from pipeline.actors import gpu_share, whole_gpu_actors
+from pipeline.actors import cpus_per_actor, gpu_share, warn_unplaced, whole_gpu_actors
 
 
 @pytest.mark.parametrize("actors,gpus", [(1, 1), (2, 1), (3, 1), (7, 2), (16, 1), (2, 8), (3, 0)])
@@ -26,3 +26,27 @@ def test_whole_gpu_actors_are_capped_at_the_clusters_gpus():
         assert whole_gpu_actors(4, 1) == 1
     with pytest.raises(RuntimeError, match="no GPU in the Ray cluster: use --device cpu"):
         whole_gpu_actors(2, 0.5)
+
+
+@pytest.mark.parametrize(
+    "actors,nodes",
+    [(1, [2]), (2, [2]), (3, [2]), (1, [64]), (4, [64]), (3, [64]), (2, [4, 2]), (3, [4, 2]), (2, [8, 8, 1]), (5, [3, 3]), (7, [3, 3]), (2, [0, 6]), (2, [])],
+)
+def test_cpus_per_actor_is_the_largest_share_that_places_every_actor(actors, nodes):
+    def fits(each):
+        return sum(c // each for c in nodes) >= actors
+
+    best = max([e for e in range(1, max(nodes, default=1) + 1) if fits(e)], default=1)  # plain search
+    assert cpus_per_actor(actors, nodes) == best
+
+
+def test_cpus_per_actor_examples_and_the_unplaced_warning():
+    assert cpus_per_actor(2, [4, 2]) == 2  # an equal share (3) would place one of the two
+    assert cpus_per_actor(1, [8, 8]) == 8  # one actor lives on one node
+    assert cpus_per_actor(3, [2]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unplaced(2, 2, [4, 2])
+        warn_unplaced(4, 1, [2, 2])
+    with pytest.warns(UserWarning, match=r"3 workers want 1 CPU each and the Ray cluster has room for 2 now \(2 CPUs on 1 node\): the stage waits"):
+        warn_unplaced(3, 1, [2])

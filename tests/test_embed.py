@@ -200,23 +200,42 @@ def test_unreadable_shard_is_reported_and_skipped_or_fails(shards, tmp_path):
 
 
 def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
+    """Three workers, more than this machine's two cores (where a local cluster of its cores
+    could place only two, and setting up waited for the third for ever): all start, sharing them."""
     pytest.importorskip("ray")
     out = tmp_path / "ray.h5"
     with pytest.warns(UserWarning):
-        run_embed_stage(embed_config(shards, out, workers=2))
+        summary = run_embed_stage(embed_config(shards, out, workers=3))
+    assert summary["this_run"]["workers"] == 3
+    assert summary["this_run"]["threads_per_worker"] == max(1, os.cpu_count() // 3)
     a, b = cache_content(out), cache_content(cache)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b
 
 
+@pytest.mark.parametrize("ray_cluster", [6], indirect=True)
 def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster, monkeypatch):
+    """Relative paths from another cwd; the workers' threads come from the cluster's 6 CPUs, not this machine's."""
     monkeypatch.chdir(tmp_path)  # relative paths: the cluster's workers do not share the driver's cwd
     out = tmp_path / "joined.h5"
     with pytest.warns(UserWarning):
-        run_embed_stage(embed_config(Path(os.path.relpath(shards)), Path("joined.h5"), workers=2, address=ray_cluster))
+        summary = run_embed_stage(embed_config(Path(os.path.relpath(shards)), Path("joined.h5"), workers=2, address=ray_cluster))
+    assert (summary["this_run"]["workers"], summary["this_run"]["threads_per_worker"]) == (2, 3)
     a, b = cache_content(out), cache_content(cache)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b
+
+
+def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.data import app
+
+    result = CliRunner().invoke(app, ["embed", "--shards", str(shards), "--cache", str(tmp_path / "c.h5"), "--backbone", BACKBONE, "--pretrained", "none", "--batch", "32"])
+    assert result.exit_code == 0, result.output
+    text = "".join(result.output.split())  # as wrapped to any width
+    assert text.count("WARNING:fsar-micro-vitwithRANDOMweights(--pretrainednone,seed0)") == 1, result.output
+    assert "UserWarning" not in text and text.index("RANDOMweights(--pretrained") < text.index("embedding━") < text.index("cachewrittento")
 
 
 def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):

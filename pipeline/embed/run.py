@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import __version__
-from pipeline.actors import WorkerDied, ray_session, run_on_actors, set_up, whole_gpu_actors
+from pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
 from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
@@ -49,19 +49,28 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
-def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple]:
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type, layout: dict) -> Iterator[tuple]:
+    """Embed `work` on Ray actors; `layout` gets the workers started and the threads of each."""
     import ray
 
-    with ray_session(config.address, num_cpus=os.cpu_count()):
+    layout.update(workers=0, threads_per_worker=0)
+    if not work:  # every part is there: no cluster to start
+        return
+    n = min(config.workers, len(work))
+    # A local cluster holds every worker: more workers than cores share them, one thread each.
+    with ray_session(config.address, num_cpus=max(os.cpu_count() or 1, n)):
         gpu = device == "cuda"
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
-        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1 if gpu else threads)(worker_cls)
-        n = min(config.workers, len(work))
+        nodes = node_cpus()
         gpus = ray.cluster_resources().get("GPU", 0)
         if gpu and not config.address:  # one model per GPU: on this machine, actors beyond its GPUs could never start
             n = whole_gpu_actors(n, gpus)
         elif gpu and gpus < n:  # an autoscaler may add GPU nodes for them
             warnings.warn(f"{n} workers want one GPU each and the Ray cluster has {gpus:g} now: the rest wait for GPUs to join", stacklevel=2)
+        threads = 1 if gpu else cpus_per_actor(n, nodes)  # the cluster's CPUs, shared out, not this machine's
+        if not gpu:
+            warn_unplaced(n, threads, nodes)
+        layout.update(workers=n, threads_per_worker=threads)
+        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=threads)(worker_cls)
 
         def new_actor():
             return actor.remote(spec, device, precision, config.batch, threads)
@@ -130,8 +139,9 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
     frames_done, t_work = 0, time.perf_counter()
     if on_progress:
         on_progress(len(tasks) - len(work), len(tasks), 0)
+    layout = {"workers": 1 if work else 0, "threads_per_worker": config.threads if work else 0}
     if config.workers > 1 or config.address:
-        results = _run_ray(config, spec, device, precision, work, worker_cls)
+        results = _run_ray(config, spec, device, precision, work, worker_cls, layout)
     else:
         worker = worker_cls(spec, device, precision, config.batch, config.threads)
         worker.setup(model)
@@ -164,7 +174,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
         "precision": precision,
         "shards": len(tasks),
         "failed_shards": failed,
-        "this_run": {"frames": frames_done, "seconds": round(seconds_work, 3), "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None},
+        "this_run": {**layout, "frames": frames_done, "seconds": round(seconds_work, 3), "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None},
     }
     if rate > config.max_failure_rate:
         raise RuntimeError(

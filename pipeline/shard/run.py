@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, ray_session, run_on_actors, set_up
+from pipeline.actors import gpu_share, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced
 from pipeline.child import ChildWorker, run_on_child
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
@@ -120,6 +120,7 @@ def _run_ray(config: ShardConfig, work: list[_Job], worker_cls: type) -> Iterato
     with ray_session(config.address, num_cpus=config.workers):
         resources = ray.cluster_resources()
         n_actors = max(1, min(config.workers or int(resources.get("CPU", 1)), len(work)))
+        warn_unplaced(n_actors, 1, node_cpus())  # more --workers than a joined cluster's CPUs
         gpus = gpus_per_actor(config.decoder, n_actors, resources.get("GPU", 0))
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(worker_cls)
         actors = [actor_cls.remote(config) for _ in range(n_actors)]
