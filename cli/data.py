@@ -1,4 +1,4 @@
-"""`fsar-data`: dataset commands (synthetic benchmark; sharding and embedding arrive with their stages)."""
+"""`fsar-data`: dataset commands (synthetic benchmark, shards, embedding caches)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cli.progress import console, progress_bar
+from cli.progress import console, progress_bar, warnings_to_console
 
 app = typer.Typer(
     name="fsar-data",
@@ -133,7 +133,7 @@ def shard(
             retry_failed=retry_failed,
             video_timeout=video_timeout,
         )
-        with progress_bar("sharding", "videos") as on_progress:
+        with warnings_to_console(), progress_bar("sharding", "videos") as on_progress:
             summary = run_shard_stage(config, on_progress=on_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
@@ -161,8 +161,6 @@ def embed(
     max_failure_rate: float = typer.Option(0.0, help="Fraction of shards tolerated that cannot be embedded (unreadable, or their worker died twice): reported and skipped."),
 ) -> None:
     """Embed every stored frame and each split's class names with a frozen open_clip model into HDF5."""
-    import warnings
-
     from pipeline.embed.config import EmbedConfig
     from pipeline.embed.run import run_embed_stage
 
@@ -171,13 +169,8 @@ def embed(
             shards=shards, cache=cache, backbone=backbone, pretrained=pretrained, device=device, precision=precision,
             batch=batch, workers=workers, address=address, templates=parse_list(templates), max_failure_rate=max_failure_rate,
         )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with progress_bar("embedding", "shards") as on_progress:
-                summary = run_embed_stage(config, on_progress=on_progress)
-        for w in caught:
-            if "RANDOM weights" in str(w.message):
-                console.print(f"[bold red]WARNING: {w.message}[/bold red]")
+        with warnings_to_console(), progress_bar("embedding", "shards") as on_progress:
+            summary = run_embed_stage(config, on_progress=on_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None

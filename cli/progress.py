@@ -1,7 +1,8 @@
-"""A rich progress bar with item rate, shared by the long-running commands."""
+"""A rich progress bar with item rate, and warnings shown as they come, shared by the long-running commands."""
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Callable, Iterator
@@ -115,3 +116,24 @@ def train_bar(total: int) -> Iterator[Callable[[int, dict], None]]:
             bar.update(task, completed=done, stats=stats)
 
         yield update
+
+
+@contextmanager
+def warnings_to_console() -> Iterator[None]:
+    """Show each warning at once as a 'warning: ...' line on the console, above a live progress
+    bar (a stage may warn, say, that it waits for nodes to join), instead of Python's
+    file-and-line form; a warning that weights are random in bold red. Python's filters apply."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if "RANDOM weights" in text:
+            console.print(f"WARNING: {text}", style="bold red", markup=False, highlight=False)
+        else:
+            console.print(f"warning: {text}", style="yellow", markup=False, highlight=False)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from cli.progress import console, progress_bar, train_bar
+from cli.progress import console, progress_bar, train_bar, warnings_to_console
 
 app = typer.Typer(name="fsar-reproduce", add_completion=False, pretty_exceptions_enable=False)
 report_app = typer.Typer(name="fsar-report", add_completion=False, pretty_exceptions_enable=False)
@@ -64,7 +64,8 @@ def reproduce(
             train_overrides=tuple(set_),
             workers=workers or os.cpu_count() or 1,
         )
-        path = run(cfg, progress=progress_bar, train_progress=train_bar, log=console.print)
+        with warnings_to_console():
+            path = run(cfg, progress=progress_bar, train_progress=train_bar, log=console.print)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
