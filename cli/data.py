@@ -176,9 +176,16 @@ def embed(
         raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None
     run = summary["this_run"]
     rate = f"{run['frames_per_second']:.0f} frames/s" if run["frames_per_second"] else "all parts reused"
+    if run["frames_per_second"] and run["startup_seconds"] >= 0.1:  # Ray's start, left out of the rate
+        rate += f" once started; {run['startup_seconds']:.1f} s to start"
+    by = ""
+    if run["workers"]:
+        by = f" by {run['workers']} worker" + ("s" if run["workers"] > 1 else "")
+        if summary["device"] != "cuda":
+            by += f" of {run['threads_per_worker']} thread" + ("s" if run["threads_per_worker"] > 1 else "") + (" each" if run["workers"] > 1 else "")
     console.print(
         f"{summary['backbone']} ({'RANDOM weights' if summary['random_init'] else summary['pretrained']}) on {summary['device']}, "
-        f"{summary['precision']}: {run['frames']} frames in {run['seconds']:.1f} s ({rate})"
+        f"{summary['precision']}: {run['frames']} frames in {run['seconds']:.1f} s{by} ({rate})"
     )
     for shard, reason in summary["failed_shards"].items():
         console.print(f"[red]skipped shard[/red] {shard}: {reason}")

@@ -208,6 +208,8 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
         summary = run_embed_stage(embed_config(shards, out, workers=3))
     assert summary["this_run"]["workers"] == 3
     assert summary["this_run"]["threads_per_worker"] == max(1, os.cpu_count() // 3)
+    run = summary["this_run"]
+    assert run["startup_seconds"] > 0 and run["seconds"] + run["startup_seconds"] <= summary["seconds"]  # the rate leaves Ray's start out
     a, b = cache_content(out), cache_content(cache)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b
@@ -236,6 +238,7 @@ def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):
     text = "".join(result.output.split())  # as wrapped to any width
     assert text.count("WARNING:fsar-micro-vitwithRANDOMweights(--pretrainednone,seed0)") == 1, result.output
     assert "UserWarning" not in text and text.index("RANDOMweights(--pretrained") < text.index("embedding━") < text.index("cachewrittento")
+    assert f"sby1workerof{os.cpu_count()}thread" in text  # the CLI's default: every core, in this process
 
 
 def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):

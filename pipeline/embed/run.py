@@ -49,8 +49,9 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
-def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type, layout: dict) -> Iterator[tuple]:
-    """Embed `work` on Ray actors; `layout` gets the workers started and the threads of each."""
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type, layout: dict) -> Iterator[tuple | None]:
+    """Embed `work` on Ray actors; `layout` gets the workers started and the threads of each.
+    Yields None once they are set up, then (work item, stats, error) as shards finish."""
     import ray
 
     layout.update(workers=0, threads_per_worker=0)
@@ -83,6 +84,7 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
 
         actors = [new_actor() for _ in range(n)]
         set_up(actors)
+        yield None  # workers are up: the rate is timed from here, as the shard stage's
         for w, stats, error in run_on_actors(actors, work, lambda a, w: a.process.remote(w[1], w[2]), new_actor, again):
             if error is not None and not isinstance(error, (ShardReadError, WorkerDied)):
                 raise error  # a fault in the stage, not in a shard: stop, as in-process
@@ -147,6 +149,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
         worker.setup(model)
 
         def local():
+            yield None  # set up
             for w in work:
                 try:
                     yield w, worker.process(w[1], w[2]), None
@@ -154,8 +157,14 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
                     yield w, None, str(e)
 
         results = local()
-    done = len(tasks) - len(work)
-    for w, stats, error in results:
+    done, t_ready = len(tasks) - len(work), t_work  # t_ready: workers up (none started: nothing to do)
+    for result in results:
+        if result is None:
+            t_ready = time.perf_counter()
+            if on_progress:
+                on_progress(done, len(tasks), 0)
+            continue
+        w, stats, error = result
         done += 1
         if error:
             failed[str(w[1])] = error
@@ -163,7 +172,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
             frames_done += stats["frames"]
         if on_progress:
             on_progress(done, len(tasks), len(failed))
-    seconds_work = time.perf_counter() - t_work
+    seconds_work = time.perf_counter() - t_ready
     rate = len(failed) / len(tasks) if tasks else 0.0
     summary = {
         "cache": str(config.cache),
@@ -174,7 +183,13 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
         "precision": precision,
         "shards": len(tasks),
         "failed_shards": failed,
-        "this_run": {**layout, "frames": frames_done, "seconds": round(seconds_work, 3), "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None},
+        "this_run": {
+            **layout,
+            "frames": frames_done,
+            "seconds": round(seconds_work, 3),
+            "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None,
+            "startup_seconds": round(t_ready - t_work, 3),  # starting Ray and setting up its workers
+        },
     }
     if rate > config.max_failure_rate:
         raise RuntimeError(
