@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Optional
@@ -138,6 +139,8 @@ def shard(
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
+    except OSError as e:  # the output cannot be written: a full disk, a quota, a file size limit
+        output_error(e, "finished shards are kept")
     print_shard_summary(summary)
     if not summary["passed"]:
         console.print(
@@ -174,6 +177,8 @@ def embed(
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None
+    except OSError as e:
+        output_error(e, "finished parts are kept")
     run = summary["this_run"]
     rate = f"{run['frames_per_second']:.0f} frames/s" if run["frames_per_second"] else "all parts reused"
     if run["frames_per_second"] and run["startup_seconds"] >= 0.1:  # Ray's start, left out of the rate
@@ -190,6 +195,17 @@ def embed(
     for shard, reason in summary["failed_shards"].items():
         console.print(f"[red]skipped shard[/red] {shard}: {reason}")
     typer.echo(f"cache written to {Path(summary['cache']).resolve()}")
+
+
+def output_error(e: OSError, kept: str) -> None:
+    """Stop with the error that a stage's output could not be written, and how to go on."""
+    from rich.markup import escape
+
+    hint = ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = f"; {kept}: make room, then run the same command again to go on from there"
+    console.print(f"[red]error:[/red] {escape(str(e))}{hint}")
+    raise typer.Exit(1)
 
 
 def print_shard_summary(summary: dict) -> None:

@@ -66,7 +66,7 @@ def reproduce(
         )
         with warnings_to_console():
             path = run(cfg, progress=progress_bar, train_progress=train_bar, log=console.print)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # OSError: an output that cannot be written (a full disk)
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     typer.echo(f"report: {path.resolve()}")

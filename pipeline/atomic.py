@@ -15,12 +15,22 @@ from typing import Iterator
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` to write; rename it onto `path` when the block succeeds."""
+    """Yield a temporary sibling of `path` to write; rename it onto `path` when the block succeeds.
+
+    Raises:
+        OSError: as raised in the block, with `path` as its file name where it named none (a
+            write or flush that fails on a full disk names no file).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

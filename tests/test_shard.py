@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -602,3 +602,31 @@ def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_
     summary = run_shard_stage(shard_config(synth_root, out))
     assert 0 < summary["this_run"]["videos_processed"] < summary["videos"]
     assert tree(out) == tree(shards)  # stale partial files included: they must be gone
+
+
+def test_output_that_cannot_be_written_stops_the_run_naming_the_file_and_resumes(synth_root, shards, tmp_path):
+    """A write that fails (a file size limit here; a full disk or a quota alike) stops the run
+    with exit code 1 and an error naming the shard, not a traceback; no partial file is left,
+    and the same command run again (the limit lifted) gives the uninterrupted output."""
+    import resource
+
+    sizes = sorted({p.stat().st_size for p in shards.glob("*/shard-*.tar")})
+    limit = sizes[-2]  # the largest shards (the first, train/shard-000000, among them) cannot be written
+    assert (shards / "train" / "shard-000000.tar").stat().st_size > limit
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
+           "--workers", "1", "--shard-size", "5", "--short-side", "48"]
+
+    def limited():  # in the command and its worker process; Python ignores SIGXFSZ, so writes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    wide = {**os.environ, "COLUMNS": "1000"}  # no line wrapped inside a path
+    proc = subprocess.run(cmd, preexec_fn=limited, env=wide, capture_output=True, text=True, timeout=120)
+    text = " ".join(proc.stderr.split())
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(r"error: \[Errno 27\] File too large: '[^']*/shard-\d{6}\.tar'; finished shards are kept: make room, then run the same command again", text), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "shard-000000.tar'" in text and not list(out.rglob("*.partial")) and not list(out.rglob("*.tar"))
+    again = subprocess.run(cmd, env=wide, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert tree(out) == tree(shards)
