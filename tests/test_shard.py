@@ -406,7 +406,8 @@ def test_one_worker_without_ray_records_a_crash_and_a_hang_and_goes_on(shards, s
 def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(shards, synth_root, tmp_path):
     """The driver is killed (SIGKILL) while its worker process hangs on a video: the worker
     dies with it rather than write on behind the next run, which warns which video it was
-    decoding and then writes the uninterrupted output."""
+    decoding and then writes the uninterrupted output. While the first run lasted, a second
+    on the same OUT was refused; the killed run leaves no lock behind."""
     from crashing import CRASH_ENV, write_crash_plan
 
     victim = json.loads(read_split(shards, "val")[2]["json"])["id"]
@@ -426,6 +427,12 @@ def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(sha
     (flag,) = tmp_path.glob("hung-*")
     worker_pid = int(flag.name.split("-")[1])
     assert worker_pid != proc.pid
+    # A second run on the same OUT meanwhile would remove the first's partial files: it stops at once.
+    partial = out / "val" / ".shard-000000.tar.partial"
+    assert partial.exists()
+    with pytest.raises(RuntimeError, match=rf"^{re.escape(str(out))} is in use by another fsar-data shard run, still going; let it end, or choose another folder$"):
+        run_shard_stage(shard_config(synth_root, out))
+    assert partial.exists() and proc.poll() is None
     proc.kill()
     proc.wait()
     proc.stderr.close()

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
-from pipeline.atomic import atomic_path, remove_stale_partials, write_json_atomic
+from pipeline.atomic import atomic_path, one_run_at_a_time, remove_stale_partials, write_json_atomic
 from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
 from pipeline.embed.worker import EmbedWorker, ShardReadError
@@ -106,7 +106,16 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
         config: what to embed, and how.
         on_progress: called with (shards done, shards total, shards failed).
         worker_cls: the stage class each worker runs (`EmbedWorker` or a subclass).
+
+    Raises:
+        RuntimeError: too many shards failed (above), or another run is using the cache's
+            part files.
     """
+    with one_run_at_a_time(config.parts, "fsar-data embed"):
+        return _embed(config, on_progress, worker_cls)
+
+
+def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) -> dict:
     t0 = time.perf_counter()
     manifest = json.loads((config.shards / "manifest.json").read_text(encoding="utf-8"))
     device, precision = config.resolved_device(), config.resolved_precision()

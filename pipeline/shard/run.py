@@ -14,7 +14,7 @@ from pipeline.actors import gpu_share, node_cpus, ray_session, run_on_actors, se
 from pipeline.child import ChildWorker, run_on_child
 from pipeline.shard.config import ShardConfig
 from pipeline.shard.plan import ShardTask, plan, write_manifest
-from pipeline.atomic import remove_stale_partials, write_json_atomic
+from pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
 from pipeline.shard.worker import ShardWorker, marker_path, read_marker
 from pipeline.video.decode import dali_installed
 
@@ -200,6 +200,11 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
     """
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
+    with one_run_at_a_time(config.out, "fsar-data shard"):
+        return _shard(config, manifest, tasks, t0, on_progress, worker_cls)
+
+
+def _shard(config: ShardConfig, manifest: dict, tasks: list[ShardTask], t0: float, on_progress: Progress | None, worker_cls: type) -> dict:
     write_manifest(config.out, manifest)
     _warn_on_stopped_videos(tasks, config.out)
     remove_stale_partials(config.out)
