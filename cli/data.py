@@ -141,6 +141,8 @@ def shard(
         raise typer.Exit(2) from None
     except OSError as e:  # the output cannot be written: a full disk, a quota, a file size limit
         output_error(e, "finished shards are kept")
+    except KeyboardInterrupt:
+        interrupted("finished shards are kept")
     print_shard_summary(summary)
     if not summary["passed"]:
         console.print(
@@ -179,6 +181,8 @@ def embed(
         raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None
     except OSError as e:
         output_error(e, "finished parts are kept")
+    except KeyboardInterrupt:
+        interrupted("finished parts are kept")
     run = summary["this_run"]
     rate = f"{run['frames_per_second']:.0f} frames/s" if run["frames_per_second"] else "all parts reused"
     if run["frames_per_second"] and run["startup_seconds"] >= 0.1:  # Ray's start, left out of the rate
@@ -206,6 +210,12 @@ def output_error(e: OSError, kept: str) -> None:
         hint = f"; {kept}: make room, then run the same command again to go on from there"
     console.print(f"[red]error:[/red] {escape(str(e))}{hint}")
     raise typer.Exit(1)
+
+
+def interrupted(kept: str) -> None:
+    """Stop after Ctrl-C (the workers are gone by now) with the shell's code for it, 130."""
+    console.print(f"interrupted: {kept}; run the same command again to go on from there")
+    raise typer.Exit(130)
 
 
 def print_shard_summary(summary: dict) -> None:

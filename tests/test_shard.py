@@ -611,6 +611,32 @@ def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_
     assert tree(out) == tree(shards)  # stale partial files included: they must be gone
 
 
+def test_ctrl_c_stops_with_code_130_and_the_same_command_goes_on(synth_root, shards, tmp_path, monkeypatch):
+    """Ctrl-C (here raised where the progress bar hears of the second shard) ends the command
+    with 130 and a line on how to go on; the shard finished before it is kept."""
+    import cli.data
+    from contextlib import contextmanager
+
+    @contextmanager
+    def interrupting_bar(description, unit):
+        def update(done, total, failures=None):
+            if done >= 10:  # two shards of 5 done
+                raise KeyboardInterrupt
+
+        yield update
+
+    monkeypatch.setattr(cli.data, "progress_bar", interrupting_bar)
+    out = tmp_path / "out"
+    args = ["shard", "synth", "--root", str(synth_root), "--out", str(out), "--workers", "1", "--shard-size", "5", "--short-side", "48"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: finished shards are kept; run the same command again to go on from there" in " ".join(result.output.split())
+    assert len(list(out.glob("_status/*/*.json"))) == 2 and not list(out.rglob("*.partial"))
+    monkeypatch.undo()
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert tree(out) == tree(shards)
+
+
 def test_output_that_cannot_be_written_stops_the_run_naming_the_file_and_resumes(synth_root, shards, tmp_path):
     """A write that fails (a file size limit here; a full disk or a quota alike) stops the run
     with exit code 1 and an error naming the shard, not a traceback; no partial file is left,
