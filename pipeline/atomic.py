@@ -75,13 +75,13 @@ def one_run_at_a_time(folder: str | os.PathLike, what: str) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:  # not POSIX
-        fcntl = None
+    except ImportError:  # not POSIX: no such lock
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)  # not inherited by child processes (PEP 446)
     try:
         try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(f"{folder} is in use by another {what} run, still going; let it end, or choose another folder") from None
         except OSError:  # no locks here

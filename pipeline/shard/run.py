@@ -197,6 +197,11 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
         on_progress: called with (videos done, videos total, failures so far).
         worker_cls: the stage class each worker runs (`ShardWorker`, or a subclass with,
             say, its own decoder in `setup()`).
+
+    Raises:
+        RuntimeError: another run is writing `config.out`, or the job cannot go on (no
+            worker can be set up, a worker dies twice on a shard outside any video).
+        ValueError: `config.out` was sharded with other inputs or settings.
     """
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
