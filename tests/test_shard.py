@@ -613,9 +613,10 @@ def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_
 
 def test_ctrl_c_stops_with_code_130_and_the_same_command_goes_on(synth_root, shards, tmp_path, monkeypatch):
     """Ctrl-C (here raised where the progress bar hears of the second shard) ends the command
-    with 130 and a line on how to go on; the shard finished before it is kept."""
-    import cli.data
+    with 130 and a line on how to go on; the two shards finished before it are kept."""
     from contextlib import contextmanager
+
+    import cli.data
 
     @contextmanager
     def interrupting_bar(description, unit):

@@ -49,12 +49,11 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
-def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type, layout: dict) -> Iterator[tuple | None]:
-    """Embed `work` on Ray actors; `layout` gets the workers started and the threads of each.
-    Yields None once they are set up, then (work item, stats, error) as shards finish."""
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple | dict]:
+    """Embed `work` on Ray actors. Yields {"workers", "threads_per_worker"} once they are set
+    up (nothing with no work), then (work item, stats, error) as shards finish."""
     import ray
 
-    layout.update(workers=0, threads_per_worker=0)
     if not work:  # every part is there: no cluster to start
         return
     n = min(config.workers, len(work))
@@ -70,7 +69,6 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
         threads = 1 if gpu else cpus_per_actor(n, nodes)  # the cluster's CPUs, shared out, not this machine's
         if not gpu:
             warn_unplaced(n, threads, nodes)
-        layout.update(workers=n, threads_per_worker=threads)
         actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=threads)(worker_cls)
 
         def new_actor():
@@ -84,7 +82,7 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
 
         actors = [new_actor() for _ in range(n)]
         set_up(actors)
-        yield None  # workers are up: the rate is timed from here, as the shard stage's
+        yield {"workers": n, "threads_per_worker": threads}  # up: the rate is timed from here, as the shard stage's
         for w, stats, error in run_on_actors(actors, work, lambda a, w: a.process.remote(w[1], w[2]), new_actor, again):
             if error is not None and not isinstance(error, (ShardReadError, WorkerDied)):
                 raise error  # a fault in the stage, not in a shard: stop, as in-process
@@ -150,15 +148,15 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
     frames_done, t_work = 0, time.perf_counter()
     if on_progress:
         on_progress(len(tasks) - len(work), len(tasks), 0)
-    layout = {"workers": 1 if work else 0, "threads_per_worker": config.threads if work else 0}
     if config.workers > 1 or config.address:
-        results = _run_ray(config, spec, device, precision, work, worker_cls, layout)
+        results = _run_ray(config, spec, device, precision, work, worker_cls)
     else:
         worker = worker_cls(spec, device, precision, config.batch, config.threads)
         worker.setup(model)
 
         def local():
-            yield None  # set up
+            if work:
+                yield {"workers": 1, "threads_per_worker": config.threads}
             for w in work:
                 try:
                     yield w, worker.process(w[1], w[2]), None
@@ -167,9 +165,10 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
 
         results = local()
     done, t_ready = len(tasks) - len(work), t_work  # t_ready: workers up (none started: nothing to do)
+    layout = {"workers": 0, "threads_per_worker": 0}
     for result in results:
-        if result is None:
-            t_ready = time.perf_counter()
+        if isinstance(result, dict):  # the workers are set up
+            layout, t_ready = result, time.perf_counter()
             if on_progress:
                 on_progress(done, len(tasks), 0)
             continue
