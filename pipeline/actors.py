@@ -16,11 +16,25 @@ from typing import Callable, Iterable, Iterator
 _HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 
 
+# A Ray Client proxy starts one server process per session; that start at times dies at once
+# (SIGSEGV in gRPC's fork handlers, in a proxy with gRPC threads running, unless the head runs
+# with GRPC_ENABLE_FORK_SUPPORT=0) and the session fails with this message. A new session
+# usually gets a server: try that many times in all.
+_CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+CLIENT_SESSION_ATTEMPTS = 3
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None, connect_timeout: float = 10.0) -> None:
     """Join the Ray cluster at `address`, or with None start a local one of `num_cpus` CPUs.
 
     A local cluster is started even where RAY_ADDRESS is set: the address is the caller's to
     pass (the CLIs read RAY_ADDRESS as the default of `--address`, as `ray job submit` sets it).
+
+    `address` may be "host:port" of the head (the driver runs here, a node of the cluster),
+    a Ray Client "ray://host:port" (the driver runs here, apart from the cluster, through the
+    head's `--ray-client-server-port`), or what `ray.init` takes ("auto"). A Ray Client session
+    whose server could not start is tried again, with a warning, up to CLIENT_SESSION_ATTEMPTS
+    times in all.
 
     Raises:
         RuntimeError: nothing answers at a "host:port" address within `connect_timeout`
@@ -43,10 +57,20 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
                 f"no Ray cluster answers at {address!r} ({e.strerror or e}): start one there (`ray start --head`), "
                 "or correct --address (or RAY_ADDRESS, its default)"
             ) from None
-    try:
-        ray.init(address=address, **quiet)
-    except ConnectionError as e:  # e.g. "auto" with no cluster running on this machine
-        raise RuntimeError(f"no Ray cluster at {address!r}: {e}") from None
+    for attempt in range(1, CLIENT_SESSION_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **quiet)
+            return
+        except ConnectionError as e:  # e.g. "auto" with no cluster running on this machine
+            if _CLIENT_SERVER_FAILED in str(e) and attempt < CLIENT_SESSION_ATTEMPTS:
+                warnings.warn(
+                    f"the Ray Client server at {address} could not start this session's server "
+                    f"(attempt {attempt} of {CLIENT_SESSION_ATTEMPTS}; its ray_client_server_*.err logs on the head say why); "
+                    "trying again",
+                    stacklevel=2,
+                )
+                continue
+            raise RuntimeError(f"no Ray cluster at {address!r}: {e}") from None
 
 
 @contextmanager

@@ -50,3 +50,54 @@ def test_cpus_per_actor_examples_and_the_unplaced_warning():
         warn_unplaced(4, 1, [2, 2])
     with pytest.warns(UserWarning, match=r"3 workers want 1 CPU each and the Ray cluster has room for 2 now \(2 CPUs on 1 node\): the stage waits"):
         warn_unplaced(3, 1, [2])
+
+
+def test_a_ray_client_session_whose_server_did_not_start_is_tried_again(monkeypatch):
+    """Ray Client's proxy at times fails a session because the session's server died as it
+    started (the proxy's message below, as ray.init raises it): init_ray asks again, with a
+    warning, and gives up with the error after CLIENT_SESSION_ATTEMPTS."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    from pipeline.actors import CLIENT_SESSION_ATTEMPTS, init_ray
+
+    failure = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+        "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs.\n"
+    )
+    calls = []
+
+    def init(address, **kw):
+        calls.append(address)
+        if len(calls) < failures:
+            raise failure
+
+    monkeypatch.setattr(ray, "init", init)
+    with socket.socket() as head:  # something answers at the address, as a head's client server does
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"ray://127.0.0.1:{head.getsockname()[1]}"
+        failures = CLIENT_SESSION_ATTEMPTS  # fails on every attempt but the last
+        with pytest.warns(UserWarning) as record:
+            init_ray(address)
+        said = [str(w.message) for w in record]
+        assert [s.split("(")[1].split(";")[0] for s in said] == ["attempt 1 of 3", "attempt 2 of 3"]
+        assert all(s.startswith(f"the Ray Client server at {address} could not start this session's server") and s.endswith("trying again") for s in said)
+        assert calls == [address] * CLIENT_SESSION_ATTEMPTS
+        calls.clear()
+        failures = CLIENT_SESSION_ATTEMPTS + 1  # fails on every attempt
+        with pytest.warns(UserWarning), pytest.raises(RuntimeError, match=rf"(?s)^no Ray cluster at '{address}': Initialization failure .*Starting Ray client server failed"):
+            init_ray(address)
+        assert len(calls) == CLIENT_SESSION_ATTEMPTS
+        calls.clear()
+
+        def refused(address, **kw):
+            calls.append(address)
+            raise ConnectionError("no cluster")
+
+        monkeypatch.setattr(ray, "init", refused)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any other failure is not tried again
+            with pytest.raises(RuntimeError, match=r"^no Ray cluster at .*: no cluster$"):
+                init_ray(address)
+        assert len(calls) == 1
