@@ -105,7 +105,7 @@ def shard(
     jpeg_quality: int = typer.Option(90, help="JPEG quality of stored frames."),
     decoder: str = typer.Option("auto", help="auto, dali (GPU), dali-cpu (VP8/VP9) or pyav."),
     workers: Optional[int] = typer.Option(None, help="Ray workers (default: one per core, here or of the --address cluster; 1 without --address: one worker process, no Ray)."),
-    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this existing Ray cluster (host:port of its head, or auto) instead of starting one."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this existing Ray cluster (host:port of its head, ray://host:port through Ray Client, or auto) instead of starting one."),
     shard_size: int = typer.Option(64, help="Videos per shard."),
     max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-attempt only the videos that failed in finished shards."),
@@ -161,7 +161,7 @@ def embed(
     precision: str = typer.Option("auto", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)."),
     batch: int = typer.Option(256, help="Frames per forward pass."),
     workers: int = typer.Option(1, help="Ray workers (one per GPU, or CPU workers); 1 runs in this process."),
-    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this existing Ray cluster (host:port of its head, or auto)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this existing Ray cluster (host:port of its head, ray://host:port through Ray Client, or auto)."),
     templates: str = typer.Option("raw,clip-fsar,actionclip", help="Prompt sets for class-name embeddings."),
     max_failure_rate: float = typer.Option(0.0, help="Fraction of shards tolerated that cannot be embedded (unreadable, or their worker died twice): reported and skipped."),
 ) -> None:
@@ -192,6 +192,8 @@ def embed(
         by = f" by {run['workers']} worker" + ("s" if run["workers"] > 1 else "")
         if summary["device"] != "cuda":
             by += f" of {run['threads_per_worker']} thread" + ("s" if run["threads_per_worker"] > 1 else "") + (" each" if run["workers"] > 1 else "")
+        if run["ray_address"]:
+            by += f" on the Ray cluster at {run['ray_address']}"
     console.print(
         f"{summary['backbone']} ({'RANDOM weights' if summary['random_init'] else summary['pretrained']}) on {summary['device']}, "
         f"{summary['precision']}: {run['frames']} frames in {run['seconds']:.1f} s{by} ({rate})"

@@ -197,6 +197,7 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
             "seconds": round(seconds_work, 3),
             "frames_per_second": round(frames_done / seconds_work, 1) if frames_done else None,
             "startup_seconds": round(t_ready - t_work, 3),  # starting Ray and setting up its workers
+            "ray_address": config.address,  # the cluster joined, None for a local one or none
         },
     }
     if rate > config.max_failure_rate:
