@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,18 +44,30 @@ def tiny_chain(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "shards": root / "shards", "cache": root / "c.h5"}
 
 
+@dataclass(frozen=True)
+class RayCluster:
+    address: str  # "host:port" of its head
+    client: str  # its Ray Client address, "ray://host:port"
+
+
 @pytest.fixture
-def ray_cluster(request):
-    """The address of a Ray cluster started apart from the test, in its own head processes
-    as `ray start --head` starts one: 2 CPUs, or as many as the test's indirect parameter.
-    While it runs, a plain `ray.init()` on this machine joins it, so it lives for one test only."""
+def ray_cluster(request, monkeypatch):
+    """A Ray cluster started apart from the test, in its own head processes
+    as `ray start --head` starts one: 2 CPUs, or as many as the test's indirect parameter,
+    with a Ray Client server (`--ray-client-server-port`) at `.client`. While it runs, a
+    plain `ray.init()` on this machine joins it, so it lives for one test only."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    from corpus import free_port
+
     cpus = getattr(request, "param", 2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
+    port = free_port()  # from the kernel's ephemeral range, above Ray's worker ports (10002 to 19999)
+    # Without this the client server's process for a session dies at times as it starts
+    # (SIGSEGV in gRPC's fork handlers; see pipeline.actors), and the session fails after 40 s.
+    monkeypatch.setenv("GRPC_ENABLE_FORK_SUPPORT", "0")  # the head's processes inherit it
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False, "ray_client_server_port": port})
     try:
-        yield cluster.address
+        yield RayCluster(cluster.address, f"ray://127.0.0.1:{port}")
     finally:
         cluster.shutdown()
-

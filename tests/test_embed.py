@@ -220,15 +220,26 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
 
 @pytest.mark.parametrize("ray_cluster", [6], indirect=True)
 def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster, monkeypatch):
-    """Relative paths from another cwd; the workers' threads come from the cluster's 6 CPUs, not this machine's."""
+    """Relative paths from another cwd; the workers' threads come from the cluster's 6 CPUs, not this
+    machine's; a Ray Client address ("ray://host:port") gives the same cache."""
     monkeypatch.chdir(tmp_path)  # relative paths: the cluster's workers do not share the driver's cwd
     out = tmp_path / "joined.h5"
     with pytest.warns(UserWarning):
-        summary = run_embed_stage(embed_config(Path(os.path.relpath(shards)), Path("joined.h5"), workers=2, address=ray_cluster))
+        summary = run_embed_stage(embed_config(Path(os.path.relpath(shards)), Path("joined.h5"), workers=2, address=ray_cluster.address))
     assert (summary["this_run"]["workers"], summary["this_run"]["threads_per_worker"]) == (2, 3)
-    a, b = cache_content(out), cache_content(cache)
-    a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
-    assert a == b
+    # the same through Ray Client, as from a machine outside the cluster, from the CLI
+    from typer.testing import CliRunner
+
+    from cli.data import app
+
+    args = ["embed", "--shards", os.path.relpath(shards), "--cache", "client.h5", "--backbone", BACKBONE, "--pretrained", "none", "--batch", "32"]
+    result = CliRunner().invoke(app, [*args, "--workers", "2", "--address", ray_cluster.client], env={"RAY_ADDRESS": None})
+    assert result.exit_code == 0, result.output
+    assert f"by 2 workers of 3 threads each on the Ray cluster at {ray_cluster.client} (" in " ".join(result.output.split())
+    a, b, c = cache_content(out), cache_content(cache), cache_content(tmp_path / "client.h5")
+    for d in (a, b, c):
+        d["attrs"].pop("weights_file")
+    assert a == b == c
 
 
 def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):

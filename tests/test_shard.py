@@ -198,8 +198,9 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
 
 def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster, monkeypatch):
     """`address`, and the CLI's RAY_ADDRESS (which `ray job submit` sets), put the actors on a
-    cluster started apart from the run: the shards equal the one-worker ones, paths relative
-    to the driver's cwd included, and the cluster is left up for its other jobs. A stage class
+    cluster started apart from the run, as does a Ray Client address ("ray://host:port"): the
+    shards equal the one-worker ones, paths relative to the driver's cwd included, and the
+    cluster is left up for its other jobs. A stage class
     the cluster's workers cannot import (as where fsar is not installed on a node) is named
     in a plain error."""
     import ray
@@ -211,21 +212,28 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
 
     expected = r"^a Ray worker could not import its stage \(ModuleNotFoundError: No module named 'driver_only_stage'\): every node"
     with pytest.raises(RuntimeError, match=expected):
-        run_shard_stage(shard_config(synth_root, tmp_path / "unimportable", workers=2, address=ray_cluster), worker_cls=DriverOnlyWorker)
+        run_shard_stage(shard_config(synth_root, tmp_path / "unimportable", workers=2, address=ray_cluster.address), worker_cls=DriverOnlyWorker)
 
-    summary = run_shard_stage(shard_config(synth_root, tmp_path / "api", workers=None, address=ray_cluster))
-    assert summary["this_run"]["ray_address"] == ray_cluster and tree(tmp_path / "api") == tree(shards)
+    summary = run_shard_stage(shard_config(synth_root, tmp_path / "api", workers=None, address=ray_cluster.address))
+    assert summary["this_run"]["ray_address"] == ray_cluster.address and tree(tmp_path / "api") == tree(shards)
     assert summary["this_run"]["workers"] == 2  # one per CPU of the cluster (2), not of this machine
     assert not ray.is_initialized()  # disconnected, not shut down: see below
     monkeypatch.chdir(tmp_path)  # paths relative to the driver's cwd, which the cluster's workers do not share
     args = ["shard", "synth", "--root", os.path.relpath(synth_root), "--out", "cli", "--workers", "1", "--shard-size", "5", "--short-side", "48"]
-    result = CliRunner().invoke(app, args, env={"RAY_ADDRESS": ray_cluster})  # with an address, even 1 worker is on Ray
+    result = CliRunner().invoke(app, args, env={"RAY_ADDRESS": ray_cluster.address})  # with an address, even 1 worker is on Ray
     assert result.exit_code == 0, result.output
     assert tree(tmp_path / "cli") == tree(shards)
     run = json.loads((tmp_path / "cli" / "summary.json").read_text())["this_run"]
-    assert (run["workers"], run["ray_address"]) == (1, ray_cluster)
-    assert f"by 1 worker of the Ray cluster at {ray_cluster} (" in " ".join(result.output.split())
-    ray.init(address=ray_cluster, logging_level="ERROR", log_to_driver=False)
+    assert (run["workers"], run["ray_address"]) == (1, ray_cluster.address)
+    assert f"by 1 worker of the Ray cluster at {ray_cluster.address} (" in " ".join(result.output.split())
+    # through Ray Client, as from a machine outside the cluster: the driver runs here, the workers there
+    args[args.index("cli")] = "client"
+    result = CliRunner().invoke(app, [*args, "--workers", "2", "--address", ray_cluster.client], env={"RAY_ADDRESS": None})
+    assert result.exit_code == 0, result.output
+    assert tree(tmp_path / "client") == tree(shards)
+    run = json.loads((tmp_path / "client" / "summary.json").read_text())["this_run"]
+    assert (run["workers"], run["ray_address"]) == (2, ray_cluster.client) and not ray.is_initialized()
+    ray.init(address=ray_cluster.address, logging_level="ERROR", log_to_driver=False)
     try:
         assert ray.cluster_resources()["CPU"] == 2
     finally:
