@@ -227,8 +227,8 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
     assert (run["workers"], run["ray_address"]) == (1, ray_cluster.address)
     assert f"by 1 worker of the Ray cluster at {ray_cluster.address} (" in " ".join(result.output.split())
     # through Ray Client, as from a machine outside the cluster: the driver runs here, the workers there
-    args[args.index("cli")] = "client"
-    result = CliRunner().invoke(app, [*args, "--workers", "2", "--address", ray_cluster.client], env={"RAY_ADDRESS": None})
+    args[args.index("cli")], args[args.index("--workers") + 1] = "client", "2"
+    result = CliRunner().invoke(app, [*args, "--address", ray_cluster.client], env={"RAY_ADDRESS": None})
     assert result.exit_code == 0, result.output
     assert tree(tmp_path / "client") == tree(shards)
     run = json.loads((tmp_path / "client" / "summary.json").read_text())["this_run"]
