@@ -24,6 +24,27 @@ _CLIENT_SERVER_FAILED = "Starting Ray client server failed"
 CLIENT_SESSION_ATTEMPTS = 3
 
 
+# A head's ports open a moment after `ray start --head` returns (its Ray Client server's up
+# to 0.4 s later, measured here): a refused connection is tried again for this long.
+REFUSED_GRACE_SECONDS = 2.0
+
+
+def _first_answer(host: str, port: int, timeout: float) -> OSError | None:
+    """Connect to host:port, once more every 0.1 s while it refuses for REFUSED_GRACE_SECONDS:
+    None once something answers, else why not."""
+    deadline = time.monotonic() + REFUSED_GRACE_SECONDS
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return None
+        except ConnectionRefusedError as e:
+            if time.monotonic() >= deadline:
+                return e
+            time.sleep(0.1)
+        except OSError as e:  # a timeout, an unknown host: no waiting would help
+            return e
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None, connect_timeout: float = 10.0) -> None:
     """Join the Ray cluster at `address`, or with None start a local one of `num_cpus` CPUs.
 
@@ -38,8 +59,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 
     Raises:
         RuntimeError: nothing answers at a "host:port" address within `connect_timeout`
-            seconds (Ray itself would retry for minutes without a word), or Ray finds no
-            cluster at the address.
+            seconds, or it refuses for REFUSED_GRACE_SECONDS (Ray itself would retry for
+            minutes without a word), or Ray finds no cluster at the address.
     """
     import ray
 
@@ -49,10 +70,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return
     m = _HOST_PORT.match(address.strip())
     if m:
-        host, port = m["host"].strip("[]"), int(m["port"])
-        try:
-            socket.create_connection((host, port), timeout=connect_timeout).close()
-        except OSError as e:
+        e = _first_answer(m["host"].strip("[]"), int(m["port"]), connect_timeout)
+        if e:
             raise RuntimeError(
                 f"no Ray cluster answers at {address!r} ({e.strerror or e}): start one there (`ray start --head`), "
                 "or correct --address (or RAY_ADDRESS, its default)"

@@ -101,3 +101,41 @@ def test_a_ray_client_session_whose_server_did_not_start_is_tried_again(monkeypa
             with pytest.raises(RuntimeError, match=r"^no Ray cluster at .*: no cluster$"):
                 init_ray(address)
         assert len(calls) == 1
+
+
+def test_a_head_that_opens_its_port_a_moment_late_is_waited_for(monkeypatch):
+    """`ray start --head` returns before its ports listen (a Ray Client server's up to 0.4 s
+    later here): a refused connection is tried again for a moment, then named in the error."""
+    import socket
+    import threading
+    import time
+
+    ray = pytest.importorskip("ray")
+    from corpus import free_port
+    from pipeline.actors import REFUSED_GRACE_SECONDS, init_ray
+
+    joined = []
+    monkeypatch.setattr(ray, "init", lambda address, **kw: joined.append(address))
+    port = free_port()
+    head = socket.socket()
+
+    def listen_late():
+        time.sleep(0.5)
+        head.bind(("127.0.0.1", port))
+        head.listen()
+
+    opener = threading.Thread(target=listen_late)
+    opener.start()
+    try:
+        t = time.monotonic()
+        init_ray(f"ray://127.0.0.1:{port}")
+        assert joined == [f"ray://127.0.0.1:{port}"] and 0.5 <= time.monotonic() - t < REFUSED_GRACE_SECONDS
+    finally:
+        opener.join()
+        head.close()
+    nowhere = f"127.0.0.1:{free_port()}"
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"^no Ray cluster answers at '{nowhere}' \(Connection refused\): start one there"):
+        init_ray(nowhere)
+    assert REFUSED_GRACE_SECONDS <= time.monotonic() - t < REFUSED_GRACE_SECONDS + 1
+    assert joined == [f"ray://127.0.0.1:{port}"]
