@@ -257,6 +257,12 @@ def test_an_address_where_no_cluster_answers_fails_at_once_and_only_a_given_one_
         assert f"no Ray cluster answers at '{given}'" in message and "--address (or RAY_ADDRESS" in message
         assert time.monotonic() - t < 30  # Ray by itself would retry for minutes, silently
     assert not list((tmp_path / "cli").rglob("*.tar"))
+    from ray._private.services import find_gcs_addresses
+
+    others = find_gcs_addresses()
+    find_gcs_addresses.cache_clear()  # Ray keeps what it found for its own "auto"
+    if others:
+        pytest.skip(f"the rest needs no Ray cluster on this machine, and one runs at {sorted(others)}")
     monkeypatch.setenv("RAY_ADDRESS", "auto")  # Ray's "the cluster running here": none is
     result = CliRunner().invoke(app, args + ["--out", str(tmp_path / "cli")])
     assert result.exit_code == 2 and "no Ray cluster at 'auto': Could not find any running Ray instance" in " ".join(result.output.split()), result.output
