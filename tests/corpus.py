@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import av
 import numpy as np
 
 from pipeline.synth import CATALOGUE, VideoParams, render_video
@@ -74,7 +75,32 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["clip.v2.final"] = None
     write_video(v / "клип-ü.mp4", clip(10), 12, "h264")
     expect["клип-ü"] = None
+    source = write_video(v / "cut-source.mp4", clip(20), 12, "h264", gop=5)
+    stream_copy_cut(source, v / "cut.mp4", 7)  # 2 frames hidden by its edit list
+    source.unlink()
+    expect["cut"] = None
     return expect
+
+
+def stream_copy_cut(src: Path, dst: Path, start_frame: int) -> Path:
+    """Cut `src` (MP4) at frame `start_frame` without re-encoding, as `ffmpeg -ss T -c copy`
+    does: the packets from the keyframe before the cut on, shifted so the cut is at time 0.
+    The MP4 muxer writes an edit list, and the frames between that keyframe and the cut are
+    marked to be decoded but not shown."""
+    with av.open(str(src)) as ic:
+        stream = ic.streams.video[0]
+        packets = [p for p in ic.demux(stream) if p.size]
+        cut = sorted(p.pts for p in packets)[start_frame]
+        key = max(p.pts for p in packets if p.is_keyframe and p.pts <= cut)
+        first = next(k for k, p in enumerate(packets) if p.pts == key)
+        with av.open(str(dst), "w") as oc:
+            out = oc.add_stream_from_template(stream)
+            for p in packets[first:]:
+                p.pts -= cut
+                p.dts -= cut
+                p.stream = out
+                oc.mux(p)
+    return dst
 
 
 def write_lists(root: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:

@@ -6,10 +6,10 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, write_tagged
+from corpus import RefusingBackend, clip, stream_copy_cut, write_tagged
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
-from pipeline.video.decode import DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
+from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
 from pipeline.video.encode import encode_all, write_video
 from pipeline.video.probe import VideoError, open_video, probe
 
@@ -182,6 +182,35 @@ def test_seeking_across_many_keyframes_is_exact(tmp_path):
         got = PyAVDecoder().decode(info, idx)
         for k, i in enumerate(idx):
             assert np.array_equal(got[k], ref[i]), i
+
+
+@pytest.mark.parametrize("skip_nonref", [True, False])
+def test_a_stream_copied_cut_reads_as_players_show_it(tmp_path, skip_nonref):
+    """An MP4 cut without re-encoding starts at the keyframe before the cut, and its edit
+    list hides the frames up to the cut: frame indices count only the frames shown."""
+    src = write_video(tmp_path / "src.mp4", clip(40, seed=1), 25, "h264", gop=10, bframes=2)
+    cut = stream_copy_cut(src, tmp_path / "cut.mp4", 14)
+    info = probe(cut)
+    ref = full_decode(cut)
+    assert (info.num_frames, info.hidden_frames, len(ref)) == (26, 4, 26)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[14:]))  # the source's frames 14..39
+    assert info.timestamp(0) == 0.0 and info.timestamp(25) == pytest.approx(1.0)
+    dec = PyAVDecoder(skip_nonref=skip_nonref)
+    for idx in index_sets(info.num_frames, np.random.default_rng(1)):
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), i
+    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
+    assert read_info.num_frames == 26 and indices == segment_middles(26, 8)
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    # DALI's frame index counts the hidden frames: `auto` gives such a video to PyAV, and `dali` refuses it
+    dali = DaliDecoder("gpu")
+    assert not dali.supports(info)
+    with pytest.raises(VideoError, match="4 frames are marked not to be shown") as e:
+        dali.decode(info, [0])
+    assert e.value.reason == "hidden frames"
+    frames, backend, tried = AutoDecoder([dali, PyAVDecoder()]).decode_any(info, [0, 25])
+    assert backend == "pyav" and tried == "" and np.array_equal(frames[1], ref[25])
 
 
 def _nearest(frame: np.ndarray, ref: list[np.ndarray], around: int) -> int:

@@ -281,12 +281,20 @@ class DaliDecoder:
         self._pipe.build()
 
     def supports(self, info: VideoInfo) -> bool:
-        return info.codec in (self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS)
+        """The codec is one this device decodes, and no frames are hidden: DALI's frame index
+        counts every packet, so with hidden frames its frame k is not the k-th frame shown."""
+        return info.codec in (self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS) and not info.hidden_frames
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         _check_indices(info, indices)
-        if not self.supports(info):
+        if info.codec not in (self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS):
             raise VideoError("unsupported codec", f"{info.path}: {self.name} cannot decode {info.codec}")
+        if info.hidden_frames:
+            raise VideoError(
+                "hidden frames",
+                f"{info.path}: {info.hidden_frames} frames are marked not to be shown (an edit list), and {self.name} "
+                "would count them, shifting every frame index: use --decoder auto or pyav",
+            )
         return resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), size)
 
     def frames_at(self, data: np.ndarray, indices: Sequence[int], name="video") -> np.ndarray:

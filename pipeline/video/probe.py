@@ -30,11 +30,15 @@ class VideoInfo:
         pix_fmt: decoded pixel format (yuv420p, yuv444p, yuv420p10le ...).
         width, height: coded frame size.
         fps: average frame rate.
-        num_frames: frames in the stream (one per non-empty packet).
+        num_frames: frames in the stream (one per non-empty packet), not counting hidden ones.
         frame_pts: presentation timestamps of frames 0..num_frames-1, in stream time base.
-        keyframe_pts: timestamps of the keyframes, ascending.
+        keyframe_pts: timestamps of the keyframes, ascending (hidden ones included).
         time_base: seconds per timestamp unit.
         pts_reliable: every packet had a timestamp, all distinct.
+        hidden_frames: frames the container marks to be decoded but not shown, such as
+            those an MP4 edit list skips where a stream-copied cut starts after a keyframe.
+            The decoder needs them as references and drops them, as players do; frame
+            indices count only the frames shown.
     """
 
     path: str
@@ -48,6 +52,7 @@ class VideoInfo:
     keyframe_pts: tuple[int, ...] = field(repr=False)
     time_base: float
     pts_reliable: bool
+    hidden_frames: int = 0
 
     def timestamp(self, index: int) -> float:
         """Seconds from the stream's first frame to frame `index`."""
@@ -119,11 +124,15 @@ def demux_packets(container, stream, path) -> list:
 
 
 def info_from_packets(path, stream, packets: list) -> VideoInfo:
-    """Stream facts from its demuxed packets: one frame per packet."""
-    pts = [p.pts for p in packets if p.pts is not None]
+    """Stream facts from its demuxed packets: one frame per packet, except the packets marked
+    to be discarded (decoded as references, never shown)."""
+    shown = [p for p in packets if not p.is_discard]
+    pts = [p.pts for p in shown if p.pts is not None]
     keys = [p.pts for p in packets if p.pts is not None and p.is_keyframe]
-    if not packets:
-        raise VideoError("no frames", str(path))
+    if not shown:
+        detail = f"{path}: all {len(packets)} frames are marked not to be shown" if packets else str(path)
+        raise VideoError("no frames", detail)
+    every_pts = [p.pts for p in packets if p.pts is not None]
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -137,11 +146,12 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
         width=cc.width,
         height=cc.height,
         fps=fps if fps > 0 else 25.0,
-        num_frames=len(packets),
+        num_frames=len(shown),
         frame_pts=tuple(sorted(pts)),
         keyframe_pts=tuple(sorted(keys)),
         time_base=tb,
-        pts_reliable=len(pts) == len(packets) and len(set(pts)) == len(pts) and tb > 0,
+        pts_reliable=len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts) and tb > 0,
+        hidden_frames=len(packets) - len(shown),
     )
 
 
