@@ -77,21 +77,24 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["клип-ü"] = None
     source = write_video(v / "cut-source.mp4", clip(20), 12, "h264", gop=5)
     stream_copy_cut(source, v / "cut.mp4", 7)  # 2 frames hidden by its edit list
+    stream_copy_cut(source, v / "nested" / "cut-mid-gop.mkv", 7, at_keyframe=False)  # 3 frames it cannot decode
     source.unlink()
-    expect["cut"] = None
+    expect["cut"] = expect["cut-mid-gop"] = None
     return expect
 
 
-def stream_copy_cut(src: Path, dst: Path, start_frame: int) -> Path:
+def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = True) -> Path:
     """Cut `src` (MP4) at frame `start_frame` without re-encoding, as `ffmpeg -ss T -c copy`
     does: the packets from the keyframe before the cut on, shifted so the cut is at time 0.
     The MP4 muxer writes an edit list, and the frames between that keyframe and the cut are
-    marked to be decoded but not shown."""
+    marked to be decoded but not shown. With `at_keyframe=False` the packets start at the
+    cut itself, as `ffmpeg -i SRC -ss T -c copy -copyinkf` writes them: the frames up to
+    the next keyframe lack their references."""
     with av.open(str(src)) as ic:
         stream = ic.streams.video[0]
         packets = [p for p in ic.demux(stream) if p.size]
         cut = sorted(p.pts for p in packets)[start_frame]
-        key = max(p.pts for p in packets if p.is_keyframe and p.pts <= cut)
+        key = max(p.pts for p in packets if p.is_keyframe and p.pts <= cut) if at_keyframe else cut
         first = next(k for k, p in enumerate(packets) if p.pts == key)
         with av.open(str(dst), "w") as oc:
             out = oc.add_stream_from_template(stream)

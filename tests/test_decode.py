@@ -213,6 +213,27 @@ def test_a_stream_copied_cut_reads_as_players_show_it(tmp_path, skip_nonref):
     assert backend == "pyav" and tried == "" and np.array_equal(frames[1], ref[25])
 
 
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path, ext):
+    """Cut at a packet that is not a keyframe, a stream's first frames lack their references:
+    the decoder drops them, and frame indices count the frames it returns."""
+    src = write_video(tmp_path / "src.mp4", clip(40, seed=2), 25, "h264", gop=10, bframes=0)
+    cut = stream_copy_cut(src, tmp_path / f"cut.{ext}", 14, at_keyframe=False)
+    info = probe(cut)
+    ref = full_decode(cut)
+    assert (info.num_frames, info.hidden_frames, len(ref)) == (20, 6, 20)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))  # from the keyframe at 20 on
+    dec = PyAVDecoder()
+    for idx in index_sets(info.num_frames, np.random.default_rng(2)):
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), i
+    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
+    assert (read_info.num_frames, read_info.hidden_frames) == (20, 6)
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    assert not DaliDecoder("gpu").supports(info)
+
+
 def _nearest(frame: np.ndarray, ref: list[np.ndarray], around: int) -> int:
     cands = [j for j in (around - 1, around, around + 1) if 0 <= j < len(ref)]
     return min(cands, key=lambda j: np.abs(frame.astype(np.int16) - ref[j]).mean())

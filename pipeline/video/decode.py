@@ -124,6 +124,7 @@ class PyAVDecoder:
     def _read(self, path, sample, size_for, planar: bool, probe_frames: bool):
         container, stream = open_video(path, probe_frames)
         with container:
+            stream.codec_context.thread_count = self.threads  # before anything decodes, which opens the codec
             packets = demux_packets(container, stream, path)
             info = info_from_packets(path, stream, packets)
             indices = sample(info.num_frames)
@@ -142,7 +143,8 @@ class PyAVDecoder:
     def _decode(self, stream, packets, info: VideoInfo, indices, size, planar: bool = False):
         import av
 
-        stream.codec_context.thread_count = self.threads
+        if not stream.codec_context.is_open:
+            stream.codec_context.thread_count = self.threads
         targets = sorted(set(int(i) for i in indices))
         frames = None
         try:

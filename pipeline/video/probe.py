@@ -35,10 +35,11 @@ class VideoInfo:
         keyframe_pts: timestamps of the keyframes, ascending (hidden ones included).
         time_base: seconds per timestamp unit.
         pts_reliable: every packet had a timestamp, all distinct.
-        hidden_frames: frames the container marks to be decoded but not shown, such as
-            those an MP4 edit list skips where a stream-copied cut starts after a keyframe.
-            The decoder needs them as references and drops them, as players do; frame
-            indices count only the frames shown.
+        hidden_frames: packets that give no frame: those the container marks to be
+            decoded but not shown (an MP4 edit list skips them where a stream-copied cut
+            starts after a keyframe; the decoder needs them as references), and, in a
+            stream that does not start with a keyframe, those the decoder cannot decode.
+            The decoder drops both, as players do; frame indices count only the others.
     """
 
     path: str
@@ -125,13 +126,21 @@ def demux_packets(container, stream, path) -> list:
 
 def info_from_packets(path, stream, packets: list) -> VideoInfo:
     """Stream facts from its demuxed packets: one frame per packet, except the packets marked
-    to be discarded (decoded as references, never shown)."""
-    shown = [p for p in packets if not p.is_discard]
-    pts = [p.pts for p in shown if p.pts is not None]
+    to be discarded (decoded as references, never shown).
+
+    A stream that does not start with a keyframe (cut at a packet that is not one) is
+    decoded through once: the decoder drops the frames it cannot decode without the
+    references cut away, so the frames are the ones it returns.
+    """
+    if not packets:
+        raise VideoError("no frames", str(path))
+    shown_pts = [p.pts for p in packets if not p.is_discard]
+    if not packets[0].is_keyframe:
+        shown_pts = _decoded_pts(path, stream, packets)
+    if not shown_pts:
+        raise VideoError("no frames", f"{path}: none of its {len(packets)} frames is to be shown or can be decoded")
+    pts = [t for t in shown_pts if t is not None]
     keys = [p.pts for p in packets if p.pts is not None and p.is_keyframe]
-    if not shown:
-        detail = f"{path}: all {len(packets)} frames are marked not to be shown" if packets else str(path)
-        raise VideoError("no frames", detail)
     every_pts = [p.pts for p in packets if p.pts is not None]
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -146,21 +155,43 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
         width=cc.width,
         height=cc.height,
         fps=fps if fps > 0 else 25.0,
-        num_frames=len(shown),
+        num_frames=len(shown_pts),
         frame_pts=tuple(sorted(pts)),
         keyframe_pts=tuple(sorted(keys)),
         time_base=tb,
-        pts_reliable=len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts) and tb > 0,
-        hidden_frames=len(packets) - len(shown),
+        pts_reliable=(
+            len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts)
+            and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
+        ),
+        hidden_frames=len(packets) - len(shown_pts),
     )
 
 
+def _decoded_pts(path, stream, packets: list) -> list:
+    """Timestamps of the frames a full decode of `packets` returns, in the order it returns
+    them; the decoder is left flushed, ready to start again."""
+    import av
+
+    cc = stream.codec_context
+    cc.skip_frame = "DEFAULT"
+    out = []
+    try:
+        for packet in [*packets, None]:  # None drains the decoder
+            out.extend(f.pts for f in cc.decode(packet))
+    except av.FFmpegError as e:
+        raise VideoError("decode error", f"{path}: {e}") from None
+    finally:
+        cc.flush_buffers()
+    return out
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Demux the first video stream of `path` (no decoding).
+    """Demux the first video stream of `path` (no decoding, unless it does not start with a keyframe).
 
     Raises:
         VideoError: missing, empty or unreadable file, no video stream, or no frames.
     """
     container, stream = open_video(path)
     with container:
+        stream.codec_context.thread_count = 1  # should it decode (see `info_from_packets`)
         return info_from_packets(path, stream, demux_packets(container, stream, path))
