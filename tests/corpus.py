@@ -80,7 +80,20 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     stream_copy_cut(source, v / "nested" / "cut-mid-gop.mkv", 7, at_keyframe=False)  # 3 frames it cannot decode
     source.unlink()
     expect["cut"] = expect["cut-mid-gop"] = None
+    write_with_encoder(v / "av1.webm", "libsvtav1", clip(24))  # frames no other frame references
+    expect["av1"] = None
     return expect
+
+
+def write_with_encoder(path, encoder: str, frames: np.ndarray, b_frames: int | None = None):
+    """`frames` through an FFmpeg encoder that `write_video` has no entry for."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=25)  # a rate MPEG-1 allows
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if b_frames is not None:
+            stream.codec_context.max_b_frames = b_frames
+        encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames))
+    return path
 
 
 def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = True) -> Path:

@@ -6,11 +6,11 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, stream_copy_cut, write_tagged
+from corpus import RefusingBackend, clip, stream_copy_cut, write_tagged, write_with_encoder
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
-from pipeline.video.encode import encode_all, write_video
+from pipeline.video.encode import CODECS, encode_all, write_video
 from pipeline.video.probe import VideoError, open_video, probe
 
 
@@ -232,6 +232,28 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     assert (read_info.num_frames, read_info.hidden_frames) == (20, 6)
     assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
     assert not DaliDecoder("gpu").supports(info)
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "av1"])
+def test_skipping_unwanted_frames_gives_the_frames_of_a_full_decode(tmp_path, codec):
+    """Where the decoder reads `skip_frame` packet by packet, no wanted frame is lost or
+    changed by skipping the unwanted non-reference ones; libdav1d (AV1), which reads it only
+    when it opens and then drops every non-reference frame, is never asked to skip."""
+    frames = clip(40, seed=6)
+    if codec in ("h264", "hevc", "mpeg4"):
+        path = write_video(tmp_path / f"c{CODECS[codec].ext}", frames, 12, codec, bframes=None if codec == "hevc" else 2)
+    elif codec == "av1":  # SVT-AV1's hierarchical mini-GOPs: many frames nothing references
+        path = write_with_encoder(tmp_path / "c.webm", "libsvtav1", frames)
+    else:
+        path = write_with_encoder(tmp_path / "c.mpg", codec, frames, b_frames=2)
+    info = probe(path)
+    ref = full_decode(path)
+    assert info.codec == codec and info.num_frames == len(ref) == 40
+    dec = PyAVDecoder(skip_nonref=True)
+    for idx in ([[i] for i in range(40)] + [segment_middles(40, 8), [39, 1], list(range(1, 40, 3))]):
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), (codec, idx, i)
 
 
 def _nearest(frame: np.ndarray, ref: list[np.ndarray], around: int) -> int:

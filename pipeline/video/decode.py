@@ -26,6 +26,13 @@ class _OutOfOrder(Exception):
 
 INTERPOLATION = "BILINEAR"  # FFmpeg scaler; antialiased when shrinking, about 6x faster than PIL bicubic here
 
+# FFmpeg decoders that read `skip_frame` packet by packet, so that it can change between
+# packets, and skip only frames that no other frame references (each checked against a full
+# decode in tests/test_decode.py). Others may read it once, when the codec opens: libdav1d
+# (AV1) then drops every non-reference frame of the stream, wanted or not. The native VP8
+# and VP9 decoders ignore it (all their frames but invisible ones are references anyway).
+SKIP_NONREF_DECODERS = frozenset({"h264", "hevc", "mpeg4", "mpeg1video", "mpeg2video"})
+
 # Frame colourspaces (FFmpeg's AVColorSpace) whose YUV is BT.601, the matrix of JPEG's YCbCr:
 # unspecified (which FFmpeg's scaler converts as BT.601 too), BT470BG and SMPTE170M.
 JFIF_MATRICES = frozenset({2, 5, 6})
@@ -82,8 +89,8 @@ class PyAVDecoder:
 
     Frames are matched by presentation timestamp, so no index can shift. To reach a
     wanted frame the decoder jumps to the keyframe packet before it only when that
-    skips work, and (with `skip_nonref`) tells FFmpeg not to decode non-reference
-    frames that are not wanted. Streams whose timestamps cannot be trusted are decoded
+    skips work, and (with `skip_nonref`, where the decoder is in SKIP_NONREF_DECODERS)
+    tells FFmpeg not to decode non-reference frames that are not wanted. Streams whose timestamps cannot be trusted are decoded
     from the start, counting frames. FFmpeg's scaler converts colour and resizes in one
     pass (to YUV planes for JPEG, or to planar RGB that is then packed). Memory use is
     about the size of the file.
@@ -187,6 +194,7 @@ class PyAVDecoder:
         key_pts = [k[0] for k in keys]
         out: dict[int, np.ndarray] = {}
         pos, last = None, None  # next packet to feed; pts of the last frame out of the decoder
+        skip_nonref = self.skip_nonref and cc.codec.name in SKIP_NONREF_DECODERS
 
         def take(frame) -> None:
             nonlocal last
@@ -207,7 +215,7 @@ class PyAVDecoder:
             while remaining and remaining[0] == t and pos < len(packets):
                 packet = packets[pos]
                 pos += 1
-                if self.skip_nonref:
+                if skip_nonref:
                     cc.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
                 for frame in cc.decode(packet):
                     take(frame)
