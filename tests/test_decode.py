@@ -234,6 +234,29 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     assert not DaliDecoder("gpu").supports(info)
 
 
+@pytest.mark.parametrize("ext", ["mkv", "ts"])
+def test_a_cut_at_an_open_gop_keyframe_counts_the_frames_it_can_decode(tmp_path, ext):
+    """x265 writes open GOPs: cut at a CRA keyframe, the pictures decoded after it but shown
+    before it reference frames cut away, and the decoder drops them (Matroska stores them
+    with no timestamp): frame indices count the frames it returns."""
+    src = write_video(tmp_path / "src.mp4", clip(40, seed=4), 12, "hevc", gop=10)
+    cut = stream_copy_cut(src, tmp_path / f"cut.{ext}", 20)  # at the third keyframe
+    with av.open(str(cut)) as c:
+        packets = [p for p in c.demux(video=0) if p.size]
+    info = probe(cut)
+    ref = full_decode(cut)
+    assert info.num_frames == len(ref) == 20 and info.hidden_frames == len(packets) - 20 > 0
+    assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))
+    dec = PyAVDecoder()
+    for idx in index_sets(info.num_frames, np.random.default_rng(3)):
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), i
+    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
+    assert read_info.num_frames == 20
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+
+
 @pytest.mark.parametrize("codec", ["h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "av1"])
 def test_skipping_unwanted_frames_gives_the_frames_of_a_full_decode(tmp_path, codec):
     """Where the decoder reads `skip_frame` packet by packet, no wanted frame is lost or

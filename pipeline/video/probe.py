@@ -128,20 +128,21 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
     """Stream facts from its demuxed packets: one frame per packet, except the packets marked
     to be discarded (decoded as references, never shown).
 
-    A stream that does not start with a keyframe (cut at a packet that is not one) is
-    decoded through once: the decoder drops the frames it cannot decode without the
-    references cut away, so the frames are the ones it returns.
+    A stream that may have lost references to a cut (see `_cut_references`) is decoded
+    through once, and its frames are the ones the decoder returns: it drops those it cannot
+    decode.
     """
     if not packets:
         raise VideoError("no frames", str(path))
-    shown_pts = [p.pts for p in packets if not p.is_discard]
-    if not packets[0].is_keyframe:
+    facts = [(p.pts, p.is_keyframe, p.is_discard) for p in packets]  # read once: each is a call into PyAV
+    shown_pts = [t for t, _, discard in facts if not discard]
+    if _cut_references(facts):
         shown_pts = _decoded_pts(path, stream, packets)
     if not shown_pts:
         raise VideoError("no frames", f"{path}: none of its {len(packets)} frames is to be shown or can be decoded")
     pts = [t for t in shown_pts if t is not None]
-    keys = [p.pts for p in packets if p.pts is not None and p.is_keyframe]
-    every_pts = [p.pts for p in packets if p.pts is not None]
+    keys = [t for t, key, _ in facts if t is not None and key]
+    every_pts = [t for t, _, _ in facts if t is not None]
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -165,6 +166,18 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
         ),
         hidden_frames=len(packets) - len(shown_pts),
     )
+
+
+def _cut_references(facts: list[tuple]) -> bool:
+    """Whether the stream may start with frames whose references were cut away: its first
+    packet is not a keyframe (cut at a packet that is not one), or the first keyframe has
+    leading pictures, decoded after it but shown before it (an open GOP: an HEVC CRA or an
+    H.264 recovery point, whose leading pictures may reference frames before it; Matroska
+    stores those it cannot show with no timestamp)."""
+    first, key, _ = facts[0]  # (pts, is_keyframe, is_discard) of each packet, in decode order
+    if not key or first is None:
+        return True
+    return any(t is None or t < first for t, _, _ in facts)
 
 
 def _decoded_pts(path, stream, packets: list) -> list:
