@@ -82,6 +82,8 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["cut"] = expect["cut-mid-gop"] = None
     write_with_encoder(v / "av1.webm", "libsvtav1", clip(24))  # frames no other frame references
     expect["av1"] = None
+    write_rotated(v / "portrait.mp4", clip(10, 128, 64), 90)  # shown 64 wide, 128 high
+    expect["portrait"] = None
     return expect
 
 
@@ -92,6 +94,16 @@ def write_with_encoder(path, encoder: str, frames: np.ndarray, b_frames: int | N
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if b_frames is not None:
             stream.codec_context.max_b_frames = b_frames
+        encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames))
+    return path
+
+
+def write_rotated(path: Path, frames: np.ndarray, degrees: int) -> Path:
+    """An H.264 MP4 whose display matrix turns its frames `degrees` counter-clockwise, as a phone writes portrait video."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.set_display_rotation(degrees)
         encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames))
     return path
 

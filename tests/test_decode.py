@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, stream_copy_cut, write_tagged, write_with_encoder
+from corpus import RefusingBackend, clip, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
@@ -232,6 +232,40 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     assert (read_info.num_frames, read_info.hidden_frames) == (20, 6)
     assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
     assert not DaliDecoder("gpu").supports(info)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, -90])
+def test_a_rotated_mp4_is_returned_turned_as_shown(tmp_path, degrees, monkeypatch):
+    """A display matrix (phones' portrait video) turns the frames for every backend, and the
+    short side is the shown frame's; FFmpeg's own reading of the matrix is the reference."""
+    path = write_rotated(tmp_path / "r.mp4", clip(12, 96, 64, seed=7), degrees)
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        ffmpeg_angle = frame.rotation % 360  # counter-clockwise, as FFmpeg's command line turns it
+    info = probe(path)
+    assert info.rotation == ffmpeg_angle == degrees % 360
+    assert (info.width, info.height) == (96, 64)
+    assert info.display_size == ((64, 96) if degrees % 180 else (96, 64))
+    k = info.rotation // 90
+    ref = [np.rot90(f, k) for f in full_decode(path)]
+    dec = PyAVDecoder()
+    idx = [0, 5, 11, 3]
+    got = dec.decode(info, idx)
+    assert all(np.array_equal(got[j], ref[i]) for j, i in enumerate(idx))
+    size_for = lambda w, h: scaled_size(w, h, 32)  # noqa: E731
+    read_info, indices, frames = dec.read(path, lambda n: segment_middles(n, 4), size_for)
+    size = size_for(*info.display_size)
+    assert read_info == info and frames.shape == (4, size[1], size[0], 3)
+    turned_first = resize_frames(np.stack([ref[i] for i in indices]), size)  # turn, then resize
+    assert np.abs(frames.astype(np.int16) - turned_first).mean() < 1.5
+    _, _, planes = dec.read(path, lambda n: segment_middles(n, 4), size_for, planar=True)
+    assert all(p.y.shape == (size[1], size[0]) for p in planes)
+    jpeg = _jpeg_rgb(planes[0])
+    assert jpeg.shape == frames[0].shape and np.abs(jpeg.astype(np.int16) - frames[0]).mean() < 3
+    # DALI returns the coded frames: the same turning applies (its decoder stood in for by PyAV's frames)
+    dali = DaliDecoder("gpu")
+    monkeypatch.setattr(dali, "frames_at", lambda data, indices, name: np.stack([full_decode(path)[i] for i in indices]))
+    assert np.abs(dali.decode(info, indices, size).astype(np.int16) - frames).mean() < 2.0  # RGB resized, not YUV
 
 
 @pytest.mark.parametrize("ext", ["mkv", "ts"])

@@ -273,6 +273,7 @@ class ShardWorker:
             "num_frames": info.num_frames,
             "width": info.width,
             "height": info.height,
+            "rotation": info.rotation,
             "codec": info.codec,
             "pix_fmt": info.pix_fmt,
             "decoder": backend,

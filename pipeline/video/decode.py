@@ -51,6 +51,21 @@ class Planes(NamedTuple):
     v: np.ndarray  # (ceil(H/2), ceil(W/2))
 
 
+def _turn(frame, rotation: int):
+    """An RGB frame (H, W, 3) or `Planes` turned `rotation` degrees counter-clockwise (a multiple of 90), contiguous."""
+    k = rotation // 90 % 4
+    if k == 0:
+        return frame
+    if isinstance(frame, Planes):
+        return Planes(*(np.ascontiguousarray(np.rot90(p, k)) for p in frame))
+    return np.ascontiguousarray(np.rot90(frame, k))
+
+
+def _coded(size: tuple[int, int] | None, rotation: int) -> tuple[int, int] | None:
+    """The size to scale a coded frame to so that, turned by `rotation`, it is `size`."""
+    return (size[1], size[0]) if size is not None and rotation in (90, 270) else size
+
+
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int] | None:
     """(width, height) with the shorter side scaled to `short_side`; None when 0 or already there."""
     if short_side == 0 or min(width, height) == short_side:
@@ -116,7 +131,8 @@ class PyAVDecoder:
 
     def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
         """Open once (twice if a WebM header's frame size proves wrong): returns (info,
-        indices = sample(num_frames), frames resized to size_for(w, h)).
+        indices = sample(num_frames), frames turned by info.rotation and resized to
+        size_for(w, h) of the turned frames).
 
         Frames are an array (N, H, W, 3) of RGB, or with `planar` a list holding for each
         index its `Planes` where the video's matrix is BT.601 (else its RGB array).
@@ -136,12 +152,14 @@ class PyAVDecoder:
             info = info_from_packets(path, stream, packets)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
-            frames = self._decode(stream, packets, info, indices, size_for(info.width, info.height), planar)
+            frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
             cc = stream.codec_context  # after decoding: the decoder's own frame size and pixel format
             return info, indices, frames, (cc.width, cc.height, cc.format.name if cc.format else "unknown")
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
-        """Frames at `indices` (any order, repeats allowed): uint8 (len(indices), H, W, 3), or as in `read` with `planar`."""
+        """Frames at `indices` (any order, repeats allowed), turned by `info.rotation` and
+        resized to `size` (width, height as shown): uint8 (len(indices), H, W, 3), or as in
+        `read` with `planar`."""
         _check_indices(info, indices)
         container, stream = open_video(info.path, probe_frames=False)
         with container:
@@ -153,15 +171,20 @@ class PyAVDecoder:
         if not stream.codec_context.is_open:
             stream.codec_context.thread_count = self.threads
         targets = sorted(set(int(i) for i in indices))
+        coded = _coded(size, info.rotation)
+
+        def convert(frame):
+            return _turn(self._convert(frame, coded, planar), info.rotation)
+
         frames = None
         try:
             if info.pts_reliable:
                 try:
-                    frames = self._by_pts(stream, packets, info, targets, lambda f: self._convert(f, size, planar))
+                    frames = self._by_pts(stream, packets, info, targets, convert)
                 except _OutOfOrder:
                     stream.codec_context.flush_buffers()
             if frames is None:
-                frames = self._in_order(stream, packets, info, targets, lambda f: self._convert(f, size, planar))
+                frames = self._in_order(stream, packets, info, targets, convert)
         except av.FFmpegError as e:
             raise VideoError("decode error", f"{info.path}: {e}") from None
         if planar:
@@ -305,7 +328,8 @@ class DaliDecoder:
                 f"{info.path}: {info.hidden_frames} frames are marked not to be shown (an edit list), and {self.name} "
                 "would count them, shifting every frame index: use --decoder auto or pyav",
             )
-        return resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), size)
+        frames = resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), _coded(size, info.rotation))
+        return np.stack([_turn(f, info.rotation) for f in frames]) if info.rotation else frames
 
     def frames_at(self, data: np.ndarray, indices: Sequence[int], name="video") -> np.ndarray:
         """RGB frames (len(indices), H, W, 3) at `indices` (any order, repeats allowed) of the
@@ -415,7 +439,7 @@ def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Ca
         return Sampled(info, indices, frames, decoder.name, "")
     info = probe(path)
     indices = sample(info.num_frames)
-    size = size_for(info.width, info.height)
+    size = size_for(*info.display_size)
     if isinstance(decoder, AutoDecoder):
         return Sampled(info, indices, *decoder.decode_any(info, indices, size, planar))
     return Sampled(info, indices, decoder.decode(info, indices, size), decoder.name, "")

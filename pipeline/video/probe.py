@@ -6,7 +6,9 @@ the presentation timestamp of every frame, which sampling and seeking rely on.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,10 @@ class VideoInfo:
             starts after a keyframe; the decoder needs them as references), and, in a
             stream that does not start with a keyframe, those the decoder cannot decode.
             The decoder drops both, as players do; frame indices count only the others.
+        rotation: degrees counter-clockwise (0, 90, 180 or 270) the container says to turn
+            the frames to show them (an MP4/MOV display matrix, as phones write); the
+            decoders return frames turned, as players and FFmpeg's command line show them.
+            `width` and `height` stay the coded size.
     """
 
     path: str
@@ -54,6 +60,12 @@ class VideoInfo:
     time_base: float
     pts_reliable: bool
     hidden_frames: int = 0
+    rotation: int = 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the frames as shown, after the rotation."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
     def timestamp(self, index: int) -> float:
         """Seconds from the stream's first frame to frame `index`."""
@@ -165,7 +177,73 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
             and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
         ),
         hidden_frames=len(packets) - len(shown_pts),
+        rotation=mp4_rotation(path) if "mov" in stream.container.format.name.split(",") else 0,
     )
+
+
+def mp4_rotation(path) -> int:
+    """Counter-clockwise degrees (0, 90, 180, 270) by which the display matrix of the first
+    video track of an MP4/MOV file turns its frames, as FFmpeg reads it (the angle of
+    `av_display_rotation_get`): read from the `tkhd` box, since PyAV does not expose the
+    stream's display matrix. 0 for no matrix, an angle off a multiple of 90 degrees by more
+    than one degree, or a header this cannot walk; mirroring is not read."""
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            for kind, start, stop in _boxes(f, 0, end):
+                if kind != b"moov":
+                    continue
+                for kind, t0, t1 in _boxes(f, start, stop):
+                    if kind == b"trak" and _handler(f, t0, t1) == b"vide":
+                        return _tkhd_rotation(f, t0, t1)
+                return 0
+    except (OSError, struct.error, ValueError):
+        pass
+    return 0
+
+
+def _boxes(f, start: int, end: int):
+    """(type, content start, content end) of each ISO-BMFF box between `start` and `end`."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        size, kind = struct.unpack(">I4s", f.read(8))
+        head = 8
+        if size == 1:  # a 64-bit size follows
+            (size,) = struct.unpack(">Q", f.read(8))
+            head = 16
+        elif size == 0:  # to the end of the enclosing box
+            size = end - pos
+        if size < head:
+            return
+        yield kind, pos + head, min(pos + size, end)
+        pos += size
+
+
+def _handler(f, start: int, end: int) -> bytes | None:
+    """The handler type of a `trak` (b"vide" for video), from mdia/hdlr."""
+    for kind, m0, m1 in _boxes(f, start, end):
+        if kind == b"mdia":
+            for kind, h0, _ in _boxes(f, m0, m1):
+                if kind == b"hdlr":
+                    f.seek(h0 + 8)  # version and flags, pre_defined
+                    return f.read(4)
+    return None
+
+
+def _tkhd_rotation(f, start: int, end: int) -> int:
+    for kind, h0, h1 in _boxes(f, start, end):
+        if kind == b"tkhd":
+            f.seek(h0)
+            version = f.read(1)[0]
+            f.seek(h0 + 4 + (32 if version == 1 else 20) + 16)  # past the times, ids, layer and volume
+            a, b = struct.unpack(">ii", f.read(8))  # the matrix's first row, 16.16 fixed point
+            if a == 0 and b == 0:
+                return 0
+            angle = -math.degrees(math.atan2(b, a))
+            k = round(angle / 90)
+            return (k % 4) * 90 if abs(angle - 90 * k) < 1 else 0
+    return 0
 
 
 def _cut_references(facts: list[tuple]) -> bool:
