@@ -184,6 +184,20 @@ def test_seeking_across_many_keyframes_is_exact(tmp_path):
             assert np.array_equal(got[k], ref[i]), i
 
 
+def _sparse_reads_match(path, info, ref: list[np.ndarray], seed: int, skip_nonref: bool = True):
+    """Every index set, decoded sparsely from `info` and read in one pass, gives the frames of
+    `ref` (a full decode); returns what the one-pass read saw of the stream."""
+    dec = PyAVDecoder(skip_nonref=skip_nonref)
+    for idx in index_sets(info.num_frames, np.random.default_rng(seed)):
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), i
+    read_info, indices, frames = dec.read(path, lambda n: segment_middles(n, 8), lambda w, h: None)
+    assert indices == segment_middles(read_info.num_frames, 8)
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    return read_info
+
+
 @pytest.mark.parametrize("skip_nonref", [True, False])
 def test_a_stream_copied_cut_reads_as_players_show_it(tmp_path, skip_nonref):
     """An MP4 cut without re-encoding starts at the keyframe before the cut, and its edit
@@ -195,14 +209,7 @@ def test_a_stream_copied_cut_reads_as_players_show_it(tmp_path, skip_nonref):
     assert (info.num_frames, info.hidden_frames, len(ref)) == (26, 4, 26)
     assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[14:]))  # the source's frames 14..39
     assert info.timestamp(0) == 0.0 and info.timestamp(25) == pytest.approx(1.0)
-    dec = PyAVDecoder(skip_nonref=skip_nonref)
-    for idx in index_sets(info.num_frames, np.random.default_rng(1)):
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), i
-    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
-    assert read_info.num_frames == 26 and indices == segment_middles(26, 8)
-    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    assert _sparse_reads_match(cut, info, ref, seed=1, skip_nonref=skip_nonref) == info
     # DALI's frame index counts the hidden frames: `auto` gives such a video to PyAV, and `dali` refuses it
     dali = DaliDecoder("gpu")
     assert not dali.supports(info)
@@ -223,14 +230,7 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     ref = full_decode(cut)
     assert (info.num_frames, info.hidden_frames, len(ref)) == (20, 6, 20)
     assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))  # from the keyframe at 20 on
-    dec = PyAVDecoder()
-    for idx in index_sets(info.num_frames, np.random.default_rng(2)):
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), i
-    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
-    assert (read_info.num_frames, read_info.hidden_frames) == (20, 6)
-    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    assert _sparse_reads_match(cut, info, ref, seed=2) == info
     assert not DaliDecoder("gpu").supports(info)
 
 
@@ -281,14 +281,7 @@ def test_a_cut_at_an_open_gop_keyframe_counts_the_frames_it_can_decode(tmp_path,
     ref = full_decode(cut)
     assert info.num_frames == len(ref) == 20 and info.hidden_frames == len(packets) - 20 > 0
     assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))
-    dec = PyAVDecoder()
-    for idx in index_sets(info.num_frames, np.random.default_rng(3)):
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), i
-    read_info, indices, frames = dec.read(cut, lambda n: segment_middles(n, 8), lambda w, h: None)
-    assert read_info.num_frames == 20
-    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
+    assert _sparse_reads_match(cut, info, ref, seed=3) == info
 
 
 @pytest.mark.parametrize("codec", ["h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "av1"])
