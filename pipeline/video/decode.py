@@ -105,8 +105,8 @@ class PyAVDecoder:
     Frames are matched by presentation timestamp, so no index can shift. To reach a
     wanted frame the decoder jumps to the keyframe packet before it only when that
     skips work, and (with `skip_nonref`, where the decoder is in SKIP_NONREF_DECODERS)
-    tells FFmpeg not to decode non-reference frames that are not wanted. Streams whose timestamps cannot be trusted are decoded
-    from the start, counting frames. FFmpeg's scaler converts colour and resizes in one
+    tells FFmpeg not to decode non-reference frames that are not wanted. Streams whose
+    timestamps cannot be trusted are decoded from the start, counting frames. FFmpeg's scaler converts colour and resizes in one
     pass (to YUV planes for JPEG, or to planar RGB that is then packed). Memory use is
     about the size of the file.
     """
@@ -325,8 +325,8 @@ class DaliDecoder:
         if info.hidden_frames:
             raise VideoError(
                 "hidden frames",
-                f"{info.path}: {info.hidden_frames} frames are marked not to be shown (an edit list), and {self.name} "
-                "would count them, shifting every frame index: use --decoder auto or pyav",
+                f"{info.path}: {info.hidden_frames} of its packets give no frame (an edit list hides them, or a cut took "
+                f"their references), and {self.name} would count them, shifting frame indices: use --decoder auto or pyav",
             )
         frames = resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), _coded(size, info.rotation))
         return np.stack([_turn(f, info.rotation) for f in frames]) if info.rotation else frames

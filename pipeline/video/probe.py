@@ -40,8 +40,9 @@ class VideoInfo:
         hidden_frames: packets that give no frame: those the container marks to be
             decoded but not shown (an MP4 edit list skips them where a stream-copied cut
             starts after a keyframe; the decoder needs them as references), and, in a
-            stream that does not start with a keyframe, those the decoder cannot decode.
-            The decoder drops both, as players do; frame indices count only the others.
+            stream cut where it lost references (see `info_from_packets`), those the
+            decoder cannot decode. The decoder drops both, as players do; frame indices
+            count only the others.
         rotation: degrees counter-clockwise (0, 90, 180 or 270) the container says to turn
             the frames to show them (an MP4/MOV display matrix, as phones write); the
             decoders return frames turned, as players and FFmpeg's command line show them.
@@ -260,24 +261,30 @@ def _cut_references(facts: list[tuple]) -> bool:
 
 def _decoded_pts(path, stream, packets: list) -> list:
     """Timestamps of the frames a full decode of `packets` returns, in the order it returns
-    them; the decoder is left flushed, ready to start again."""
+    them; the decoder is left flushed, ready to start again. Packets before the first
+    keyframe that the decoder refuses (VP9 does, for a frame without its references) give
+    no frame, as FFmpeg's command line has it; a refused packet after it is a decode error."""
     import av
 
     cc = stream.codec_context
     cc.skip_frame = "DEFAULT"
     out = []
+    keyed = False
     try:
         for packet in [*packets, None]:  # None drains the decoder
-            out.extend(f.pts for f in cc.decode(packet))
-    except av.FFmpegError as e:
-        raise VideoError("decode error", f"{path}: {e}") from None
+            keyed = keyed or packet is None or packet.is_keyframe
+            try:
+                out.extend(f.pts for f in cc.decode(packet))
+            except av.FFmpegError as e:
+                if keyed:
+                    raise VideoError("decode error", f"{path}: {e}") from None
     finally:
         cc.flush_buffers()
     return out
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Demux the first video stream of `path` (no decoding, unless it does not start with a keyframe).
+    """Demux the first video stream of `path` (no decoding, unless a cut may have taken references away).
 
     Raises:
         VideoError: missing, empty or unreadable file, no video stream, or no frames.
