@@ -282,6 +282,34 @@ def test_a_rotated_mp4_is_returned_turned_as_shown(tmp_path, degrees, monkeypatc
     assert np.abs(dali.decode(info, indices, size).astype(np.int16) - frames).mean() < 2.0  # RGB resized, not YUV
 
 
+@pytest.mark.parametrize(
+    "encoder,ext",
+    [("mpeg2video", "mpg"), ("mpeg2video", "ts"), ("wmv2", "wmv"), ("flv", "flv"), ("mjpeg", "avi"),
+     ("h263", "3gp"), ("msmpeg4v2", "avi"), ("libx264", "mov"), ("libx264", "flv"), ("libx264", "ts"), ("libvpx", "mkv")],
+)
+def test_sparse_decoding_is_exact_in_the_containers_and_codecs_of_older_datasets(tmp_path, encoder, ext):
+    """Every frame alone, and pairs that jump back and over keyframes, as a full decode gives them."""
+    frames = clip(30, 128, 96, seed=8)  # 128x96: a size H.263 allows
+    path = tmp_path / f"c.{ext}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=25)
+        stream.width, stream.height = 128, 96
+        stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
+        stream.codec_context.gop_size = 8
+        if encoder in ("mpeg2video", "libx264"):
+            stream.codec_context.max_b_frames = 2
+        yuv = (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=stream.pix_fmt) for f in frames)
+        encode_all(out, stream, yuv)
+    info = probe(path)
+    ref = full_decode(path)
+    assert info.num_frames == len(ref) == 30 and info.hidden_frames == 0
+    dec = PyAVDecoder()
+    for idx in [[i] for i in range(30)] + [[29, 0], [15, 7], [1, 28, 14]]:
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), (idx, i)
+
+
 @pytest.mark.parametrize("ext", ["mkv", "ts"])
 def test_a_cut_at_an_open_gop_keyframe_counts_the_frames_it_can_decode(tmp_path, ext):
     """x265 writes open GOPs: cut at a CRA keyframe, the pictures decoded after it but shown
