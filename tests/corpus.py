@@ -87,25 +87,29 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     return expect
 
 
-def write_with_encoder(path, encoder: str, frames: np.ndarray, b_frames: int | None = None):
-    """`frames` through an FFmpeg encoder that `write_video` has no entry for."""
+def write_with_encoder(
+    path, encoder: str, frames: np.ndarray, b_frames: int | None = None, gop: int | None = None,
+    rate: int = 25, pix_fmt: str = "yuv420p", rotation: int | None = None,
+) -> Path:
+    """`frames` through an FFmpeg encoder that `write_video` has no entry for (the default rate
+    is one MPEG-1 allows); `rotation` writes a display matrix turning them that many degrees
+    counter-clockwise, as a phone writes portrait video."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(encoder, rate=25)  # a rate MPEG-1 allows
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream = out.add_stream(encoder, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         if b_frames is not None:
             stream.codec_context.max_b_frames = b_frames
-        encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames))
-    return path
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt) for f in frames))
+    return Path(path)
 
 
 def write_rotated(path: Path, frames: np.ndarray, degrees: int) -> Path:
-    """An H.264 MP4 whose display matrix turns its frames `degrees` counter-clockwise, as a phone writes portrait video."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.set_display_rotation(degrees)
-        encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames))
-    return path
+    """An H.264 MP4 whose display matrix turns its frames `degrees` counter-clockwise."""
+    return write_with_encoder(path, "libx264", frames, rate=12, rotation=degrees)
 
 
 def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = True) -> Path:

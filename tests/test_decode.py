@@ -10,7 +10,7 @@ from corpus import RefusingBackend, clip, stream_copy_cut, write_rotated, write_
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
-from pipeline.video.encode import CODECS, encode_all, write_video
+from pipeline.video.encode import CODECS, write_video
 from pipeline.video.probe import VideoError, open_video, probe
 
 
@@ -134,11 +134,7 @@ def test_webm_opens_from_its_header_and_reads_as_a_probed_open(tmp_path):
     clips = [("a.webm", "vp9", 30), ("b.webm", "vp8", 17), ("c.mkv", "vp9", 9), ("d.mp4", "h264", 12), ("e.avi", "mpeg4", 12), ("f.webm", "av1", 12)]
     for name, codec, n in clips:
         if codec == "av1":  # no AV1 entry in CODECS: SVT-AV1, which PyAV's FFmpeg carries
-            path = tmp_path / name
-            with av.open(str(path), "w") as out:
-                stream = out.add_stream("libsvtav1", rate=12)
-                stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-                encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in clip(n, seed=n)))
+            path = write_with_encoder(tmp_path / name, "libsvtav1", clip(n, seed=n), rate=12)
         else:
             path = write_video(tmp_path / name, clip(n, seed=n), 12, codec)
         container, stream = open_video(path, probe_frames=False)
@@ -184,14 +180,19 @@ def test_seeking_across_many_keyframes_is_exact(tmp_path):
             assert np.array_equal(got[k], ref[i]), i
 
 
+def _decodes_as(dec: PyAVDecoder, info, ref: list[np.ndarray], index_lists) -> None:
+    """Each list of indices, decoded sparsely from `info`, gives the frames of `ref` (a full decode)."""
+    for idx in index_lists:
+        got = dec.decode(info, idx)
+        for k, i in enumerate(idx):
+            assert np.array_equal(got[k], ref[i]), (info.path, idx, i)
+
+
 def _sparse_reads_match(path, info, ref: list[np.ndarray], seed: int, skip_nonref: bool = True):
     """Every index set, decoded sparsely from `info` and read in one pass, gives the frames of
     `ref` (a full decode); returns what the one-pass read saw of the stream."""
     dec = PyAVDecoder(skip_nonref=skip_nonref)
-    for idx in index_sets(info.num_frames, np.random.default_rng(seed)):
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), i
+    _decodes_as(dec, info, ref, index_sets(info.num_frames, np.random.default_rng(seed)))
     read_info, indices, frames = dec.read(path, lambda n: segment_middles(n, 8), lambda w, h: None)
     assert indices == segment_middles(read_info.num_frames, 8)
     assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, indices))
@@ -289,25 +290,14 @@ def test_a_rotated_mp4_is_returned_turned_as_shown(tmp_path, degrees, monkeypatc
 )
 def test_sparse_decoding_is_exact_in_the_containers_and_codecs_of_older_datasets(tmp_path, encoder, ext):
     """Every frame alone, and pairs that jump back and over keyframes, as a full decode gives them."""
-    frames = clip(30, 128, 96, seed=8)  # 128x96: a size H.263 allows
-    path = tmp_path / f"c.{ext}"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(encoder, rate=25)
-        stream.width, stream.height = 128, 96
-        stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
-        stream.codec_context.gop_size = 8
-        if encoder in ("mpeg2video", "libx264"):
-            stream.codec_context.max_b_frames = 2
-        yuv = (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=stream.pix_fmt) for f in frames)
-        encode_all(out, stream, yuv)
+    path = write_with_encoder(
+        tmp_path / f"c.{ext}", encoder, clip(30, 128, 96, seed=8), gop=8,  # 128x96: a size H.263 allows
+        b_frames=2 if encoder in ("mpeg2video", "libx264") else None, pix_fmt="yuvj420p" if encoder == "mjpeg" else "yuv420p",
+    )
     info = probe(path)
     ref = full_decode(path)
     assert info.num_frames == len(ref) == 30 and info.hidden_frames == 0
-    dec = PyAVDecoder()
-    for idx in [[i] for i in range(30)] + [[29, 0], [15, 7], [1, 28, 14]]:
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), (idx, i)
+    _decodes_as(PyAVDecoder(), info, ref, [[i] for i in range(30)] + [[29, 0], [15, 7], [1, 28, 14]])
 
 
 @pytest.mark.parametrize("ext", ["mkv", "ts"])
@@ -341,11 +331,7 @@ def test_skipping_unwanted_frames_gives_the_frames_of_a_full_decode(tmp_path, co
     info = probe(path)
     ref = full_decode(path)
     assert info.codec == codec and info.num_frames == len(ref) == 40
-    dec = PyAVDecoder(skip_nonref=True)
-    for idx in ([[i] for i in range(40)] + [segment_middles(40, 8), [39, 1], list(range(1, 40, 3))]):
-        got = dec.decode(info, idx)
-        for k, i in enumerate(idx):
-            assert np.array_equal(got[k], ref[i]), (codec, idx, i)
+    _decodes_as(PyAVDecoder(skip_nonref=True), info, ref, [[i] for i in range(40)] + [segment_middles(40, 8), [39, 1], list(range(1, 40, 3))])
 
 
 def _nearest(frame: np.ndarray, ref: list[np.ndarray], around: int) -> int:

@@ -316,11 +316,14 @@ class DaliDecoder:
     def supports(self, info: VideoInfo) -> bool:
         """The codec is one this device decodes, and no frames are hidden: DALI's frame index
         counts every packet, so with hidden frames its frame k is not the k-th frame shown."""
-        return info.codec in (self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS) and not info.hidden_frames
+        return info.codec in self._codecs() and not info.hidden_frames
+
+    def _codecs(self) -> frozenset:
+        return self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         _check_indices(info, indices)
-        if info.codec not in (self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS):
+        if info.codec not in self._codecs():
             raise VideoError("unsupported codec", f"{info.path}: {self.name} cannot decode {info.codec}")
         if info.hidden_frames:
             raise VideoError(
