@@ -6,12 +6,12 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
+from corpus import RefusingBackend, clip, cut_file, faststart_copy, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
 from pipeline.video.encode import CODECS, write_video
-from pipeline.video.probe import VideoError, open_video, probe
+from pipeline.video.probe import VideoError, declared_size, open_video, probe
 
 
 def full_decode(path) -> list[np.ndarray]:
@@ -247,6 +247,81 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))  # from the keyframe at 20 on
     assert _sparse_reads_match(cut, info, ref, seed=2) == info
     assert not DaliDecoder("gpu").supports(info)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8])
+@pytest.mark.parametrize("codec,faststart", [("h264", True), ("hevc", True), ("vp9", False), ("mpeg4", False)])
+def test_a_file_cut_short_keeps_the_frames_it_holds_whole(tmp_path, codec, faststart, fraction):
+    """A download or copy stopped early (a web MP4 has its index first, so it still opens):
+    the video is flagged truncated, the frame the file ends inside is left out (FFmpeg's
+    decoder refuses it, or conceals what is missing), and every other frame is the whole
+    file's frame at that timestamp."""
+    whole = write_video(tmp_path / f"whole{CODECS[codec].ext}", clip(60, 128, 96, seed=3), 12, codec, gop=12)
+    if faststart:
+        whole = faststart_copy(whole, tmp_path / "web.mp4")
+    with av.open(str(whole)) as c:
+        start = next(p for p in c.demux(video=0) if p.size).pos  # the media data starts after the headers
+        c.seek(0)
+        by_pts = {f.pts: f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{whole.suffix}"
+    cut.write_bytes(data[: start + int(fraction * (len(data) - start))])  # stopped that far into the media data
+    info = probe(cut)
+    assert info.truncated and not probe(whole).truncated
+    assert 0 < info.num_frames < 60
+    assert info.num_frames in (len(_decodable_frames(cut)), len(_decodable_frames(cut)) - 1)  # less the concealed one, if any
+    _sparse_reads_match(cut, info, [by_pts[t] for t in info.frame_pts], seed=5)
+    assert not DaliDecoder("gpu").supports(info) and DaliDecoder("gpu").supports(probe(whole))
+
+
+def test_a_file_whose_first_frame_is_cut_off_fails_with_the_reason(tmp_path):
+    whole = write_video(tmp_path / "whole.avi", clip(12, 128, 96), 12, "mpeg4")
+    with av.open(str(whole)) as c:
+        first = next(p for p in c.demux(video=0) if p.size)
+        end = first.pos + first.size // 2  # inside the first frame
+    (tmp_path / "cut.avi").write_bytes(whole.read_bytes()[:end])
+    with pytest.raises(VideoError, match="ends inside its first frame") as e:
+        probe(tmp_path / "cut.avi")
+    assert e.value.reason == "no frames"
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_declared_size_tells_a_whole_file_from_one_cut_short(tmp_path, codec):
+    whole = write_video(tmp_path / f"whole{CODECS[codec].ext}", clip(12, 128, 96), 12, codec)
+    size = whole.stat().st_size
+    if codec == "gif":  # GIF states no size
+        assert declared_size(whole) is None
+        return
+    assert declared_size(whole) == size
+    assert not probe(whole).truncated
+    (tmp_path / f"junk{whole.suffix}").write_bytes(whole.read_bytes() + b"\0trailing bytes")  # more than declared: whole
+    assert not probe(tmp_path / f"junk{whole.suffix}").truncated
+    short = tmp_path / f"short{whole.suffix}"
+    short.write_bytes(whole.read_bytes()[:-1])
+    assert declared_size(short) == size
+    if codec == "mpeg4":  # AVI keeps its index last: one byte less still opens, flagged
+        assert probe(short).truncated
+    else:
+        try:
+            assert probe(short).truncated
+        except VideoError as e:  # an MP4's index is last here: it no longer opens
+            assert e.reason == "truncated file" and f"{size - 1} bytes where its header declares {size}" in str(e)
+
+
+def test_a_matroska_segment_of_unknown_size_declares_none(tmp_path):
+    frames = clip(6, 128, 96)
+    path = tmp_path / "live.webm"
+    with av.open(str(path), "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx-vp9", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for f in frames:
+            for p in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    assert declared_size(path) is None
+    info = probe(path)
+    assert not info.truncated and info.num_frames == 6
 
 
 @pytest.mark.parametrize("degrees", [90, 180, -90])

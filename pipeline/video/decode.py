@@ -148,8 +148,8 @@ class PyAVDecoder:
         container, stream = open_video(path, probe_frames)
         with container:
             stream.codec_context.thread_count = self.threads  # before anything decodes, which opens the codec
-            packets = demux_packets(container, stream, path)
-            info = info_from_packets(path, stream, packets)
+            packets, cut_short = demux_packets(container, stream, path)
+            info = info_from_packets(path, stream, packets, cut_short)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
             frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
@@ -163,7 +163,7 @@ class PyAVDecoder:
         _check_indices(info, indices)
         container, stream = open_video(info.path, probe_frames=False)
         with container:
-            return self._decode(stream, demux_packets(container, stream, info.path), info, indices, size, planar)
+            return self._decode(stream, demux_packets(container, stream, info.path)[0], info, indices, size, planar)
 
     def _decode(self, stream, packets, info: VideoInfo, indices, size, planar: bool = False):
         import av
@@ -314,9 +314,11 @@ class DaliDecoder:
         self._pipe.build()
 
     def supports(self, info: VideoInfo) -> bool:
-        """The codec is one this device decodes, and no frames are hidden: DALI's frame index
-        counts every packet, so with hidden frames its frame k is not the k-th frame shown."""
-        return info.codec in self._codecs() and not info.hidden_frames
+        """The codec is one this device decodes, no frames are hidden (DALI's frame index
+        counts every packet, so with hidden frames its frame k is not the k-th frame shown),
+        and the file is whole: `auto` gives a file cut short to PyAV, which leaves out the
+        frame cut off at its end (DALI, asked directly, reads such a file as it can)."""
+        return info.codec in self._codecs() and not info.hidden_frames and not info.truncated
 
     def _codecs(self) -> frozenset:
         return self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS

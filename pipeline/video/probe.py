@@ -47,6 +47,10 @@ class VideoInfo:
             the frames to show them (an MP4/MOV display matrix, as phones write); the
             decoders return frames turned, as players and FFmpeg's command line show them.
             `width` and `height` stay the coded size.
+        truncated: the file ends before its container says it does (an interrupted
+            download or copy; see `declared_size`), or inside a frame. Its frames are
+            the ones the file holds whole: a frame cut off at the end is left out, as a
+            short read (FFmpeg's decoder refuses it, and a player shows none).
     """
 
     path: str
@@ -62,6 +66,7 @@ class VideoInfo:
     pts_reliable: bool
     hidden_frames: int = 0
     rotation: int = 0
+    truncated: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -119,6 +124,8 @@ def _open(path: Path, options: dict | None):
     try:
         container = av.open(str(path), options=options)
     except av.FFmpegError as e:
+        if file_truncated(path):  # e.g. an MP4 whose index (moov), written last, was never reached
+            raise VideoError("truncated file", f"{path}: {path.stat().st_size} bytes where its header declares {declared_size(path)}; {e}") from None
         raise VideoError("unreadable container", f"{path}: {e}") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -127,26 +134,34 @@ def _open(path: Path, options: dict | None):
     return container, container.streams.video[0]
 
 
-def demux_packets(container, stream, path) -> list:
-    """Every non-empty packet of `stream`, in decode order (flush packets and AVI placeholders dropped)."""
+def demux_packets(container, stream, path) -> tuple[list, bool]:
+    """Every whole, non-empty packet of `stream`, in decode order (flush packets and AVI
+    placeholders dropped), and whether any were cut off at the end: packets the demuxer
+    read short because the file ends inside them (flagged corrupt) are dropped from the
+    end. A corrupt packet before the last whole one stays; the decoder conceals it."""
     import av
 
     try:
-        return [p for p in container.demux(stream) if p.size > 0]
+        packets = [p for p in container.demux(stream) if p.size > 0]
     except av.FFmpegError as e:
         raise VideoError("corrupt stream", f"{path}: {e}") from None
+    whole = len(packets)
+    while whole and packets[whole - 1].is_corrupt:
+        whole -= 1
+    return packets[:whole], whole < len(packets)
 
 
-def info_from_packets(path, stream, packets: list) -> VideoInfo:
+def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> VideoInfo:
     """Stream facts from its demuxed packets: one frame per packet, except the packets marked
-    to be discarded (decoded as references, never shown).
+    to be discarded (decoded as references, never shown). `cut_short`: packets were cut off
+    at the end (see `demux_packets`).
 
     A stream that may have lost references to a cut (see `_cut_references`) is decoded
     through once, and its frames are the ones the decoder returns: it drops those it cannot
     decode.
     """
     if not packets:
-        raise VideoError("no frames", str(path))
+        raise VideoError("no frames", f"{path}: the file ends inside its first frame" if cut_short else str(path))
     facts = [(p.pts, p.is_keyframe, p.is_discard) for p in packets]  # read once: each is a call into PyAV
     shown_pts = [t for t, _, discard in facts if not discard]
     if _cut_references(facts):
@@ -179,7 +194,102 @@ def info_from_packets(path, stream, packets: list) -> VideoInfo:
         ),
         hidden_frames=len(packets) - len(shown_pts),
         rotation=mp4_rotation(path) if "mov" in stream.container.format.name.split(",") else 0,
+        truncated=cut_short or file_truncated(path),
     )
+
+
+def file_truncated(path) -> bool:
+    """Whether `path` is shorter than the size its container's header declares (see `declared_size`)."""
+    try:
+        declared = declared_size(path)
+        return declared is not None and declared > os.path.getsize(path)
+    except OSError:
+        return False
+
+
+def declared_size(path) -> int | None:
+    """The file size the container's own header implies, where it states one: the end of
+    the last top-level box an MP4/MOV's headers announce, of the RIFF chunks of an AVI
+    (OpenDML's extensions included), or of a Matroska/WebM Segment (None when written
+    with an unknown size, as live recorders do). None for formats that state no size
+    (MPEG-TS, MPEG-PS, FLV, GIF ...) or a header this cannot read. A download or copy
+    that stopped early leaves a file shorter than this."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12:
+            return None
+        if head[:4] == b"RIFF":
+            return _chunks_end(f, size, "<I", padded=True)
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            return _ebml_segment_end(f)
+        if head[4:8] in _BMFF_TOP:
+            return _chunks_end(f, size, ">I", padded=False)
+    return None
+
+
+# Top-level box types an ISO-BMFF file (MP4, MOV, 3GP) starts with, and those it may hold:
+# the walk stops at any other type, since bytes after the last box may look like a box header.
+_BMFF_TOP = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"styp", b"sidx", b"moof"})
+_BMFF_BOXES = _BMFF_TOP | {b"mfra", b"meta", b"pdin", b"ssix", b"prft", b"emsg", b"uuid", b"udta"}
+
+
+def _chunks_end(f, size: int, fmt: str, padded: bool) -> int:
+    """Where the chain of top-level chunks (RIFF: id, size; ISO-BMFF: size, type) ends, as
+    their headers declare. It stops at the first header past the file's end, and at one
+    that is not a top-level chunk's (bytes after the last: a RIFF chunk other than RIFF, a
+    box type not in `_BMFF_BOXES`). RIFF chunks are padded to even sizes; a box
+    with size 1 has a 64-bit size, with size 0 runs to the end."""
+    pos = 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        raw = f.read(8)
+        if fmt == "<I":
+            if raw[:4] != b"RIFF":
+                break
+            (length,) = struct.unpack("<I", raw[4:])
+            end = pos + 8 + length + (length & 1 if padded else 0)
+        else:
+            if raw[4:] not in _BMFF_BOXES:
+                break
+            (length,) = struct.unpack(">I", raw[:4])
+            if length == 1:
+                (length,) = struct.unpack(">Q", f.read(8))
+            elif length == 0:
+                return size
+            if length < 8:
+                break
+            end = pos + length
+        pos = end
+    return pos
+
+
+def _ebml_segment_end(f) -> int | None:
+    """End of the Matroska Segment that follows the EBML header, or None for an unknown size."""
+    f.seek(4)
+    header_size, _ = _vint(f)
+    if header_size is None:
+        return None
+    f.seek(f.tell() + header_size)
+    if f.read(4) != b"\x18\x53\x80\x67":  # Segment
+        return None
+    segment_size, _ = _vint(f)
+    return None if segment_size is None else f.tell() + segment_size
+
+
+def _vint(f) -> tuple[int | None, int]:
+    """An EBML variable-length size: (value, or None when it is "unknown", all ones; its length)."""
+    first = f.read(1)
+    if not first or first[0] == 0:
+        return None, 0
+    length = 9 - first[0].bit_length()
+    rest = f.read(length - 1)
+    if len(rest) < length - 1:
+        return None, 0
+    value = first[0] & (0xFF >> length)
+    for b in rest:
+        value = value << 8 | b
+    return (None if value == (1 << 7 * length) - 1 else value), length
 
 
 def mp4_rotation(path) -> int:
@@ -292,4 +402,4 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     container, stream = open_video(path)
     with container:
         stream.codec_context.thread_count = 1  # should it decode (see `info_from_packets`)
-        return info_from_packets(path, stream, demux_packets(container, stream, path))
+        return info_from_packets(path, stream, *demux_packets(container, stream, path))
