@@ -243,6 +243,8 @@ def print_shard_summary(summary: dict) -> None:
         if run["ray_address"]:
             by += f" of the Ray cluster at {run['ray_address']}"
     console.print(f"this run: {run['videos_processed']} videos in {run['seconds']:.1f} s{by} ({rate}); decoders: {summary['decoders']}")
+    if summary["flags"]:  # kept, but a user may want to leave them out (a `truncated` video is sampled from what is there)
+        console.print("ok but flagged: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary["flags"].items())) + " (each video's json has its flags)")
     if summary["failures_by_reason"]:
         console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))
         for f in summary["failed_videos"][:5]:

@@ -48,7 +48,7 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     good = write_video(v / "good.mp4", clip(12), 12, "h264")
     data = good.read_bytes()
     (v / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom lost
-    expect["truncated"] = "unreadable container"
+    expect["truncated"] = "truncated file"
     expect["good"] = None
     (v / "random.avi").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     expect["random"] = "unreadable container"
@@ -84,6 +84,12 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["av1"] = None
     write_rotated(v / "portrait.mp4", clip(10, 128, 64), 90)  # shown 64 wide, 128 high
     expect["portrait"] = None
+    whole = faststart_copy(write_video(v / "whole.mp4", clip(24), 12, "h264"), v / "partial.mp4")
+    cut_file(whole, 0.6)  # an interrupted download: the frames it holds are kept, flagged
+    expect["partial"] = None
+    cut_file(write_video(v / "partial-webm.webm", clip(24), 12, "vp9"), 0.6)
+    expect["partial-webm"] = None
+    (v / "whole.mp4").unlink()
     return expect
 
 
@@ -133,6 +139,26 @@ def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = 
                 p.stream = out
                 oc.mux(p)
     return dst
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """`src` (MP4) remuxed with its index (moov) first, as web downloads are, so that a
+    download that stops early still opens."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w", options={"movflags": "faststart"}) as oc:
+        stream = ic.streams.video[0]
+        out = oc.add_stream_from_template(stream)
+        for p in ic.demux(stream):
+            if p.size:
+                p.stream = out
+                oc.mux(p)
+    return dst
+
+
+def cut_file(path: Path, fraction: float) -> Path:
+    """Keep the first `fraction` of the file's bytes, as a download or copy stopped early leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
 
 
 def write_lists(root: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:

@@ -552,12 +552,17 @@ def test_bad_input_ends_as_ok_or_failed_with_a_reason(bad_corpus, tmp_path):
             assert (r["status"], r["reason"]) == ("failed", reason), (vid, r)
             assert r["detail"]
     assert statuses["one"]["flags"] == ["short", "repeated_frames"] and statuses["three"]["flags"] == ["short", "repeated_frames"]
+    cut_short = {vid for vid, r in statuses.items() if "truncated" in r.get("flags", [])}
+    assert cut_short == {"partial", "partial-webm"}, cut_short
+    assert 0 < statuses["partial"]["num_frames"] < 24 and 0 < statuses["partial-webm"]["num_frames"] < 24
+    assert "declares" in statuses["truncated"]["detail"]
     stored = {json.loads(s["json"])["id"]: s for s in read_split(out, "train")}
     assert set(stored) == {v for v, r in expect.items() if r is None}
     assert all("." not in s["__key__"] for s in stored.values())
     big = json.loads(stored["hd720"]["json"])
     assert (big["width"], big["height"]) == (1280, 720)
     assert Image.open(io.BytesIO(stored["hd720"]["000.jpg"])).size == (114, 64)
+    assert json.loads(stored["partial"]["json"])["flags"][-1] == "truncated" and summary["flags"]["truncated"] == 2
     portrait = json.loads(stored["portrait"]["json"])  # coded 128x64, turned to be shown 64 wide
     assert (portrait["width"], portrait["height"], portrait["rotation"]) == (128, 64, 90)
     assert Image.open(io.BytesIO(stored["portrait"]["000.jpg"])).size == (64, 128)
@@ -581,6 +586,7 @@ def test_cli_exit_code_follows_the_failure_rate(bad_corpus, tmp_path):
     assert bad.exit_code == 1, bad.output
     assert "exceeds --max-failure-rate" in " ".join(bad.output.split())
     assert "failures by reason" in bad.output
+    assert re.search(r"ok but flagged: repeated_frames: \d+, short: \d+, truncated: 2 ", " ".join(bad.output.split()))
     lenient = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--max-failure-rate", "0.9"])
     assert lenient.exit_code == 0, lenient.output
 

@@ -252,6 +252,8 @@ class ShardWorker:
                 flags.append("short")
             if info.num_frames < task.num_frames:
                 flags.append("repeated_frames")
+            if info.truncated:
+                flags.append("truncated")
             jpegs = [encode_jpeg(f, self.config.jpeg_quality) for f in frames]
         except VideoError as e:
             record.update(reason=e.reason, detail=e.detail)
