@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, cut_file, faststart_copy, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
+from corpus import RefusingBackend, clip, damage_packet, faststart_copy, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
@@ -272,6 +272,35 @@ def test_a_file_cut_short_keeps_the_frames_it_holds_whole(tmp_path, codec, fasts
     assert info.num_frames in (len(_decodable_frames(cut)), len(_decodable_frames(cut)) - 1)  # less the concealed one, if any
     _sparse_reads_match(cut, info, [by_pts[t] for t in info.frame_pts], seed=5)
     assert not DaliDecoder("gpu").supports(info) and DaliDecoder("gpu").supports(probe(whole))
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "mpeg4"])
+@pytest.mark.parametrize("where", [5, 12])  # a frame between keyframes; the keyframe at 12
+def test_a_damaged_packet_is_passed_over_as_ffmpeg_reads_the_file(tmp_path, codec, where):
+    """The decoder refuses a damaged packet (or conceals it, or drops the frames that lost
+    it as a reference): the video is flagged damaged, and its frames are those of a full
+    decode that passes over what the decoder refuses, as FFmpeg's command line reads it."""
+    src = write_video(tmp_path / f"src{CODECS[codec].ext}", clip(60, 128, 96, seed=6), 12, codec, gop=12)
+    bad = damage_packet(src, tmp_path / f"bad{CODECS[codec].ext}", where)
+    ref = _decodable_frames(bad)
+    dec = PyAVDecoder()
+    info = dec.read(bad, lambda n: list(range(n)), lambda w, h: None)[0]  # every frame: the damaged one is wanted
+    assert info.num_frames == len(ref) and (info.damaged or codec == "vp9")  # FFmpeg's VP9 decoder reads the half packet without a complaint
+    assert _sparse_reads_match(bad, info, ref, seed=7) == info
+    assert not probe(src).damaged
+
+
+@pytest.mark.parametrize("skip_nonref", [True, False])
+def test_a_damaged_stream_cut_is_counted_as_ffmpeg_reads_it(tmp_path, skip_nonref):
+    """A stream that starts between keyframes is counted by decoding it: damage past its
+    first keyframe is passed over there too."""
+    src = write_video(tmp_path / "src.mp4", clip(40, seed=2), 25, "h264", gop=10, bframes=0)
+    cut = stream_copy_cut(src, tmp_path / "cut.mkv", 14, at_keyframe=False)
+    bad = damage_packet(cut, tmp_path / "bad.mkv", 10)  # past the keyframe at 20 (packet 6)
+    info = probe(bad)
+    ref = _decodable_frames(bad)
+    assert info.damaged and not info.pts_reliable and info.num_frames == len(ref) < 20
+    _sparse_reads_match(bad, info, ref, seed=8, skip_nonref=skip_nonref)
 
 
 def test_a_file_whose_first_frame_is_cut_off_fails_with_the_reason(tmp_path):
@@ -558,6 +587,24 @@ def test_auto_falls_back_to_the_next_backend_for_a_video_the_first_refuses(tmp_p
     assert first.calls == 1 and got.backend == "pyav"
     assert got.fallback == f"dali: decode error: {path}: dali: codec profile not supported"
     assert np.array_equal(got.frames, PyAVDecoder().decode(probe(path), [1, 6, 11]))
+
+
+def test_auto_reads_a_damaged_file_with_pyav_once_every_backend_fails_on_it(tmp_path):
+    """Decoding with the frame count the probe found fails on a damaged file; `auto` then
+    has PyAV count the frames that decode and sample those, as `pyav` alone does."""
+    from pipeline.video.decode import AutoDecoder, read_sampled
+
+    src = write_video(tmp_path / "src.mp4", clip(40, seed=5), 12, "h264", gop=10)
+    bad = damage_packet(src, tmp_path / "bad.mp4", 12)
+    assert not probe(bad).damaged  # the probe alone cannot tell
+    first = RefusingBackend()
+    auto = AutoDecoder([first, PyAVDecoder()])
+    auto.setup()
+    got = read_sampled(auto, bad, lambda n: list(range(n)), lambda w, h: None)
+    alone = PyAVDecoder().read(bad, lambda n: list(range(n)), lambda w, h: None)
+    assert first.calls == 1 and got.backend == "pyav" and "pyav: decode error" in got.fallback
+    assert got.info == alone[0] and got.info.damaged and got.indices == alone[1]
+    assert np.array_equal(got.frames, alone[2]) and len(got.frames) == len(_decodable_frames(bad))
 
 
 def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):

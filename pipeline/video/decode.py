@@ -15,9 +15,15 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.video.probe import VideoError, VideoInfo, demux_packets, info_from_packets, open_video, probe
+from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, info_from_packets, open_video, probe
 
 BACKENDS = ("auto", "dali", "dali-cpu", "pyav")
+
+
+# Why a decode of a stream that probed fine fails when the file is damaged: the decoder
+# refused a packet, or fewer frames came out than the stream has. PyAV then counts the frames
+# that do decode and samples those (see `probe.count_decodable`).
+DAMAGE_REASONS = frozenset({"decode error", "truncated"})
 
 
 class _OutOfOrder(Exception):
@@ -152,7 +158,15 @@ class PyAVDecoder:
             info = info_from_packets(path, stream, packets, cut_short)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
-            frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
+            try:
+                frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
+            except VideoError as e:
+                if e.reason not in DAMAGE_REASONS:
+                    raise
+                stream.codec_context.flush_buffers()
+                info = count_decodable(path, stream, packets, info)  # a damaged file: its decodable frames, sampled anew
+                indices = sample(info.num_frames)
+                frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
             cc = stream.codec_context  # after decoding: the decoder's own frame size and pixel format
             return info, indices, frames, (cc.width, cc.height, cc.format.name if cc.format else "unknown")
 
@@ -224,6 +238,8 @@ class PyAVDecoder:
             pts = frame.pts
             if pts is None or (last is not None and pts <= last):
                 raise _OutOfOrder
+            if frame.is_corrupt:  # errors concealed from frames before it, which a jump may not have decoded
+                raise VideoError("decode error", f"{info.path}: the frame at pts {pts} decodes with errors concealed")
             last = pts
             if pts in want and want[pts] not in out:
                 out[want[pts]] = convert(frame)
@@ -251,13 +267,21 @@ class PyAVDecoder:
         return out
 
     def _in_order(self, stream, packets, info: VideoInfo, targets: list[int], convert) -> dict:
+        import av
+
         cc = stream.codec_context
         cc.skip_frame = "DEFAULT"
         wanted = set(targets)
         out: dict[int, np.ndarray] = {}
         n = 0
         for packet in [*packets, None]:  # None drains the decoder
-            for frame in cc.decode(packet):
+            try:
+                decoded = cc.decode(packet)
+            except av.FFmpegError:
+                if not info.damaged:
+                    raise
+                continue  # refused when it was counted too (see `count_decodable`)
+            for frame in decoded:
                 if n in wanted:
                     out[n] = convert(frame)
                 n += 1
@@ -446,7 +470,14 @@ def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Ca
     indices = sample(info.num_frames)
     size = size_for(*info.display_size)
     if isinstance(decoder, AutoDecoder):
-        return Sampled(info, indices, *decoder.decode_any(info, indices, size, planar))
+        try:
+            return Sampled(info, indices, *decoder.decode_any(info, indices, size, planar))
+        except VideoError as e:  # a damaged file: PyAV counts the frames that do decode and samples those
+            pyav = next((b for b in decoder.backends if isinstance(b, PyAVDecoder)), None)
+            if pyav is None or e.reason not in DAMAGE_REASONS:
+                raise
+            info, indices, frames = pyav.read(path, sample, size_for, planar)
+            return Sampled(info, indices, frames, pyav.name, str(e))
     return Sampled(info, indices, decoder.decode(info, indices, size), decoder.name, "")
 
 

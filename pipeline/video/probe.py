@@ -6,6 +6,7 @@ the presentation timestamp of every frame, which sampling and seeking rely on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
@@ -47,6 +48,10 @@ class VideoInfo:
             the frames to show them (an MP4/MOV display matrix, as phones write); the
             decoders return frames turned, as players and FFmpeg's command line show them.
             `width` and `height` stay the coded size.
+        damaged: the decoder refused packets past the first keyframe, or returned fewer
+            frames than the stream has (a damaged file; see `count_decodable`). Its frames
+            are those a full decode returns, passing over the packets it refuses, as
+            FFmpeg's command line reads it; frame indices count those.
         truncated: the file ends before its container says it does (an interrupted
             download or copy; see `declared_size`), or inside a frame. Its frames are
             the ones the file holds whole: a frame cut off at the end is left out, as a
@@ -67,6 +72,7 @@ class VideoInfo:
     hidden_frames: int = 0
     rotation: int = 0
     truncated: bool = False
+    damaged: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -164,8 +170,12 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         raise VideoError("no frames", f"{path}: the file ends inside its first frame" if cut_short else str(path))
     facts = [(p.pts, p.is_keyframe, p.is_discard) for p in packets]  # read once: each is a call into PyAV
     shown_pts = [t for t, _, discard in facts if not discard]
+    damaged = False
     if _cut_references(facts):
-        shown_pts = _decoded_pts(path, stream, packets)
+        try:
+            shown_pts = _decoded_pts(path, stream, packets)
+        except VideoError:  # and damaged past its first keyframe
+            shown_pts, damaged = _decoded_pts(path, stream, packets, tolerant=True), True
     if not shown_pts:
         raise VideoError("no frames", f"{path}: none of its {len(packets)} frames is to be shown or can be decoded")
     pts = [t for t in shown_pts if t is not None]
@@ -188,13 +198,14 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         frame_pts=tuple(sorted(pts)),
         keyframe_pts=tuple(sorted(keys)),
         time_base=tb,
-        pts_reliable=(
+        pts_reliable=not damaged and (
             len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts)
             and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
         ),
         hidden_frames=len(packets) - len(shown_pts),
         rotation=mp4_rotation(path) if "mov" in stream.container.format.name.split(",") else 0,
         truncated=cut_short or file_truncated(path),
+        damaged=damaged,
     )
 
 
@@ -369,11 +380,35 @@ def _cut_references(facts: list[tuple]) -> bool:
     return any(t is None or t < first for t, _, _ in facts)
 
 
-def _decoded_pts(path, stream, packets: list) -> list:
+def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
+    """`info` of a stream whose decoding failed (a refused packet, or fewer frames out than
+    it has), made to describe the frames a full decode returns when it passes over every
+    packet the decoder refuses, as FFmpeg's command line does: flagged `damaged`, with
+    those frames counted and their timestamps, to be decoded in order (`pts_reliable`
+    False), passing over the same packets.
+
+    Raises:
+        VideoError: "decode error" when no frame decodes at all.
+    """
+    pts = _decoded_pts(path, stream, packets, tolerant=True)
+    if not pts:
+        raise VideoError("decode error", f"{path}: none of its {len(packets)} packets decodes")
+    return dataclasses.replace(
+        info,
+        num_frames=len(pts),
+        frame_pts=tuple(sorted(t for t in pts if t is not None)),
+        pts_reliable=False,
+        hidden_frames=max(0, len(packets) - len(pts)),
+        damaged=True,
+    )
+
+
+def _decoded_pts(path, stream, packets: list, tolerant: bool = False) -> list:
     """Timestamps of the frames a full decode of `packets` returns, in the order it returns
     them; the decoder is left flushed, ready to start again. Packets before the first
     keyframe that the decoder refuses (VP9 does, for a frame without its references) give
-    no frame, as FFmpeg's command line has it; a refused packet after it is a decode error."""
+    no frame, as FFmpeg's command line has it; a refused packet after it is a decode error,
+    unless `tolerant`, when it too gives none."""
     import av
 
     cc = stream.codec_context
@@ -386,7 +421,7 @@ def _decoded_pts(path, stream, packets: list) -> list:
             try:
                 out.extend(f.pts for f in cc.decode(packet))
             except av.FFmpegError as e:
-                if keyed:
+                if keyed and not tolerant:
                     raise VideoError("decode error", f"{path}: {e}") from None
     finally:
         cc.flush_buffers()
