@@ -89,6 +89,8 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["partial"] = None
     cut_file(write_video(v / "partial-webm.webm", clip(24), 12, "vp9"), 0.6)
     expect["partial-webm"] = None
+    damage_packet(v / "whole.mp4", v / "damaged.mp4", 5)  # a frame the decoder refuses
+    expect["damaged"] = None
     (v / "whole.mp4").unlink()
     return expect
 
@@ -151,6 +153,23 @@ def faststart_copy(src: Path, dst: Path) -> Path:
             if p.size:
                 p.stream = out
                 oc.mux(p)
+    return dst
+
+
+def damage_packet(src: Path, dst: Path, index: int) -> Path:
+    """`src` remuxed with its `index`-th packet (decode order) cut to half its bytes, as a
+    damaged download or disk leaves one: the decoder refuses it (an H.264/HEVC NAL length
+    past the end) or conceals it, and the frames after it may lose their reference."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
+        stream = ic.streams.video[0]
+        out = oc.add_stream_from_template(stream)
+        for k, p in enumerate(q for q in ic.demux(stream) if q.size):
+            if k == index:
+                half = av.Packet(bytes(p)[: p.size // 2])
+                half.pts, half.dts, half.time_base, half.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+                p = half
+            p.stream = out
+            oc.mux(p)
     return dst
 
 

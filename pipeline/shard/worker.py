@@ -254,6 +254,8 @@ class ShardWorker:
                 flags.append("repeated_frames")
             if info.truncated:
                 flags.append("truncated")
+            if info.damaged:
+                flags.append("damaged")
             jpegs = [encode_jpeg(f, self.config.jpeg_quality) for f in frames]
         except VideoError as e:
             record.update(reason=e.reason, detail=e.detail)
