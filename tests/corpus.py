@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 import av
@@ -89,6 +90,8 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["partial"] = None
     cut_file(write_video(v / "partial-webm.webm", clip(24), 12, "vp9"), 0.6)
     expect["partial-webm"] = None
+    set_display_matrix(write_rotated(v / "selfie.mp4", clip(10, 128, 64), 0), -1, 0, 0, 1)  # mirrored left to right
+    expect["selfie"] = None
     damage_packet(v / "whole.mp4", v / "damaged.mp4", 5)  # a frame the decoder refuses
     expect["damaged"] = None
     (v / "whole.mp4").unlink()
@@ -118,6 +121,18 @@ def write_with_encoder(
 def write_rotated(path: Path, frames: np.ndarray, degrees: int) -> Path:
     """An H.264 MP4 whose display matrix turns its frames `degrees` counter-clockwise."""
     return write_with_encoder(path, "libx264", frames, rate=12, rotation=degrees)
+
+
+def set_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
+    """Write (a b / c d), in units of 1.0, into the first `tkhd` matrix of the MP4 `path`, in
+    place: any turning or mirroring, where FFmpeg's muxer writes only rotations."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd")
+    matrix = at + 8 + (32 if data[at + 4] == 1 else 20) + 16  # past the type, version and flags, times, ids, layer, volume
+    struct.pack_into(">2i", data, matrix, a << 16, b << 16)
+    struct.pack_into(">2i", data, matrix + 12, c << 16, d << 16)
+    path.write_bytes(bytes(data))
+    return path
 
 
 def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = True) -> Path:

@@ -57,14 +57,20 @@ class Planes(NamedTuple):
     v: np.ndarray  # (ceil(H/2), ceil(W/2))
 
 
-def _turn(frame, rotation: int):
-    """An RGB frame (H, W, 3) or `Planes` turned `rotation` degrees counter-clockwise (a multiple of 90), contiguous."""
+def _turn(frame, rotation: int, mirrored: bool = False):
+    """An RGB frame (H, W, 3) or `Planes` turned `rotation` degrees counter-clockwise (a
+    multiple of 90), then mirrored left to right if `mirrored`; contiguous."""
     k = rotation // 90 % 4
-    if k == 0:
+    if k == 0 and not mirrored:
         return frame
+
+    def turn(a: np.ndarray) -> np.ndarray:
+        a = np.rot90(a, k)
+        return np.ascontiguousarray(a[:, ::-1] if mirrored else a)
+
     if isinstance(frame, Planes):
-        return Planes(*(np.ascontiguousarray(np.rot90(p, k)) for p in frame))
-    return np.ascontiguousarray(np.rot90(frame, k))
+        return Planes(*(turn(p) for p in frame))
+    return turn(frame)
 
 
 def _coded(size: tuple[int, int] | None, rotation: int) -> tuple[int, int] | None:
@@ -137,7 +143,7 @@ class PyAVDecoder:
 
     def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
         """Open once (twice if a WebM header's frame size proves wrong): returns (info,
-        indices = sample(num_frames), frames turned by info.rotation and resized to
+        indices = sample(num_frames), frames turned by info.rotation (and mirrored) and resized to
         size_for(w, h) of the turned frames).
 
         Frames are an array (N, H, W, 3) of RGB, or with `planar` a list holding for each
@@ -188,7 +194,7 @@ class PyAVDecoder:
         coded = _coded(size, info.rotation)
 
         def convert(frame):
-            return _turn(self._convert(frame, coded, planar), info.rotation)
+            return _turn(self._convert(frame, coded, planar), info.rotation, info.mirrored)
 
         frames = None
         try:
@@ -358,7 +364,7 @@ class DaliDecoder:
                 f"their references), and {self.name} would count them, shifting frame indices: use --decoder auto or pyav",
             )
         frames = resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), _coded(size, info.rotation))
-        return np.stack([_turn(f, info.rotation) for f in frames]) if info.rotation else frames
+        return np.stack([_turn(f, info.rotation, info.mirrored) for f in frames]) if info.rotation or info.mirrored else frames
 
     def frames_at(self, data: np.ndarray, indices: Sequence[int], name="video") -> np.ndarray:
         """RGB frames (len(indices), H, W, 3) at `indices` (any order, repeats allowed) of the

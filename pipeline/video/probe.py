@@ -48,6 +48,9 @@ class VideoInfo:
             the frames to show them (an MP4/MOV display matrix, as phones write); the
             decoders return frames turned, as players and FFmpeg's command line show them.
             `width` and `height` stay the coded size.
+        mirrored: after turning, the frames are mirrored left to right to show them (a
+            mirroring display matrix: some front-camera recordings, or a flip set in an
+            editor); the decoders return them so.
         damaged: the decoder refused packets past the first keyframe, or returned fewer
             frames than the stream has (a damaged file; see `count_decodable`). Its frames
             are those a full decode returns, passing over the packets it refuses, as
@@ -71,6 +74,7 @@ class VideoInfo:
     pts_reliable: bool
     hidden_frames: int = 0
     rotation: int = 0
+    mirrored: bool = False
     truncated: bool = False
     damaged: bool = False
 
@@ -182,6 +186,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
     keys = [t for t, key, _ in facts if t is not None and key]
     every_pts = [t for t, _, _ in facts if t is not None]
     cc = stream.codec_context
+    orientation = mp4_orientation(path) if "mov" in stream.container.format.name.split(",") else (0, False)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     tb = float(stream.time_base) if stream.time_base else 0.0
@@ -203,7 +208,8 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
             and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
         ),
         hidden_frames=len(packets) - len(shown_pts),
-        rotation=mp4_rotation(path) if "mov" in stream.container.format.name.split(",") else 0,
+        rotation=orientation[0],
+        mirrored=orientation[1],
         truncated=cut_short or file_truncated(path),
         damaged=damaged,
     )
@@ -303,12 +309,14 @@ def _vint(f) -> tuple[int | None, int]:
     return (None if value == (1 << 7 * length) - 1 else value), length
 
 
-def mp4_rotation(path) -> int:
-    """Counter-clockwise degrees (0, 90, 180, 270) by which the display matrix of the first
-    video track of an MP4/MOV file turns its frames, as FFmpeg reads it (the angle of
-    `av_display_rotation_get`): read from the `tkhd` box, since PyAV does not expose the
-    stream's display matrix. 0 for no matrix, an angle off a multiple of 90 degrees by more
-    than one degree, or a header this cannot walk; mirroring is not read."""
+def mp4_orientation(path) -> tuple[int, bool]:
+    """How the display matrix of the first video track of an MP4/MOV file turns its frames,
+    read from the `tkhd` box (PyAV does not expose the stream's display matrix): (counter-
+    clockwise degrees 0, 90, 180 or 270, then whether to mirror left to right), as FFmpeg's
+    command line shows the frames (`ffmpeg -i` with its default autorotate; `_ORIENTATIONS`).
+    (0, False) for no matrix, one that turns by an angle off a multiple of 90 degrees by
+    more than one degree, or a header this cannot walk. The movie header's own matrix
+    (`mvhd`, the identity in practice) is not read."""
     try:
         with open(path, "rb") as f:
             end = os.fstat(f.fileno()).st_size
@@ -317,11 +325,11 @@ def mp4_rotation(path) -> int:
                     continue
                 for kind, t0, t1 in _boxes(f, start, stop):
                     if kind == b"trak" and _handler(f, t0, t1) == b"vide":
-                        return _tkhd_rotation(f, t0, t1)
-                return 0
+                        return _tkhd_orientation(f, t0, t1)
+                return 0, False
     except (OSError, struct.error, ValueError):
         pass
-    return 0
+    return 0, False
 
 
 def _boxes(f, start: int, end: int):
@@ -353,19 +361,30 @@ def _handler(f, start: int, end: int) -> bytes | None:
     return None
 
 
-def _tkhd_rotation(f, start: int, end: int) -> int:
+# The display matrix's first two columns (a b / c d, each column scaled to unit length and
+# rounded to -1, 0 or 1) -> (counter-clockwise degrees, then mirrored left to right). Each
+# entry was checked against `ffmpeg -i`'s output for a file with that matrix: it rotates by
+# the angle of (a, b) and, for a mirroring matrix (a*d - b*c < 0), transposes or flips.
+_ORIENTATIONS = {
+    (1, 0, 0, 1): (0, False), (0, -1, 1, 0): (90, False), (-1, 0, 0, -1): (180, False), (0, 1, -1, 0): (270, False),
+    (-1, 0, 0, 1): (0, True), (0, -1, -1, 0): (90, True), (1, 0, 0, -1): (180, True), (0, 1, 1, 0): (270, True),
+}
+_SIN_1_DEGREE = math.sin(math.radians(1))
+
+
+def _tkhd_orientation(f, start: int, end: int) -> tuple[int, bool]:
     for kind, h0, h1 in _boxes(f, start, end):
         if kind == b"tkhd":
             f.seek(h0)
             version = f.read(1)[0]
             f.seek(h0 + 4 + (32 if version == 1 else 20) + 16)  # past the times, ids, layer and volume
-            a, b = struct.unpack(">ii", f.read(8))  # the matrix's first row, 16.16 fixed point
-            if a == 0 and b == 0:
-                return 0
-            angle = -math.degrees(math.atan2(b, a))
-            k = round(angle / 90)
-            return (k % 4) * 90 if abs(angle - 90 * k) < 1 else 0
-    return 0
+            a, b, _, c, d = struct.unpack(">5i", f.read(20))  # a b u / c d v / x y w, a to d in 16.16 fixed point
+            s0, s1 = math.hypot(a, c), math.hypot(b, d)  # as FFmpeg's av_display_rotation_get scales them
+            if s0 == 0 or s1 == 0:
+                return 0, False
+            signs = tuple(0 if abs(x) < _SIN_1_DEGREE else (1 if x > 0 else -1) for x in (a / s0, b / s1, c / s0, d / s1))
+            return _ORIENTATIONS.get(signs, (0, False))
+    return 0, False
 
 
 def _cut_references(facts: list[tuple]) -> bool:
