@@ -565,7 +565,9 @@ def test_bad_input_ends_as_ok_or_failed_with_a_reason(bad_corpus, tmp_path):
     assert Image.open(io.BytesIO(stored["hd720"]["000.jpg"])).size == (114, 64)
     assert json.loads(stored["partial"]["json"])["flags"][-1] == "truncated" and summary["flags"]["truncated"] == 2
     portrait = json.loads(stored["portrait"]["json"])  # coded 128x64, turned to be shown 64 wide
-    assert (portrait["width"], portrait["height"], portrait["rotation"]) == (128, 64, 90)
+    assert (portrait["width"], portrait["height"], portrait["rotation"], portrait["mirrored"]) == (128, 64, 90, False)
+    selfie = json.loads(stored["selfie"]["json"])
+    assert (selfie["rotation"], selfie["mirrored"]) == (0, True)
     assert Image.open(io.BytesIO(stored["portrait"]["000.jpg"])).size == (64, 128)
     n_bad = sum(r is not None for r in expect.values())
     assert summary["failed"] == n_bad and summary["videos"] == len(expect) + 1

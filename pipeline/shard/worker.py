@@ -278,6 +278,7 @@ class ShardWorker:
             "width": info.width,
             "height": info.height,
             "rotation": info.rotation,
+            "mirrored": info.mirrored,
             "codec": info.codec,
             "pix_fmt": info.pix_fmt,
             "decoder": backend,
