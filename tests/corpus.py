@@ -135,6 +135,21 @@ def set_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
     return path
 
 
+def remux(src: Path, dst: Path, edit=lambda packets: packets, options: dict | None = None) -> Path:
+    """Copy the video stream of `src` into `dst` without re-encoding: its non-empty packets,
+    in decode order, as `edit` returns them (it may drop, change or replace them), through
+    a muxer with `options`."""
+    with av.open(str(src)) as ic:
+        stream = ic.streams.video[0]
+        packets = edit([p for p in ic.demux(stream) if p.size])
+        with av.open(str(dst), "w", options=options or {}) as oc:
+            out = oc.add_stream_from_template(stream)
+            for p in packets:
+                p.stream = out
+                oc.mux(p)
+    return dst
+
+
 def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = True) -> Path:
     """Cut `src` (MP4) at frame `start_frame` without re-encoding, as `ffmpeg -ss T -c copy`
     does: the packets from the keyframe before the cut on, shifted so the cut is at time 0.
@@ -142,50 +157,38 @@ def stream_copy_cut(src: Path, dst: Path, start_frame: int, at_keyframe: bool = 
     marked to be decoded but not shown. With `at_keyframe=False` the packets start at the
     cut itself, as `ffmpeg -i SRC -ss T -c copy -copyinkf` writes them: the frames up to
     the next keyframe lack their references."""
-    with av.open(str(src)) as ic:
-        stream = ic.streams.video[0]
-        packets = [p for p in ic.demux(stream) if p.size]
-        cut = sorted(p.pts for p in packets)[start_frame]
-        key = max(p.pts for p in packets if p.is_keyframe and p.pts <= cut) if at_keyframe else cut
+
+    def cut(packets: list) -> list:
+        at = sorted(p.pts for p in packets)[start_frame]
+        key = max(p.pts for p in packets if p.is_keyframe and p.pts <= at) if at_keyframe else at
         first = next(k for k, p in enumerate(packets) if p.pts == key)
-        with av.open(str(dst), "w") as oc:
-            out = oc.add_stream_from_template(stream)
-            for p in packets[first:]:
-                p.pts -= cut
-                p.dts -= cut
-                p.stream = out
-                oc.mux(p)
-    return dst
+        for p in packets[first:]:
+            p.pts -= at
+            p.dts -= at
+        return packets[first:]
+
+    return remux(src, dst, cut)
 
 
 def faststart_copy(src: Path, dst: Path) -> Path:
     """`src` (MP4) remuxed with its index (moov) first, as web downloads are, so that a
     download that stops early still opens."""
-    with av.open(str(src)) as ic, av.open(str(dst), "w", options={"movflags": "faststart"}) as oc:
-        stream = ic.streams.video[0]
-        out = oc.add_stream_from_template(stream)
-        for p in ic.demux(stream):
-            if p.size:
-                p.stream = out
-                oc.mux(p)
-    return dst
+    return remux(src, dst, options={"movflags": "faststart"})
 
 
 def damage_packet(src: Path, dst: Path, index: int) -> Path:
     """`src` remuxed with its `index`-th packet (decode order) cut to half its bytes, as a
     damaged download or disk leaves one: the decoder refuses it (an H.264/HEVC NAL length
     past the end) or conceals it, and the frames after it may lose their reference."""
-    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
-        stream = ic.streams.video[0]
-        out = oc.add_stream_from_template(stream)
-        for k, p in enumerate(q for q in ic.demux(stream) if q.size):
-            if k == index:
-                half = av.Packet(bytes(p)[: p.size // 2])
-                half.pts, half.dts, half.time_base, half.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
-                p = half
-            p.stream = out
-            oc.mux(p)
-    return dst
+
+    def halve(packets: list) -> list:
+        p = packets[index]
+        half = av.Packet(bytes(p)[: p.size // 2])
+        half.pts, half.dts, half.time_base, half.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+        packets[index] = half
+        return packets
+
+    return remux(src, dst, halve)
 
 
 def cut_file(path: Path, fraction: float) -> Path:

@@ -269,7 +269,8 @@ def test_a_file_cut_short_keeps_the_frames_it_holds_whole(tmp_path, codec, fasts
     info = probe(cut)
     assert info.truncated and not probe(whole).truncated
     assert 0 < info.num_frames < 60
-    assert info.num_frames in (len(_decodable_frames(cut)), len(_decodable_frames(cut)) - 1)  # less the concealed one, if any
+    ffmpeg_count = len(_decodable_frames(cut))
+    assert info.num_frames in (ffmpeg_count, ffmpeg_count - 1)  # less the concealed one, if any
     _sparse_reads_match(cut, info, [by_pts[t] for t in info.frame_pts], seed=5)
     assert not DaliDecoder("gpu").supports(info) and DaliDecoder("gpu").supports(probe(whole))
 

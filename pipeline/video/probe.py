@@ -176,10 +176,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
     shown_pts = [t for t, _, discard in facts if not discard]
     damaged = False
     if _cut_references(facts):
-        try:
-            shown_pts = _decoded_pts(path, stream, packets)
-        except VideoError:  # and damaged past its first keyframe
-            shown_pts, damaged = _decoded_pts(path, stream, packets, tolerant=True), True
+        shown_pts, damaged = _decoded_pts(stream, packets)
     if not shown_pts:
         raise VideoError("no frames", f"{path}: none of its {len(packets)} frames is to be shown or can be decoded")
     pts = [t for t in shown_pts if t is not None]
@@ -220,7 +217,7 @@ def file_truncated(path) -> bool:
     try:
         declared = declared_size(path)
         return declared is not None and declared > os.path.getsize(path)
-    except OSError:
+    except (OSError, struct.error):  # unreadable, or a header cut inside a 64-bit size
         return False
 
 
@@ -237,11 +234,11 @@ def declared_size(path) -> int | None:
         if len(head) < 12:
             return None
         if head[:4] == b"RIFF":
-            return _chunks_end(f, size, "<I", padded=True)
+            return _riff_end(f, size)
         if head[:4] == b"\x1a\x45\xdf\xa3":
             return _ebml_segment_end(f)
         if head[4:8] in _BMFF_TOP:
-            return _chunks_end(f, size, ">I", padded=False)
+            return _bmff_end(f, size)
     return None
 
 
@@ -251,34 +248,30 @@ _BMFF_TOP = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"p
 _BMFF_BOXES = _BMFF_TOP | {b"mfra", b"meta", b"pdin", b"ssix", b"prft", b"emsg", b"uuid", b"udta"}
 
 
-def _chunks_end(f, size: int, fmt: str, padded: bool) -> int:
-    """Where the chain of top-level chunks (RIFF: id, size; ISO-BMFF: size, type) ends, as
-    their headers declare. It stops at the first header past the file's end, and at one
-    that is not a top-level chunk's (bytes after the last: a RIFF chunk other than RIFF, a
-    box type not in `_BMFF_BOXES`). RIFF chunks are padded to even sizes; a box
-    with size 1 has a 64-bit size, with size 0 runs to the end."""
+def _riff_end(f, size: int) -> int:
+    """Where the chain of RIFF chunks (OpenDML's AVIX after the first) ends, as their headers
+    declare (sizes padded to even). It stops at the first header past the file's end, and
+    at a chunk other than RIFF: bytes after the last."""
     pos = 0
     while pos + 8 <= size:
         f.seek(pos)
-        raw = f.read(8)
-        if fmt == "<I":
-            if raw[:4] != b"RIFF":
-                break
-            (length,) = struct.unpack("<I", raw[4:])
-            end = pos + 8 + length + (length & 1 if padded else 0)
-        else:
-            if raw[4:] not in _BMFF_BOXES:
-                break
-            (length,) = struct.unpack(">I", raw[:4])
-            if length == 1:
-                (length,) = struct.unpack(">Q", f.read(8))
-            elif length == 0:
-                return size
-            if length < 8:
-                break
-            end = pos + length
-        pos = end
+        kind, length = struct.unpack("<4sI", f.read(8))
+        if kind != b"RIFF":
+            break
+        pos += 8 + length + (length & 1)
     return pos
+
+
+def _bmff_end(f, size: int) -> int:
+    """Where the top-level boxes of an ISO-BMFF file end, as their headers declare. It stops
+    at the first header past the file's end, and at a type not in `_BMFF_BOXES`: bytes
+    after the last box may look like a box header."""
+    last = 0
+    for kind, _, stop in _boxes(f, 0, size, clamp=False):
+        if kind not in _BMFF_BOXES:
+            break
+        last = stop
+    return last
 
 
 def _ebml_segment_end(f) -> int | None:
@@ -332,8 +325,9 @@ def mp4_orientation(path) -> tuple[int, bool]:
     return 0, False
 
 
-def _boxes(f, start: int, end: int):
-    """(type, content start, content end) of each ISO-BMFF box between `start` and `end`."""
+def _boxes(f, start: int, end: int, clamp: bool = True):
+    """(type, content start, content end) of each ISO-BMFF box between `start` and `end`;
+    with `clamp` False, the end is where the box's header says it ends, even past `end`."""
     pos = start
     while pos + 8 <= end:
         f.seek(pos)
@@ -346,7 +340,7 @@ def _boxes(f, start: int, end: int):
             size = end - pos
         if size < head:
             return
-        yield kind, pos + head, min(pos + size, end)
+        yield kind, pos + head, min(pos + size, end) if clamp else pos + size
         pos += size
 
 
@@ -409,7 +403,7 @@ def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
     Raises:
         VideoError: "decode error" when no frame decodes at all.
     """
-    pts = _decoded_pts(path, stream, packets, tolerant=True)
+    pts, _ = _decoded_pts(stream, packets)
     if not pts:
         raise VideoError("decode error", f"{path}: none of its {len(packets)} packets decodes")
     return dataclasses.replace(
@@ -422,29 +416,28 @@ def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
     )
 
 
-def _decoded_pts(path, stream, packets: list, tolerant: bool = False) -> list:
+def _decoded_pts(stream, packets: list) -> tuple[list, bool]:
     """Timestamps of the frames a full decode of `packets` returns, in the order it returns
-    them; the decoder is left flushed, ready to start again. Packets before the first
-    keyframe that the decoder refuses (VP9 does, for a frame without its references) give
-    no frame, as FFmpeg's command line has it; a refused packet after it is a decode error,
-    unless `tolerant`, when it too gives none."""
+    them, passing over the packets the decoder refuses, as FFmpeg's command line does; and
+    whether it refused one at or after the first keyframe (damage, where before it a frame
+    only lacks the references a cut took: VP9 refuses those). The decoder is left flushed,
+    ready to start again."""
     import av
 
     cc = stream.codec_context
     cc.skip_frame = "DEFAULT"
     out = []
-    keyed = False
+    keyed = refused = False
     try:
         for packet in [*packets, None]:  # None drains the decoder
             keyed = keyed or packet is None or packet.is_keyframe
             try:
                 out.extend(f.pts for f in cc.decode(packet))
-            except av.FFmpegError as e:
-                if keyed and not tolerant:
-                    raise VideoError("decode error", f"{path}: {e}") from None
+            except av.FFmpegError:
+                refused = refused or keyed
     finally:
         cc.flush_buffers()
-    return out
+    return out, refused
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
