@@ -41,6 +41,31 @@ def test_pyav_sparse_equals_full_decode_on_real_clips(real_clips, skip_nonref):
                 assert np.array_equal(got[k], ref[i]), (path.name, i)
 
 
+@pytest.mark.parametrize("skip_nonref", [True, False])
+def test_packed_b_frames_give_the_frame_a_full_decode_gives_at_every_index(real_clips, skip_nonref):
+    """DivX/XviD AVIs that pack each B-frame into the P-frame's packet (two of UCF101's four
+    here): their packets' timestamps name other frames than the ones decoded from them, so
+    matching by timestamp gave, at one index in three, a neighbouring frame, with nothing
+    to show it was wrong. Every index, read alone, must be the full decode's frame."""
+    dec = PyAVDecoder(skip_nonref=skip_nonref)
+    packed = [p for p in real_clips if probe(p).packed_bframes]
+    assert {p.name for p in packed} == {"v_ApplyEyeMakeup_g01_c01.avi", "v_Shotput_g05_c02.avi"}
+    for path in packed:
+        info = probe(path)
+        assert not info.pts_reliable and not DaliDecoder("gpu").supports(info)
+        ref = full_decode(path)
+        assert info.num_frames == len(ref)
+        for i in range(info.num_frames):
+            assert np.array_equal(dec.decode(info, [i])[0], ref[i]), (path.name, i)
+
+
+def test_unpacked_b_frames_are_not_taken_for_packed_ones(tmp_path):
+    """FFmpeg's own MPEG-4 encoder writes B-frames unpacked, with timestamps that match."""
+    path = write_video(tmp_path / "b.avi", clip(40), 25, "mpeg4", bframes=2)
+    info = probe(path)
+    assert not info.packed_bframes and info.pts_reliable
+
+
 def _jpeg_rgb(frame) -> np.ndarray:
     import simplejpeg
 

@@ -347,8 +347,9 @@ class DaliDecoder:
         """The codec is one this device decodes, no frames are hidden (DALI's frame index
         counts every packet, so with hidden frames its frame k is not the k-th frame shown),
         and the file is whole: `auto` gives a file cut short to PyAV, which leaves out the
-        frame cut off at its end (DALI, asked directly, reads such a file as it can)."""
-        return info.codec in self._codecs() and not info.hidden_frames and not info.truncated
+        frame cut off at its end (DALI, asked directly, reads such a file as it can). Packed
+        B-frames go to PyAV too: which frame DALI gives for an index there is unchecked."""
+        return info.codec in self._codecs() and not info.hidden_frames and not info.truncated and not info.packed_bframes
 
     def _codecs(self) -> frozenset:
         return self.GPU_CODECS if self.device == "gpu" else self.CPU_CODECS
@@ -362,6 +363,12 @@ class DaliDecoder:
                 "hidden frames",
                 f"{info.path}: {info.hidden_frames} of its packets give no frame (an edit list hides them, or a cut took "
                 f"their references), and {self.name} would count them, shifting frame indices: use --decoder auto or pyav",
+            )
+        if info.packed_bframes:
+            raise VideoError(
+                "packed b-frames",
+                f"{info.path}: its B-frames are packed (DivX/XviD), and which frame {self.name} gives for an index "
+                "there is unchecked: use --decoder auto or pyav",
             )
         frames = resize_frames(self.frames_at(np.fromfile(info.path, dtype=np.uint8), indices, info.path), _coded(size, info.rotation))
         return np.stack([_turn(f, info.rotation, info.mirrored) for f in frames]) if info.rotation or info.mirrored else frames

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ class VideoInfo:
         frame_pts: presentation timestamps of frames 0..num_frames-1, in stream time base.
         keyframe_pts: timestamps of the keyframes, ascending (hidden ones included).
         time_base: seconds per timestamp unit.
-        pts_reliable: every packet had a timestamp, all distinct.
+        pts_reliable: every packet had a timestamp, all distinct, and they are the
+            timestamps of the frames decoded from them (not so with `packed_bframes`).
         hidden_frames: packets that give no frame: those the container marks to be
             decoded but not shown (an MP4 edit list skips them where a stream-copied cut
             starts after a keyframe; the decoder needs them as references), and, in a
@@ -55,6 +57,11 @@ class VideoInfo:
             frames than the stream has (a damaged file; see `count_decodable`). Its frames
             are those a full decode returns, passing over the packets it refuses, as
             FFmpeg's command line reads it; frame indices count those.
+        packed_bframes: an MPEG-4 stream (DivX 5, XviD in AVI) that stores each B-frame
+            inside the packet of the P-frame after it, a placeholder packet keeping its
+            place. Its packets' timestamps are not those of the frames decoded from them
+            (frames are matched to the wrong ones), so it is decoded in order; its frames
+            come out one per packet, as shown (see `divx_packed`).
         truncated: the file ends before its container says it does (an interrupted
             download or copy; see `declared_size`), or inside a frame. Its frames are
             the ones the file holds whole: a frame cut off at the end is left out, as a
@@ -77,6 +84,7 @@ class VideoInfo:
     mirrored: bool = False
     truncated: bool = False
     damaged: bool = False
+    packed_bframes: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -183,6 +191,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
     keys = [t for t, key, _ in facts if t is not None and key]
     every_pts = [t for t, _, _ in facts if t is not None]
     cc = stream.codec_context
+    packed = cc.codec.canonical_name == "mpeg4" and divx_packed(cc.extradata, packets[0])
     orientation = mp4_orientation(path) if "mov" in stream.container.format.name.split(",") else (0, False)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -200,7 +209,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         frame_pts=tuple(sorted(pts)),
         keyframe_pts=tuple(sorted(keys)),
         time_base=tb,
-        pts_reliable=not damaged and (
+        pts_reliable=not damaged and not packed and (
             len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts)
             and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
         ),
@@ -209,7 +218,20 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         mirrored=orientation[1],
         truncated=cut_short or file_truncated(path),
         damaged=damaged,
+        packed_bframes=packed,
     )
+
+
+# How an MPEG-4 Part 2 encoder says it packs B-frames: user data "DivX<version>b<build>p"
+# (or "...Build..."), the trailing "p" for packed, as DivX 5 writes it and XviD copies it.
+# FFmpeg's decoder reads the same string to unpack them (`divx_packed`).
+_DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
+
+
+def divx_packed(extradata: bytes | None, first_packet) -> bool:
+    """Whether an MPEG-4 Part 2 stream packs its B-frames, by the user data in its codec
+    header: in the extradata (the AVI stream header's copy) or the first packet."""
+    return bool(_DIVX_PACKED.search(extradata or b"") or _DIVX_PACKED.search(bytes(first_packet)))
 
 
 def file_truncated(path) -> bool:
