@@ -196,3 +196,17 @@ def test_catalogue_names_are_unique_and_natural_language():
     assert all(" " in n and n == n.lower() for n in names)
     assert "something falling" in names and "two things moving away from each other" in names
     assert json.dumps(names)  # plain strings
+
+
+def test_encoder_options_set_the_bitrate(tmp_path):
+    """`write_video(options=...)` reaches the encoder: the bench sets UCF101's bitrates so."""
+    from pipeline.video.encode import write_video
+
+    rng = np.random.default_rng(0)
+    frames = render_video(CATALOGUE[0], VideoParams(320, 240, 50, 25, 0))
+    frames = np.clip(frames + rng.normal(0, 10, frames.shape), 0, 255).astype(np.uint8)
+    kbps = {}
+    for rate in ("100k", "800k"):
+        path = write_video(tmp_path / f"{rate}.avi", frames, 25, "mpeg4", options={"b": rate})
+        kbps[rate] = path.stat().st_size * 8 / 2.0 / 1000  # 50 frames at 25 fps
+    assert kbps["100k"] < 200 < 500 < kbps["800k"] < 1100, kbps

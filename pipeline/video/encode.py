@@ -40,8 +40,9 @@ CODECS: dict[str, CodecSpec] = {
     # Kinetics ships H.264 in MP4.
     "h264": CodecSpec(".mp4", "mp4", "libx264", options={"preset": "veryfast", "crf": "23"}),
     "hevc": CodecSpec(".mp4", "mp4", "libx265", options={"preset": "ultrafast", "crf": "28", "x265-params": "log-level=none:pools=none:frame-threads=1"}, tag="hvc1", min_longest_side=64),
-    # UCF101 and HMDB51 ship MPEG-4 Part 2 (XviD) in AVI.
-    "mpeg4": CodecSpec(".avi", "avi", "mpeg4", options={"qscale": "4"}, tag="XVID"),
+    # UCF101 and HMDB51 ship MPEG-4 Part 2 (XviD) in AVI. FFmpeg's default rate control
+    # (`write_video(options={"b": ...})` sets a bitrate).
+    "mpeg4": CodecSpec(".avi", "avi", "mpeg4", tag="XVID"),
     "gif": CodecSpec(".gif", "gif", "gif", pix_fmt="rgb8"),
 }
 
@@ -94,6 +95,7 @@ def write_video(
     reproducible: bool = True,
     pix_fmt: str | None = None,
     bframes: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB frames to `path` (its extension should match the codec's container).
 
@@ -108,6 +110,7 @@ def write_video(
         pix_fmt: encode in another pixel format (yuv444p, yuv420p10le ...); FFmpeg then
             converts from RGB, and the output is not guaranteed to be reproducible.
         bframes: most consecutive B-frames (None keeps the encoder's default).
+        options: FFmpeg encoder options over the codec's own, e.g. {"b": "500k"}.
 
     Returns:
         The path written.
@@ -122,7 +125,7 @@ def write_video(
     pix_fmt = pix_fmt or spec.pix_fmt
     path = Path(path)
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=spec.container, options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream(spec.encoder, rate=fps, options=dict(spec.options))
+        stream = out.add_stream(spec.encoder, rate=fps, options={**spec.options, **(options or {})})
         stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
         stream.time_base = Fraction(1, fps)
         cc = stream.codec_context
