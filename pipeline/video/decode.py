@@ -160,8 +160,8 @@ class PyAVDecoder:
         container, stream = open_video(path, probe_frames)
         with container:
             stream.codec_context.thread_count = self.threads  # before anything decodes, which opens the codec
-            packets, cut_short = demux_packets(container, stream, path)
-            info = info_from_packets(path, stream, packets, cut_short)
+            packets, cut_short, packing = demux_packets(container, stream, path)
+            info = info_from_packets(path, stream, packets, cut_short, packing)
             indices = sample(info.num_frames)
             _check_indices(info, indices)
             try:

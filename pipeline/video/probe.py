@@ -152,11 +152,13 @@ def _open(path: Path, options: dict | None):
     return container, container.streams.video[0]
 
 
-def demux_packets(container, stream, path) -> tuple[list, bool]:
+def demux_packets(container, stream, path) -> tuple[list, bool, str]:
     """Every whole, non-empty packet of `stream`, in decode order (flush packets and AVI
-    placeholders dropped), and whether any were cut off at the end: packets the demuxer
+    placeholders dropped); whether any were cut off at the end: packets the demuxer
     read short because the file ends inside them (flagged corrupt) are dropped from the
-    end. A corrupt packet before the last whole one stays; the decoder conceals it."""
+    end (a corrupt packet before the last whole one stays; the decoder conceals it); and
+    how B-frames are packed: "" (not), "unpacked" (packed in the file, the packets given
+    unpacked: see `unpack_bframes`) or "packed" (left packed)."""
     import av
 
     try:
@@ -166,13 +168,21 @@ def demux_packets(container, stream, path) -> tuple[list, bool]:
     whole = len(packets)
     while whole and packets[whole - 1].is_corrupt:
         whole -= 1
-    return packets[:whole], whole < len(packets)
+    cut_short = whole < len(packets)
+    packets = packets[:whole]
+    cc = stream.codec_context
+    packing = ""
+    if packets and cc is not None and cc.codec.canonical_name == "mpeg4" and divx_packed(cc.extradata, packets[0]):
+        unpacked = unpack_bframes(stream, packets)
+        packing = "packed" if unpacked is None else "unpacked"
+        packets = unpacked or packets
+    return packets, cut_short, packing
 
 
-def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> VideoInfo:
+def info_from_packets(path, stream, packets: list, cut_short: bool = False, packing: str = "") -> VideoInfo:
     """Stream facts from its demuxed packets: one frame per packet, except the packets marked
-    to be discarded (decoded as references, never shown). `cut_short`: packets were cut off
-    at the end (see `demux_packets`).
+    to be discarded (decoded as references, never shown). `cut_short`, `packing`: as
+    `demux_packets` says.
 
     A stream that may have lost references to a cut (see `_cut_references`) is decoded
     through once, and its frames are the ones the decoder returns: it drops those it cannot
@@ -191,7 +201,6 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
     keys = [t for t, key, _ in facts if t is not None and key]
     every_pts = [t for t, _, _ in facts if t is not None]
     cc = stream.codec_context
-    packed = cc.codec.canonical_name == "mpeg4" and divx_packed(cc.extradata, packets[0])
     orientation = mp4_orientation(path) if "mov" in stream.container.format.name.split(",") else (0, False)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -209,7 +218,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         frame_pts=tuple(sorted(pts)),
         keyframe_pts=tuple(sorted(keys)),
         time_base=tb,
-        pts_reliable=not damaged and not packed and (
+        pts_reliable=not damaged and packing != "packed" and (
             len(every_pts) == len(packets) and len(set(every_pts)) == len(every_pts)
             and len(pts) == len(shown_pts) and len(set(pts)) == len(pts) and tb > 0
         ),
@@ -218,7 +227,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
         mirrored=orientation[1],
         truncated=cut_short or file_truncated(path),
         damaged=damaged,
-        packed_bframes=packed,
+        packed_bframes=bool(packing),
     )
 
 
@@ -228,10 +237,65 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False) -> V
 _DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
 
 
+_DIVX_USER_DATA = re.compile(rb"DivX\d+(?:Build|b)\d+")
+_VOP_START = b"\x00\x00\x01\xb6"
+_VOP_TYPES = "IPBS"  # vop_coding_type, the VOP header's first two bits
+
+
 def divx_packed(extradata: bytes | None, first_packet) -> bool:
     """Whether an MPEG-4 Part 2 stream packs its B-frames, by the user data in its codec
-    header: in the extradata (the AVI stream header's copy) or the first packet."""
-    return bool(_DIVX_PACKED.search(extradata or b"") or _DIVX_PACKED.search(bytes(first_packet)))
+    header: the first packet's, or where that has none, the extradata's (the AVI stream
+    header's copy), as FFmpeg's decoder reads them."""
+    data = bytes(first_packet)
+    if _DIVX_USER_DATA.search(data):
+        return bool(_DIVX_PACKED.search(data))
+    return bool(_DIVX_PACKED.search(extradata or b""))
+
+
+def unpack_bframes(stream, packets: list) -> list | None:
+    """Packed B-frames (see `VideoInfo.packed_bframes`) as an ordinary stream: FFmpeg's
+    `mpeg4_unpack_bframes` filter gives each B-frame its own packet in the placeholder's
+    place (and clears the packed flag in the user data), and each packet gets the
+    timestamp of the frame decoded from it. FFmpeg's parser gave them timestamps for an
+    unpacked stream; here a frame's timestamp is the one of its place in display order,
+    known from the frame types: a B-frame is shown as it is decoded, an I- or P-frame when
+    the next one is. Then frames are matched by timestamp, jumps and non-reference
+    frames skipped as in any stream.
+
+    Returns None when the filter fails or its packets are not one frame (VOP) each: the
+    stream is then decoded in order, as packed.
+    """
+    import av
+    import av.bitstream
+
+    try:
+        bsf = av.bitstream.BitStreamFilterContext("mpeg4_unpack_bframes", stream)
+        out = [q for p in packets for q in bsf.filter(p)]
+        out += bsf.filter(None)
+    except (av.FFmpegError, ValueError):
+        return None
+    types = []
+    for q in out:
+        data = bytes(q)
+        at = data.find(_VOP_START)
+        if at < 0 or at + 4 >= len(data) or data.find(_VOP_START, at + 4) >= 0:
+            return None
+        types.append(_VOP_TYPES[data[at + 4] >> 6])
+    dts = [q.dts for q in out]
+    if len(out) != len(packets) or types[0] != "I" or None in dts or len(set(dts)) != len(dts):
+        return None
+    shown, pending = [], None  # packet indices in display order
+    for k, t in enumerate(types):
+        if t == "B":
+            shown.append(k)
+        else:
+            if pending is not None:
+                shown.append(pending)
+            pending = k
+    shown.append(pending)
+    for place, k in zip(sorted(dts), shown):
+        out[k].pts = place
+    return out
 
 
 def file_truncated(path) -> bool:
