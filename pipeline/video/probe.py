@@ -59,9 +59,10 @@ class VideoInfo:
             FFmpeg's command line reads it; frame indices count those.
         packed_bframes: an MPEG-4 stream (DivX 5, XviD in AVI) that stores each B-frame
             inside the packet of the P-frame after it, a placeholder packet keeping its
-            place. Its packets' timestamps are not those of the frames decoded from them
-            (frames are matched to the wrong ones), so it is decoded in order; its frames
-            come out one per packet, as shown (see `divx_packed`).
+            place (see `divx_packed`). Its packets' timestamps are not those of the
+            frames decoded from them, so the packets are unpacked and given their frames'
+            timestamps (`unpack_bframes`); where that fails, it is decoded in order (its
+            frames come out one per packet, as shown) and `pts_reliable` is False.
         truncated: the file ends before its container says it does (an interrupted
             download or copy; see `declared_size`), or inside a frame. Its frames are
             the ones the file holds whole: a frame cut off at the end is left out, as a
@@ -235,8 +236,6 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False, pack
 # (or "...Build..."), the trailing "p" for packed, as DivX 5 writes it and XviD copies it.
 # FFmpeg's decoder reads the same string to unpack them (`divx_packed`).
 _DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
-
-
 _DIVX_USER_DATA = re.compile(rb"DivX\d+(?:Build|b)\d+")
 _VOP_START = b"\x00\x00\x01\xb6"
 _VOP_TYPES = "IPBS"  # vop_coding_type, the VOP header's first two bits
@@ -268,9 +267,14 @@ def unpack_bframes(stream, packets: list) -> list | None:
     import av
     import av.bitstream
 
+    def copy(p):  # the filter takes a packet's data, emptying it; `packets` must stay whole
+        q = av.Packet(bytes(p))
+        q.pts, q.dts, q.time_base, q.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+        return q
+
     try:
         bsf = av.bitstream.BitStreamFilterContext("mpeg4_unpack_bframes", stream)
-        out = [q for p in packets for q in bsf.filter(p)]
+        out = [q for p in packets for q in bsf.filter(copy(p))]
         out += bsf.filter(None)
     except (av.FFmpegError, ValueError):
         return None
