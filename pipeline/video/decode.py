@@ -156,12 +156,17 @@ class PyAVDecoder:
             info = dataclasses.replace(info, pix_fmt=decoded[2])
         return info, indices, frames
 
-    def _read(self, path, sample, size_for, planar: bool, probe_frames: bool):
+    def _read(self, path, sample, size_for, planar: bool, probe_frames: bool, unpack: bool = True):
+        # A damaged file with packed B-frames is read as FFmpeg's command line reads it: packed.
+        # Unpacked, its frames around the damage were seen to differ, and one more counted.
+        packed_again = lambda: self._read(path, sample, size_for, planar, probe_frames, unpack=False)  # noqa: E731
         container, stream = open_video(path, probe_frames)
         with container:
             stream.codec_context.thread_count = self.threads  # before anything decodes, which opens the codec
-            packets, cut_short, packing = demux_packets(container, stream, path)
+            packets, cut_short, packing = demux_packets(container, stream, path, unpack)
             info = info_from_packets(path, stream, packets, cut_short, packing)
+            if info.damaged and packing == "unpacked":
+                return packed_again()
             indices = sample(info.num_frames)
             _check_indices(info, indices)
             try:
@@ -169,6 +174,8 @@ class PyAVDecoder:
             except VideoError as e:
                 if e.reason not in DAMAGE_REASONS:
                     raise
+                if packing == "unpacked":
+                    return packed_again()
                 stream.codec_context.flush_buffers()
                 info = count_decodable(path, stream, packets, info)  # a damaged file: its decodable frames, sampled anew
                 indices = sample(info.num_frames)

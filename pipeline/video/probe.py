@@ -153,13 +153,14 @@ def _open(path: Path, options: dict | None):
     return container, container.streams.video[0]
 
 
-def demux_packets(container, stream, path) -> tuple[list, bool, str]:
+def demux_packets(container, stream, path, unpack: bool = True) -> tuple[list, bool, str]:
     """Every whole, non-empty packet of `stream`, in decode order (flush packets and AVI
     placeholders dropped); whether any were cut off at the end: packets the demuxer
     read short because the file ends inside them (flagged corrupt) are dropped from the
     end (a corrupt packet before the last whole one stays; the decoder conceals it); and
     how B-frames are packed: "" (not), "unpacked" (packed in the file, the packets given
-    unpacked: see `unpack_bframes`) or "packed" (left packed)."""
+    unpacked: see `unpack_bframes`) or "packed" (left packed: the filter failed, or not
+    `unpack`)."""
     import av
 
     try:
@@ -174,7 +175,7 @@ def demux_packets(container, stream, path) -> tuple[list, bool, str]:
     cc = stream.codec_context
     packing = ""
     if packets and cc is not None and cc.codec.canonical_name == "mpeg4" and divx_packed(cc.extradata, packets[0]):
-        unpacked = unpack_bframes(stream, packets)
+        unpacked = unpack_bframes(stream, packets) if unpack else None
         packing = "packed" if unpacked is None else "unpacked"
         packets = unpacked or packets
     return packets, cut_short, packing
