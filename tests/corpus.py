@@ -123,12 +123,16 @@ def write_rotated(path: Path, frames: np.ndarray, degrees: int) -> Path:
     return write_with_encoder(path, "libx264", frames, rate=12, rotation=degrees)
 
 
-def set_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
-    """Write (a b / c d), in units of 1.0, into the first `tkhd` matrix of the MP4 `path`, in
-    place: any turning or mirroring, where FFmpeg's muxer writes only rotations."""
+def set_display_matrix(path: Path, a: int, b: int, c: int, d: int, box: bytes = b"tkhd") -> Path:
+    """Write (a b / c d), in units of 1.0, into the first `tkhd` matrix of the MP4 `path` (or,
+    with `box=b"mvhd"`, the movie header's), in place: any turning or mirroring, where
+    FFmpeg's muxer writes only rotations."""
     data = bytearray(path.read_bytes())
-    at = data.index(b"tkhd")
-    matrix = at + 8 + (32 if data[at + 4] == 1 else 20) + 16  # past the type, version and flags, times, ids, layer, volume
+    at = data.index(box)
+    if box == b"mvhd":  # past the type, version and flags, times, time scale, duration, rate, volume, reserved
+        matrix = at + 8 + (28 if data[at + 4] == 1 else 16) + 16
+    else:  # past the type, version and flags, times, ids, layer, volume
+        matrix = at + 8 + (32 if data[at + 4] == 1 else 20) + 16
     struct.pack_into(">2i", data, matrix, a << 16, b << 16)
     struct.pack_into(">2i", data, matrix + 12, c << 16, d << 16)
     path.write_bytes(bytes(data))

@@ -482,6 +482,25 @@ def test_a_display_matrix_turns_and_mirrors_the_frames_as_ffmpeg_shows_them(tmp_
     assert all(np.array_equal(a, SHOWN[matrix](b)) for a, b in zip(shown, coded))
 
 
+@pytest.mark.parametrize("movie,track", [((0, -1, 1, 0), (1, 0, 0, 1)), ((0, -1, 1, 0), (0, -1, 1, 0)), ((-1, 0, 0, 1), (0, -1, 1, 0)), ((0, 1, -1, 0), (-1, 0, 0, 1))])
+def test_the_movie_header_matrix_turns_the_frames_before_the_track_matrix(tmp_path, movie, track):
+    """FFmpeg applies a track's matrix after the movie header's (`mvhd`): its reading (the
+    decoded frame's rotation) and the frames are as for the product set on the track alone."""
+    frames = clip(6, 96, 64, seed=9).copy()
+    frames[:, :12, :20] = (250, 20, 20)  # marks that no turn or mirror leaves in place
+    path = set_display_matrix(set_display_matrix(write_rotated(tmp_path / "m.mp4", frames, 0), *movie, box=b"mvhd"), *track)
+    (a, b), (c, d) = np.array(track).reshape(2, 2) @ np.array(movie).reshape(2, 2)
+    (tmp_path / "one.mp4").write_bytes(path.read_bytes())
+    one = set_display_matrix(set_display_matrix(tmp_path / "one.mp4", 1, 0, 0, 1, box=b"mvhd"), a, b, c, d)
+    with av.open(str(path)) as container:
+        ffmpeg_angle = next(container.decode(video=0)).rotation % 360
+    info = probe(path)
+    assert (info.rotation, info.mirrored) == (probe(one).rotation, probe(one).mirrored) != (0, False)
+    assert info.rotation == ffmpeg_angle
+    ref = [np.ascontiguousarray(SHOWN[(a, b, c, d)](f)) for f in full_decode(path)]
+    _decodes_as(PyAVDecoder(), info, ref, [[0, 5, 2]])
+
+
 @pytest.mark.parametrize(
     "encoder,ext",
     [("mpeg2video", "mpg"), ("mpeg2video", "ts"), ("wmv2", "wmv"), ("flv", "flv"), ("mjpeg", "avi"),

@@ -399,19 +399,27 @@ def mp4_orientation(path) -> tuple[int, bool]:
     clockwise degrees 0, 90, 180 or 270, then whether to mirror left to right), as FFmpeg's
     command line shows the frames (`ffmpeg -i` with its default autorotate; `_ORIENTATIONS`).
     (0, False) for no matrix, one that turns by an angle off a multiple of 90 degrees by
-    more than one degree, or a header this cannot walk. The movie header's own matrix
-    (`mvhd`, the identity in practice) is not read."""
+    more than one degree, or a header this cannot walk. As in FFmpeg, the track's matrix is
+    applied after the movie header's (`mvhd`, the identity in practice, when it comes
+    before the track)."""
     try:
         with open(path, "rb") as f:
             end = os.fstat(f.fileno()).st_size
             for kind, start, stop in _boxes(f, 0, end):
                 if kind != b"moov":
                     continue
+                movie = _IDENTITY
                 for kind, t0, t1 in _boxes(f, start, stop):
-                    if kind == b"trak" and _handler(f, t0, t1) == b"vide":
-                        return _tkhd_orientation(f, t0, t1)
+                    if kind == b"mvhd":
+                        f.seek(t0)
+                        version = f.read(1)[0]
+                        f.seek(t0 + 4 + (28 if version == 1 else 16) + 16)  # past version, flags, times, time scale, duration, rate, volume, reserved
+                        movie = _read_matrix(f)
+                    elif kind == b"trak" and _handler(f, t0, t1) == b"vide":
+                        track = _tkhd_matrix(f, t0, t1)
+                        return _orientation(_compose(track, movie)) if track else (0, False)
                 return 0, False
-    except (OSError, struct.error, ValueError):
+    except (OSError, struct.error, ValueError, IndexError):
         pass
     return 0, False
 
@@ -457,19 +465,39 @@ _ORIENTATIONS = {
 _SIN_1_DEGREE = math.sin(math.radians(1))
 
 
-def _tkhd_orientation(f, start: int, end: int) -> tuple[int, bool]:
-    for kind, h0, h1 in _boxes(f, start, end):
+Matrix = tuple[tuple[float, float, float], ...]
+_IDENTITY: Matrix = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def _read_matrix(f) -> Matrix:
+    """An ISO-BMFF matrix (a b u / c d v / x y w) at the file's position, as reals: a to d, x
+    and y are 16.16 fixed point, u, v and w 2.30."""
+    m = struct.unpack(">9i", f.read(36))
+    return tuple(tuple(m[3 * i + j] / (1 << (30 if j == 2 else 16)) for j in range(3)) for i in range(3))
+
+
+def _compose(track: Matrix, movie: Matrix) -> Matrix:
+    """The matrix FFmpeg's demuxer gives a track: its own, then the movie's (row vectors)."""
+    return tuple(tuple(sum(track[i][e] * movie[e][j] for e in range(3)) for j in range(3)) for i in range(3))
+
+
+def _tkhd_matrix(f, start: int, end: int) -> Matrix | None:
+    for kind, h0, _ in _boxes(f, start, end):
         if kind == b"tkhd":
             f.seek(h0)
             version = f.read(1)[0]
             f.seek(h0 + 4 + (32 if version == 1 else 20) + 16)  # past the times, ids, layer and volume
-            a, b, _, c, d = struct.unpack(">5i", f.read(20))  # a b u / c d v / x y w, a to d in 16.16 fixed point
-            s0, s1 = math.hypot(a, c), math.hypot(b, d)  # as FFmpeg's av_display_rotation_get scales them
-            if s0 == 0 or s1 == 0:
-                return 0, False
-            signs = tuple(0 if abs(x) < _SIN_1_DEGREE else (1 if x > 0 else -1) for x in (a / s0, b / s1, c / s0, d / s1))
-            return _ORIENTATIONS.get(signs, (0, False))
-    return 0, False
+            return _read_matrix(f)
+    return None
+
+
+def _orientation(m: Matrix) -> tuple[int, bool]:
+    (a, b, _), (c, d, _), _ = m
+    s0, s1 = math.hypot(a, c), math.hypot(b, d)  # as FFmpeg's av_display_rotation_get scales them
+    if s0 == 0 or s1 == 0:
+        return 0, False
+    signs = tuple(0 if abs(x) < _SIN_1_DEGREE else (1 if x > 0 else -1) for x in (a / s0, b / s1, c / s0, d / s1))
+    return _ORIENTATIONS.get(signs, (0, False))
 
 
 def _cut_references(facts: list[tuple]) -> bool:
