@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -85,6 +86,8 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["av1"] = None
     write_rotated(v / "portrait.mp4", clip(10, 128, 64), 90)  # shown 64 wide, 128 high
     expect["portrait"] = None
+    write_with_encoder(v / "anamorphic.mp4", "libx264", clip(10, 128, 96), sar=Fraction(4, 3))  # shown 171x96
+    expect["anamorphic"] = None
     whole = faststart_copy(write_video(v / "whole.mp4", clip(24), 12, "h264"), v / "partial.mp4")
     cut_file(whole, 0.6)  # an interrupted download: the frames it holds are kept, flagged
     expect["partial"] = None
@@ -100,7 +103,7 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
 
 def write_with_encoder(
     path, encoder: str, frames: np.ndarray, b_frames: int | None = None, gop: int | None = None,
-    rate: int = 25, pix_fmt: str = "yuv420p", rotation: int | None = None,
+    rate: int = 25, pix_fmt: str = "yuv420p", rotation: int | None = None, sar: Fraction | None = None,
 ) -> Path:
     """`frames` through an FFmpeg encoder that `write_video` has no entry for (the default rate
     is one MPEG-1 allows); `rotation` writes a display matrix turning them that many degrees
@@ -114,6 +117,8 @@ def write_with_encoder(
             stream.codec_context.gop_size = gop
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        if sar is not None:  # the pixels' aspect ratio, in the bitstream (and an MP4's pasp box)
+            stream.codec_context.sample_aspect_ratio = sar
         encode_all(out, stream, (av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt) for f in frames))
     return Path(path)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -101,6 +103,16 @@ def _jpeg_rgb(frame) -> np.ndarray:
     import simplejpeg
 
     return simplejpeg.decode_jpeg(encode_jpeg(frame, 90)).astype(np.int16)
+
+
+def test_the_sample_aspect_ratio_is_ffmpegs_guess(real_clips, tmp_path):
+    """The container's pixel aspect ratio, else the bitstream's; None where neither gives one."""
+    sar = {p.name: probe(p).sample_aspect_ratio for p in real_clips}
+    assert sar["abseiling_k400.mp4"] == (2048, 2043) and sar["v_Shotput_g05_c02.avi"] == (1, 1)
+    assert sar["v_CricketShot_g04_c01_rgb.gif"] is None
+    for ext in ("mp4", "mkv", "avi"):
+        path = write_with_encoder(tmp_path / f"a.{ext}", "libx264" if ext != "avi" else "mpeg4", clip(4, 128, 96), sar=Fraction(16, 11))
+        assert probe(path).sample_aspect_ratio == (16, 11), ext
 
 
 def test_planar_frames_make_the_same_jpegs_as_rgb_frames(tmp_path, real_clips):

@@ -569,6 +569,9 @@ def test_bad_input_ends_as_ok_or_failed_with_a_reason(bad_corpus, tmp_path):
     selfie = json.loads(stored["selfie"]["json"])
     assert (selfie["rotation"], selfie["mirrored"]) == (0, True)
     assert Image.open(io.BytesIO(stored["portrait"]["000.jpg"])).size == (64, 128)
+    anamorphic = json.loads(stored["anamorphic"]["json"])  # its coded pixels kept, their aspect ratio recorded
+    assert anamorphic["sample_aspect_ratio"] == [4, 3] and json.loads(stored["hd720"]["json"])["sample_aspect_ratio"] is None
+    assert Image.open(io.BytesIO(stored["anamorphic"]["000.jpg"])).size == (85, 64)
     n_bad = sum(r is not None for r in expect.values())
     assert summary["failed"] == n_bad and summary["videos"] == len(expect) + 1
     assert sum(summary["failures_by_reason"].values()) == n_bad

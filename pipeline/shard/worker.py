@@ -277,6 +277,7 @@ class ShardWorker:
             "num_frames": info.num_frames,
             "width": info.width,
             "height": info.height,
+            "sample_aspect_ratio": list(info.sample_aspect_ratio) if info.sample_aspect_ratio else None,
             "rotation": info.rotation,
             "mirrored": info.mirrored,
             "codec": info.codec,

@@ -67,6 +67,10 @@ class VideoInfo:
             download or copy; see `declared_size`), or inside a frame. Its frames are
             the ones the file holds whole: a frame cut off at the end is left out, as a
             short read (FFmpeg's decoder refuses it, and a player shows none).
+        sample_aspect_ratio: (num, den), the width of a coded pixel over its height, as
+            FFmpeg guesses it (the container's, else the bitstream's); None when neither
+            says. The decoders return the pixels as coded, as `ffmpeg -i` writes them: a
+            player stretches frames whose ratio is not 1:1 to it.
     """
 
     path: str
@@ -86,6 +90,7 @@ class VideoInfo:
     truncated: bool = False
     damaged: bool = False
     packed_bframes: bool = False
+    sample_aspect_ratio: tuple[int, int] | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -230,6 +235,7 @@ def info_from_packets(path, stream, packets: list, cut_short: bool = False, pack
         truncated=cut_short or file_truncated(path),
         damaged=damaged,
         packed_bframes=bool(packing),
+        sample_aspect_ratio=(sar.numerator, sar.denominator) if (sar := stream.sample_aspect_ratio) else None,
     )
 
 
