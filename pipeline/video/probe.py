@@ -416,11 +416,8 @@ def mp4_orientation(path) -> tuple[int, bool]:
                     continue
                 movie = _IDENTITY
                 for kind, t0, t1 in _boxes(f, start, stop):
-                    if kind == b"mvhd":
-                        f.seek(t0)
-                        version = f.read(1)[0]
-                        f.seek(t0 + 4 + (28 if version == 1 else 16) + 16)  # past version, flags, times, time scale, duration, rate, volume, reserved
-                        movie = _read_matrix(f)
+                    if kind == b"mvhd":  # past the times, time scale and duration, then rate, volume, reserved
+                        movie = _read_matrix(f, t0, (16, 28), 16)
                     elif kind == b"trak" and _handler(f, t0, t1) == b"vide":
                         track = _tkhd_matrix(f, t0, t1)
                         return _orientation(_compose(track, movie)) if track else (0, False)
@@ -475,9 +472,13 @@ Matrix = tuple[tuple[float, float, float], ...]
 _IDENTITY: Matrix = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
 
-def _read_matrix(f) -> Matrix:
-    """An ISO-BMFF matrix (a b u / c d v / x y w) at the file's position, as reals: a to d, x
-    and y are 16.16 fixed point, u, v and w 2.30."""
+def _read_matrix(f, start: int, versioned: tuple[int, int], fixed: int) -> Matrix:
+    """The ISO-BMFF matrix (a b u / c d v / x y w) of the full box whose content starts at
+    `start`, after its version and flags, `versioned` bytes (for version 0, 1) and `fixed`
+    more, as reals: a to d, x and y are 16.16 fixed point, u, v and w 2.30."""
+    f.seek(start)
+    version = f.read(1)[0]
+    f.seek(start + 4 + versioned[version == 1] + fixed)
     m = struct.unpack(">9i", f.read(36))
     return tuple(tuple(m[3 * i + j] / (1 << (30 if j == 2 else 16)) for j in range(3)) for i in range(3))
 
@@ -489,11 +490,8 @@ def _compose(track: Matrix, movie: Matrix) -> Matrix:
 
 def _tkhd_matrix(f, start: int, end: int) -> Matrix | None:
     for kind, h0, _ in _boxes(f, start, end):
-        if kind == b"tkhd":
-            f.seek(h0)
-            version = f.read(1)[0]
-            f.seek(h0 + 4 + (32 if version == 1 else 20) + 16)  # past the times, ids, layer and volume
-            return _read_matrix(f)
+        if kind == b"tkhd":  # past the times, ids and duration, then reserved, layer, group, volume
+            return _read_matrix(f, h0, (20, 32), 16)
     return None
 
 
