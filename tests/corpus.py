@@ -97,6 +97,10 @@ def bad_input_corpus(root: Path) -> dict[str, str | None]:
     expect["selfie"] = None
     damage_packet(v / "whole.mp4", v / "damaged.mp4", 5)  # a frame the decoder refuses
     expect["damaged"] = None
+    garbled = write_video(v / "garbled-source.mp4", clip(60, 128, 96, seed=6), 12, "h264", gop=12)
+    damage_packet(garbled, v / "garbled.mp4", 5, noise=True)  # a frame the decoder drops, saying so only in its log
+    garbled.unlink()
+    expect["garbled"] = None
     (v / "whole.mp4").unlink()
     return expect
 
@@ -185,19 +189,38 @@ def faststart_copy(src: Path, dst: Path) -> Path:
     return remux(src, dst, options={"movflags": "faststart"})
 
 
-def damage_packet(src: Path, dst: Path, index: int) -> Path:
+def damage_packet(src: Path, dst: Path, index: int, noise: bool = False) -> Path:
     """`src` remuxed with its `index`-th packet (decode order) cut to half its bytes, as a
     damaged download or disk leaves one: the decoder refuses it (an H.264/HEVC NAL length
-    past the end) or conceals it, and the frames after it may lose their reference."""
+    past the end) or conceals it, and the frames after it may lose their reference. With
+    `noise`, the packet keeps its size and first 4 bytes (an MP4 NAL's length), and the rest
+    is random: the decoder then parses garbage where it expects headers."""
 
-    def halve(packets: list) -> list:
+    def damage(packets: list) -> list:
         p = packets[index]
-        half = av.Packet(bytes(p)[: p.size // 2])
-        half.pts, half.dts, half.time_base, half.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
-        packets[index] = half
+        data = bytes(p)
+        if noise:
+            data = data[:4] + np.random.default_rng(index).integers(0, 256, len(data) - 4, dtype=np.uint8).tobytes()
+        bad = av.Packet(data if noise else data[: p.size // 2])
+        bad.pts, bad.dts, bad.time_base, bad.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+        packets[index] = bad
         return packets
 
-    return remux(src, dst, halve)
+    return remux(src, dst, damage)
+
+
+def decodable_frames(path) -> list[np.ndarray]:
+    """A full decode that passes over the packets the decoder refuses, as FFmpeg's command line
+    does (it reports the error and goes on with the same decoder)."""
+    out = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for packet in c.demux(stream):  # it ends with an empty packet, which drains the decoder
+            try:
+                out += [f.to_ndarray(format="rgb24") for f in stream.codec_context.decode(packet)]
+            except av.FFmpegError:
+                pass
+    return out
 
 
 def cut_file(path: Path, fraction: float) -> Path:

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from corpus import RefusingBackend, clip, damage_packet, faststart_copy, set_display_matrix, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
+from corpus import RefusingBackend, clip, damage_packet, decodable_frames, faststart_copy, set_display_matrix, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
 from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
@@ -84,7 +84,7 @@ def test_a_damaged_clip_with_packed_b_frames_reads_as_ffmpeg_reads_it(real_clips
     data[at : at + 800] = np.random.default_rng(1).integers(0, 256, 800, dtype=np.uint8).tobytes()
     bad = tmp_path / "bad.avi"
     bad.write_bytes(bytes(data))
-    ref = _decodable_frames(bad)
+    ref = decodable_frames(bad)
     for every in (False, True):
         sample = (lambda n: list(range(n))) if every else (lambda n: segment_middles(n, 8))
         info, indices, frames = PyAVDecoder().read(bad, sample, lambda w, h: None)
@@ -289,19 +289,6 @@ def test_a_stream_copied_cut_reads_as_players_show_it(tmp_path, skip_nonref):
     assert backend == "pyav" and tried == "" and np.array_equal(frames[1], ref[25])
 
 
-def _decodable_frames(path) -> list[np.ndarray]:
-    """A full decode that passes over the packets the decoder refuses, as FFmpeg's command line does."""
-    out = []
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        for packet in c.demux(stream):  # it ends with an empty packet, which drains the decoder
-            try:
-                out += [f.to_ndarray(format="rgb24") for f in stream.codec_context.decode(packet)]
-            except av.InvalidDataError:
-                pass
-    return out
-
-
 @pytest.mark.parametrize("codec,ext", [("h264", "mkv"), ("h264", "mp4"), ("vp9", "webm")])
 def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path, codec, ext):
     """Cut at a packet that is not a keyframe, a stream's first frames lack their references:
@@ -310,7 +297,7 @@ def test_a_stream_cut_between_keyframes_counts_the_frames_it_can_decode(tmp_path
     src = write_video(tmp_path / f"src{CODECS[codec].ext}", clip(40, seed=2), 25, codec, gop=10, bframes=0 if codec == "h264" else None)
     cut = stream_copy_cut(src, tmp_path / f"cut.{ext}", 14, at_keyframe=False)
     info = probe(cut)
-    ref = _decodable_frames(cut)
+    ref = decodable_frames(cut)
     assert (info.num_frames, info.hidden_frames, len(ref)) == (20, 6, 20)
     assert all(np.array_equal(a, b) for a, b in zip(ref, full_decode(src)[20:]))  # from the keyframe at 20 on
     assert _sparse_reads_match(cut, info, ref, seed=2) == info
@@ -337,7 +324,7 @@ def test_a_file_cut_short_keeps_the_frames_it_holds_whole(tmp_path, codec, fasts
     info = probe(cut)
     assert info.truncated and not probe(whole).truncated
     assert 0 < info.num_frames < 60
-    ffmpeg_count = len(_decodable_frames(cut))
+    ffmpeg_count = len(decodable_frames(cut))
     assert info.num_frames in (ffmpeg_count, ffmpeg_count - 1)  # less the concealed one, if any
     _sparse_reads_match(cut, info, [by_pts[t] for t in info.frame_pts], seed=5)
     assert not DaliDecoder("gpu").supports(info) and DaliDecoder("gpu").supports(probe(whole))
@@ -351,7 +338,7 @@ def test_a_damaged_packet_is_passed_over_as_ffmpeg_reads_the_file(tmp_path, code
     decode that passes over what the decoder refuses, as FFmpeg's command line reads it."""
     src = write_video(tmp_path / f"src{CODECS[codec].ext}", clip(60, 128, 96, seed=6), 12, codec, gop=12)
     bad = damage_packet(src, tmp_path / f"bad{CODECS[codec].ext}", where)
-    ref = _decodable_frames(bad)
+    ref = decodable_frames(bad)
     dec = PyAVDecoder()
     info = dec.read(bad, lambda n: list(range(n)), lambda w, h: None)[0]  # every frame: the damaged one is wanted
     assert info.num_frames == len(ref) and (info.damaged or codec == "vp9")  # FFmpeg's VP9 decoder reads the half packet without a complaint
@@ -367,7 +354,7 @@ def test_a_damaged_stream_cut_is_counted_as_ffmpeg_reads_it(tmp_path, skip_nonre
     cut = stream_copy_cut(src, tmp_path / "cut.mkv", 14, at_keyframe=False)
     bad = damage_packet(cut, tmp_path / "bad.mkv", 10)  # past the keyframe at 20 (packet 6)
     info = probe(bad)
-    ref = _decodable_frames(bad)
+    ref = decodable_frames(bad)
     assert info.damaged and not info.pts_reliable and info.num_frames == len(ref) < 20
     _sparse_reads_match(bad, info, ref, seed=8, skip_nonref=skip_nonref)
 
@@ -730,7 +717,7 @@ def test_auto_reads_a_damaged_file_with_pyav_once_every_backend_fails_on_it(tmp_
     alone = PyAVDecoder().read(bad, lambda n: list(range(n)), lambda w, h: None)
     assert first.calls == 1 and got.backend == "pyav" and "pyav: decode error" in got.fallback
     assert got.info == alone[0] and got.info.damaged and got.indices == alone[1]
-    assert np.array_equal(got.frames, alone[2]) and len(got.frames) == len(_decodable_frames(bad))
+    assert np.array_equal(got.frames, alone[2]) and len(got.frames) == len(decodable_frames(bad))
 
 
 def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):

@@ -555,6 +555,7 @@ def test_bad_input_ends_as_ok_or_failed_with_a_reason(bad_corpus, tmp_path):
     cut_short = {vid for vid, r in statuses.items() if "truncated" in r.get("flags", [])}
     assert cut_short == {"partial", "partial-webm"}, cut_short
     assert statuses["damaged"]["flags"][-1] == "damaged" and statuses["damaged"]["num_frames"] == 23
+    assert statuses["garbled"]["flags"][-1] == "damaged" and statuses["garbled"]["num_frames"] == 59  # 60 packets
     assert 0 < statuses["partial"]["num_frames"] < 24 and 0 < statuses["partial-webm"]["num_frames"] < 24
     assert "declares" in statuses["truncated"]["detail"]
     stored = {json.loads(s["json"])["id"]: s for s in read_split(out, "train")}
@@ -592,7 +593,7 @@ def test_cli_exit_code_follows_the_failure_rate(bad_corpus, tmp_path):
     assert bad.exit_code == 1, bad.output
     assert "exceeds --max-failure-rate" in " ".join(bad.output.split())
     assert "failures by reason" in bad.output
-    assert re.search(r"ok but flagged: damaged: 1, repeated_frames: \d+, short: \d+, truncated: 2 ", " ".join(bad.output.split()))
+    assert re.search(r"ok but flagged: damaged: 2, repeated_frames: \d+, short: \d+, truncated: 2 ", " ".join(bad.output.split()))
     lenient = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--max-failure-rate", "0.9"])
     assert lenient.exit_code == 0, lenient.output
 

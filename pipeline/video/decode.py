@@ -9,13 +9,15 @@ the backend, up to the decoders' colour conversion.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, info_from_packets, open_video, probe
+from pipeline.video.fflog import errors_logged, ffmpeg_message
+from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, drops_frames, info_from_packets, open_video, probe
 
 BACKENDS = ("auto", "dali", "dali-cpu", "pyav")
 
@@ -169,19 +171,30 @@ class PyAVDecoder:
                 return packed_again()
             indices = sample(info.num_frames)
             _check_indices(info, indices)
+            errors = errors_logged()
             try:
                 frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
+                # Errors in FFmpeg's log may be damage the decoder did not report otherwise (a frame
+                # dropped: every later index would shift), or only a jump into an open GOP.
+                if errors_logged() > errors and not info.damaged:
+                    with _fresh_decoder(path, probe_frames, self.threads) as fresh:
+                        if drops_frames(fresh, packets, info):
+                            raise VideoError("decode error", f"{path}: the decoder logged errors, and a full decode drops frames")
             except VideoError as e:
                 if e.reason not in DAMAGE_REASONS:
                     raise
                 if packing == "unpacked":
                     return packed_again()
-                stream.codec_context.flush_buffers()
-                info = count_decodable(path, stream, packets, info)  # a damaged file: its decodable frames, sampled anew
+                # A damaged file: its decodable frames, sampled anew. Each pass gets a fresh decoder, as
+                # FFmpeg's command line starts with one: a refusal can leave a decoder refusing every
+                # later packet (VP9, after a frame header of an impossible size), which flushing keeps.
+                with _fresh_decoder(path, probe_frames, self.threads) as fresh:
+                    info = count_decodable(path, fresh, packets, info)
                 indices = sample(info.num_frames)
-                frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
-            cc = stream.codec_context  # after decoding: the decoder's own frame size and pixel format
-            return info, indices, frames, (cc.width, cc.height, cc.format.name if cc.format else "unknown")
+                with _fresh_decoder(path, probe_frames, self.threads) as fresh:
+                    frames = self._decode(fresh, packets, info, indices, size_for(*info.display_size), planar)
+                    return info, indices, frames, _decoded_format(fresh)
+            return info, indices, frames, _decoded_format(stream)
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
         """Frames at `indices` (any order, repeats allowed), turned by `info.rotation` and
@@ -204,6 +217,7 @@ class PyAVDecoder:
             return _turn(self._convert(frame, coded, planar), info.rotation, info.mirrored)
 
         frames = None
+        errors = errors_logged()
         try:
             if info.pts_reliable:
                 try:
@@ -213,7 +227,7 @@ class PyAVDecoder:
             if frames is None:
                 frames = self._in_order(stream, packets, info, targets, convert)
         except av.FFmpegError as e:
-            raise VideoError("decode error", f"{info.path}: {e}") from None
+            raise VideoError("decode error", f"{info.path}: {ffmpeg_message(e, errors)}") from None
         if planar:
             return [frames[i] for i in indices]
         return np.stack([frames[i] for i in indices])
@@ -303,6 +317,21 @@ class PyAVDecoder:
         if len(out) < len(wanted):
             raise VideoError("truncated", f"{info.path}: decoded {n} of {info.num_frames} frames")
         return out
+
+
+@contextlib.contextmanager
+def _fresh_decoder(path, probe_frames: bool, threads: int):
+    """The video stream of `path` opened anew, for its unused decoder (packets demuxed before can be fed to it)."""
+    container, stream = open_video(path, probe_frames)
+    with container:
+        stream.codec_context.thread_count = threads
+        yield stream
+
+
+def _decoded_format(stream) -> tuple:
+    """(width, height, pixel format) of the frames the stream's decoder gave (read after decoding)."""
+    cc = stream.codec_context
+    return cc.width, cc.height, cc.format.name if cc.format else "unknown"
 
 
 class DaliDecoder:

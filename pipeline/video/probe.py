@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.video.fflog import errors_logged, ffmpeg_message
+
 
 class VideoError(Exception):
     """A video that cannot be read; `reason` is a short, stable category for summaries."""
@@ -145,12 +147,14 @@ def open_video(path: str | os.PathLike, probe_frames: bool = True):
 def _open(path: Path, options: dict | None):
     import av  # heavy import, kept local
 
+    errors = errors_logged()
     try:
         container = av.open(str(path), options=options)
     except av.FFmpegError as e:
+        message = ffmpeg_message(e, errors)
         if file_truncated(path):  # e.g. an MP4 whose index (moov), written last, was never reached
-            raise VideoError("truncated file", f"{path}: {path.stat().st_size} bytes where its header declares {declared_size(path)}; {e}") from None
-        raise VideoError("unreadable container", f"{path}: {e}") from None
+            raise VideoError("truncated file", f"{path}: {path.stat().st_size} bytes where its header declares {declared_size(path)}; {message}") from None
+        raise VideoError("unreadable container", f"{path}: {message}") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
@@ -168,10 +172,11 @@ def demux_packets(container, stream, path, unpack: bool = True) -> tuple[list, b
     `unpack`)."""
     import av
 
+    errors = errors_logged()
     try:
         packets = [p for p in container.demux(stream) if p.size > 0]
     except av.FFmpegError as e:
-        raise VideoError("corrupt stream", f"{path}: {e}") from None
+        raise VideoError("corrupt stream", f"{path}: {ffmpeg_message(e, errors)}") from None
     whole = len(packets)
     while whole and packets[whole - 1].is_corrupt:
         whole -= 1
@@ -537,6 +542,15 @@ def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
         hidden_frames=max(0, len(packets) - len(pts)),
         damaged=True,
     )
+
+
+def drops_frames(stream, packets: list, info: VideoInfo) -> bool:
+    """Whether a full decode of `packets`, passing over the packets the decoder refuses, gives
+    fewer frames than `info` counts, or refuses one past the first keyframe: damage that the
+    decoder told only its log of (H.264 drops a frame whose slice headers are garbled). The
+    decoder is left flushed."""
+    pts, refused = _decoded_pts(stream, packets)
+    return refused or len(pts) < info.num_frames
 
 
 def _decoded_pts(stream, packets: list) -> tuple[list, bool]:
