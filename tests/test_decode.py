@@ -13,7 +13,8 @@ from pipeline.sampling import segment_middles
 from pipeline.shard.worker import encode_jpeg
 from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
 from pipeline.video.encode import CODECS, write_video
-from pipeline.video.probe import VideoError, declared_size, open_video, probe
+from pipeline.video.headers import declared_size
+from pipeline.video.probe import VideoError, open_video, probe
 
 
 def full_decode(path) -> list[np.ndarray]:
