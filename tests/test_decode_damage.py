@@ -49,7 +49,7 @@ def test_a_decoder_left_refusing_every_packet_is_not_used_to_count(tmp_path):
 def _open_gop_h264(path, frames: np.ndarray):
     """x264 with open GOPs: B-frames after a keyframe (decode order) that reference the GOP before it."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"x264-params": "keyint=12:open-gop=1:bframes=3"})
+        stream = out.add_stream("libx264", rate=25, options={"x264-params": "keyint=12:open-gop=1:bframes=3:threads=1"})
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
