@@ -335,7 +335,19 @@ def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
     Raises:
         VideoError: "decode error" when no frame decodes at all.
     """
-    pts, _ = _decoded_pts(stream, packets)
+    return _as_decoded(path, packets, info, _decoded_pts(stream, packets)[0])
+
+
+def recount_if_damaged(path, stream, packets: list, info: VideoInfo) -> VideoInfo | None:
+    """As `count_decodable` where a full decode of `packets` gives fewer frames than `info`
+    counts, or refuses a packet past the first keyframe: damage that the decoder told only
+    its log of (H.264 drops a frame whose slice headers are garbled). None where it gives
+    every frame. The decoder is left flushed."""
+    pts, refused = _decoded_pts(stream, packets)
+    return _as_decoded(path, packets, info, pts) if refused or len(pts) < info.num_frames else None
+
+
+def _as_decoded(path, packets: list, info: VideoInfo, pts: list) -> VideoInfo:
     if not pts:
         raise VideoError("decode error", f"{path}: none of its {len(packets)} packets decodes")
     return dataclasses.replace(
@@ -346,15 +358,6 @@ def count_decodable(path, stream, packets: list, info: VideoInfo) -> VideoInfo:
         hidden_frames=max(0, len(packets) - len(pts)),
         damaged=True,
     )
-
-
-def drops_frames(stream, packets: list, info: VideoInfo) -> bool:
-    """Whether a full decode of `packets`, passing over the packets the decoder refuses, gives
-    fewer frames than `info` counts, or refuses one past the first keyframe: damage that the
-    decoder told only its log of (H.264 drops a frame whose slice headers are garbled). The
-    decoder is left flushed."""
-    pts, refused = _decoded_pts(stream, packets)
-    return refused or len(pts) < info.num_frames
 
 
 def _decoded_pts(stream, packets: list) -> tuple[list, bool]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.video.fflog import errors_logged, ffmpeg_message
 from pipeline.video.frames import INTERPOLATION, Planes, check_indices, coded_size, turn
-from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, drops_frames, info_from_packets, open_video
+from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, info_from_packets, open_video, recount_if_damaged
 
 # Why a decode of a stream that probed fine fails when the file is damaged: the decoder
 # refused a packet, or fewer frames came out than the stream has. PyAV then counts the frames
@@ -96,27 +96,33 @@ class PyAVDecoder:
             errors = errors_logged()
             try:
                 frames = self._decode(stream, packets, info, indices, size_for(*info.display_size), planar)
-                # Errors in FFmpeg's log may be damage the decoder did not report otherwise (a frame
-                # dropped: every later index would shift), or only a jump into an open GOP.
-                if errors_logged() > errors and not info.damaged:
-                    with _fresh_decoder(path, probe_frames, self.threads) as fresh:
-                        if drops_frames(fresh, packets, info):
-                            raise VideoError("decode error", f"{path}: the decoder logged errors, and a full decode drops frames")
             except VideoError as e:
                 if e.reason not in DAMAGE_REASONS:
                     raise
-                if packing == "unpacked":
-                    return packed_again()
-                # A damaged file: its decodable frames, sampled anew. Each pass gets a fresh decoder, as
-                # FFmpeg's command line starts with one: a refusal can leave a decoder refusing every
-                # later packet (VP9, after a frame header of an impossible size), which flushing keeps.
+                frames = None
+            recounted = None
+            if frames is not None:
+                if errors_logged() == errors or info.damaged:
+                    return info, indices, frames, _decoded_format(stream)
+                # Errors in FFmpeg's log: damage the decoder did not report otherwise (a frame
+                # dropped, so that every later index would shift), or only a jump into an open GOP.
                 with _fresh_decoder(path, probe_frames, self.threads) as fresh:
-                    info = count_decodable(path, fresh, packets, info)
-                indices = sample(info.num_frames)
+                    recounted = recount_if_damaged(path, fresh, packets, info)
+                if recounted is None:
+                    return info, indices, frames, _decoded_format(stream)
+            if packing == "unpacked":
+                return packed_again()
+            # A damaged file: its decodable frames, sampled anew. Each pass gets a fresh decoder, as
+            # FFmpeg's command line starts with one: a refusal can leave a decoder refusing every
+            # later packet (VP9, after a frame header of an impossible size), which flushing keeps.
+            if recounted is None:
                 with _fresh_decoder(path, probe_frames, self.threads) as fresh:
-                    frames = self._decode(fresh, packets, info, indices, size_for(*info.display_size), planar)
-                    return info, indices, frames, _decoded_format(fresh)
-            return info, indices, frames, _decoded_format(stream)
+                    recounted = count_decodable(path, fresh, packets, info)
+            info = recounted
+            indices = sample(info.num_frames)
+            with _fresh_decoder(path, probe_frames, self.threads) as fresh:
+                frames = self._decode(fresh, packets, info, indices, size_for(*info.display_size), planar)
+                return info, indices, frames, _decoded_format(fresh)
 
     def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, planar: bool = False):
         """Frames at `indices` (any order, repeats allowed), turned by `info.rotation` and
