@@ -22,7 +22,7 @@ help:
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make report      regenerate $(RESULTS)/REPORT.md from the JSON outputs"
-	@echo "make bench       every benchmark below, then $(RESULTS)/BENCH.md"
+	@echo "make bench       every benchmark below, one after the other, then docs/benchmarks.md"
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
@@ -76,9 +76,9 @@ bench-train: setup
 	@test -f $(CACHE) || $(MAKE) reproduce
 	$(BIN)/python -m pipeline.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
 
-# Every benchmark, then RESULTS/BENCH.md with each ratio against its in-run baseline.
-bench: bench-decode bench-embed bench-evaluate bench-train
-	$(BIN)/python -m pipeline.bench.report --results $(RESULTS)
+# Every benchmark, each run's date, commit and machine recorded beside its JSON; then docs/benchmarks.md.
+bench: setup
+	$(BIN)/python -m pipeline.bench.report --results $(RESULTS) --run decode,embed,evaluate,train --make "$(MAKE)"
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
