@@ -5,8 +5,13 @@ Any open_clip model works, under its open_clip name (`ViT-B-16`) or OpenAI's spe
 (width 128, 2 layers, patch 32, 224 px) and `fsar-micro-vit` (width 64, 1 layer, 64 px).
 
 Weights: a pretrained tag (default `openai`, as the papers use) through open_clip's own
-download and cache, a local checkpoint file (`.safetensors`, or a `.pt`/`.bin` read with
-`weights_only=True`), or `none` for a random initialisation from a fixed seed.
+download and cache, a local checkpoint file (`.safetensors`, a `.pt`/`.bin` read with
+`weights_only=True`, or OpenAI's own TorchScript archive such as `ViT-B-16.pt`), or `none` for a
+random initialisation from a fixed seed.
+
+Activation: the model is built with the activation its weights were trained with. OpenAI's
+CLIP weights (and a few others) need QuickGELU, which open_clip's plain `ViT-B-16` config does
+not use; see `resolve_activation` for how it is decided for tags and files.
 """
 
 from __future__ import annotations
@@ -39,12 +44,21 @@ def known_backbones() -> list[str]:
 
 
 def resolve_name(name: str) -> str:
-    """An open_clip model name for `name`, accepting OpenAI spellings ('ViT-B/16' -> 'ViT-B-16')."""
+    """An open_clip model name for `name`, accepting OpenAI spellings ('ViT-B/16' -> 'ViT-B-16').
+
+    Raises:
+        ValueError: unknown name, with the closest known names.
+    """
+    import difflib
+
     models = known_backbones()
     for candidate in (name, name.replace("/", "-")):
         if candidate in models:
             return candidate
-    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(models)}")
+    lowered = {m.lower(): m for m in models}
+    close = difflib.get_close_matches(name.replace("/", "-").lower(), list(lowered), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(lowered[c] for c in close)}?" if close else "no close name"
+    raise ValueError(f"unknown backbone {name!r}: {hint} (open_clip knows {len(models)} models: python -c 'import open_clip; print(open_clip.list_models())')")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -55,13 +69,25 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+ACTIVATIONS = ("auto", "gelu", "quick_gelu")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Which model and which weights; `pretrained` is a tag, a file path or 'none'."""
+    """Which model and which weights; `pretrained` is a tag, a file path or 'none'.
+
+    `activation` is `auto` (decided from the weights, see `resolve_activation`), `gelu` or
+    `quick_gelu` (stated; an error where the weights are known to need the other).
+    """
 
     name: str
     pretrained: str
     seed: int = 0
+    activation: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
 
 def default_pretrained(name: str) -> str:
@@ -69,34 +95,209 @@ def default_pretrained(name: str) -> str:
     return "openai" if "openai" in tags else (tags[0] if tags else "none")
 
 
+def _activation_of(cfg: dict) -> str:
+    return "quick_gelu" if cfg.get("quick_gelu") else "gelu"
+
+
+def model_activation(name: str) -> str:
+    """The activation open_clip's config of `name` builds (`ViT-B-16`: gelu; `ViT-B-16-quickgelu`: quick_gelu)."""
+    return _activation_of(_open_clip().get_model_config(name) or {})
+
+
+def tag_activation(name: str, tag: str) -> str:
+    """The activation the weights of pretrained `tag` were trained with, from open_clip's
+    pretrained config (no download)."""
+    return _activation_of(_open_clip().get_pretrained_cfg(name, tag))
+
+
+def _is_torchscript(path: Path) -> bool:
+    """OpenAI's own checkpoints (`ViT-B-16.pt`) are TorchScript archives: a zip with a code/ folder."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
+
+
+def file_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """What fsar recorded in a safetensors weights file it wrote (its `fsar` metadata), else {}."""
+    import json
+
+    if not str(path).endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    try:
+        return {k: str(v) for k, v in json.loads(meta.get("fsar", "{}")).items()}
+    except ValueError:
+        return {}
+
+
+def file_activation(path: str | os.PathLike, sha256: str) -> tuple[str | None, str]:
+    """The activation the weights in `path` were trained with, and how that is known.
+
+    In order: what fsar recorded in a file it wrote; OpenAI's TorchScript archive (every
+    OpenAI CLIP uses QuickGELU); a file whose sha256 names it as one of open_clip's download
+    URLs (OpenAI's URLs carry it); a file in the Hugging Face cache under the hub repository of
+    an open_clip tag (`models--timm--vit_base_patch16_clip_224.openai/...`). Returns (None, why)
+    when the file says nothing.
+    """
+    path = Path(path)
+    meta = file_metadata(path)
+    if meta.get("activation") in ("gelu", "quick_gelu"):
+        return meta["activation"], "recorded in the file by fsar"
+    if _is_torchscript(path):
+        return "quick_gelu", "an OpenAI TorchScript checkpoint"
+    oc = _open_clip()
+    hub = next((p[len("models--"):].replace("--", "/") for p in path.resolve().parts if p.startswith("models--")), None)
+    for model, tag in oc.list_pretrained():
+        cfg = oc.get_pretrained_cfg(model, tag)
+        if sha256 in cfg.get("url", ""):
+            return _activation_of(cfg), f"its sha256 is that of open_clip's {model} '{tag}' download"
+        if hub and cfg.get("hf_hub", "").rstrip("/") == hub:
+            return _activation_of(cfg), f"it is the Hugging Face cache's copy of {model} '{tag}' ({hub})"
+    return None, "the file does not say"
+
+
+def resolve_activation(name: str, pretrained: str, stated: str = "auto", sha256: str = "") -> tuple[str, str]:
+    """The activation to build `name` with for these weights, and how it was decided.
+
+    - A tag: open_clip's pretrained config says (`openai` -> quick_gelu).
+    - A file: `file_activation`; failing that, the architecture's published weights when they
+      all agree (or it has none, as fsar's tiny test models), else it must be stated.
+    - `none` (random weights): the model config's own, unless stated.
+    A stated activation that contradicts what the weights or the model name say is an error.
+
+    Raises:
+        ValueError: a contradiction, or a file whose activation cannot be told and is not stated.
+    """
+    implied = model_activation(name)  # the -quickgelu configs say it in their name
+    known, how = None, ""
+    if pretrained == "none":
+        pass
+    elif Path(pretrained).is_file():
+        known, how = file_activation(pretrained, sha256)
+    else:
+        known, how = tag_activation(name, pretrained), f"open_clip's pretrained config of {name} '{pretrained}'"
+    for source, value in (("the weights", known), (f"the model name {name}", implied if implied == "quick_gelu" else None)):
+        if value and stated != "auto" and stated != value:
+            raise ValueError(f"--activation {stated} contradicts {source} ({value}: {how or 'its open_clip config'}); drop --activation or change the backbone or weights")
+    if known and implied == "quick_gelu" and known != implied:
+        raise ValueError(f"{pretrained} was trained with {known} ({how}) but {name} builds quick_gelu: use the backbone without -quickgelu")
+    if known:
+        return known, how
+    if stated != "auto":
+        return stated, "stated"
+    if pretrained == "none" or implied == "quick_gelu":
+        return implied, f"open_clip's model config of {name}"
+    oc = _open_clip()
+    published = {tag_activation(name, t) for t in oc.list_pretrained_tags_by_model(name)}
+    if len(published) <= 1:
+        return (published.pop() if published else implied), f"every published weight of {name} uses it"
+    raise ValueError(
+        f"cannot tell which activation the weights in {pretrained} were trained with ({how}), and {name}'s published "
+        f"weights differ: OpenAI's need QuickGELU. Pass --activation quick_gelu (OpenAI weights) or --activation gelu"
+    )
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, as open_clip reads them (safetensors, or torch.load with
+    weights_only=True), or from OpenAI's TorchScript archive (no Python objects unpickled)."""
+    if _is_torchscript(path):
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archive stores these as tensors
+            state.pop(key, None)
+        return state
+    from open_clip.factory import load_state_dict
+
+    return load_state_dict(str(path), weights_only=True)
+
+
+def _mismatch(model, state: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """(missing, unexpected, differently shaped) tensors of `state` against `model`."""
+    own = model.state_dict()
+    buffers = {n for n, _ in model.named_buffers()}  # non-persistent buffers a TorchScript archive may hold
+    missing = sum(k not in state for k in own)
+    unexpected = sum(k not in own and k not in buffers for k in state)
+    shapes = sum(k in own and tuple(own[k].shape) != tuple(v.shape) for k, v in state.items())
+    return missing, unexpected, shapes
+
+
+def _load_file(model, name: str, path: Path) -> None:
+    """Load a checkpoint file into `model`, with one-line errors for the usual mistakes."""
+    oc = _open_clip()
+    try:
+        if _is_torchscript(path):
+            state = _read_state(path)
+            if any(_mismatch(model, state)):
+                raise RuntimeError("Error(s) in loading state_dict")
+            model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+        else:
+            oc.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - open_clip and torch report these as several exception types
+        text = f"{type(e).__name__}: {e}"
+        if "weights_only" in text or "Unpickl" in text:
+            raise ValueError(
+                f"{path} needs Python pickle code to load, which fsar never runs (weights_only=True). Where you trust the "
+                f"file, convert it: python -c \"import torch, safetensors.torch as s; d = torch.load('{path}', weights_only=False); "
+                f"s.save_file({{k: v.contiguous() for k, v in d.get('state_dict', d).items()}}, '{path}.safetensors')\" and pass that file"
+            ) from None
+        try:
+            missing, unexpected, shapes = _mismatch(model, _read_state(path))
+        except Exception:  # noqa: BLE001 - unreadable: say so below
+            missing = unexpected = shapes = 0
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"{path} holds weights of another architecture than {name} ({missing} missing, {unexpected} unexpected "
+                f"and {shapes} differently shaped tensors): pass the --backbone it was saved for"
+            ) from None
+        raise ValueError(f"{path} could not be read as weights ({text.splitlines()[0][:200]}): is it a complete checkpoint file?") from None
+
+
 def create_backbone(spec: BackboneSpec, device: str | torch.device = "cpu"):
     """Build the model in eval mode with frozen weights; returns (model, description of the weights).
 
+    The description records the activation and how it was decided (`activation`,
+    `activation_from`); a file fsar wrote with random weights stays labelled random.
+
     Raises:
-        ValueError: unknown model or tag.
+        ValueError: unknown model or tag, weights for another architecture or needing pickle
+            code, an activation that cannot be told or contradicts the weights.
         RuntimeError: the weights could not be obtained (e.g. no network), with what to do.
     """
     oc = _open_clip()
     name = resolve_name(spec.name)
     source: dict
-    if spec.pretrained == "none":
-        # Random weights from a fixed seed, without disturbing the caller's RNG state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            model = oc.create_model(name, pretrained=None)
-        source = {"pretrained": "none", "random_init": True, "seed": spec.seed}
-    elif Path(spec.pretrained).is_file():
-        model = oc.create_model(name, pretrained=str(spec.pretrained), weights_only=True)
-        source = {"pretrained": str(Path(spec.pretrained).resolve()), "sha256": sha256_file(spec.pretrained), "random_init": False}
-    else:
+    is_file = spec.pretrained != "none" and Path(spec.pretrained).is_file()
+    if not is_file and spec.pretrained != "none":
         tags = oc.list_pretrained_tags_by_model(name)
         if spec.pretrained not in tags:
             raise ValueError(
                 f"{spec.pretrained!r} is neither a checkpoint file nor a pretrained tag of {name}; "
                 f"tags: {', '.join(tags) or 'none (pass a checkpoint file, or none for random weights)'}"
             )
+    sha = sha256_file(spec.pretrained) if is_file else ""
+    activation, decided = resolve_activation(name, spec.pretrained, spec.activation, sha)
+    quick = activation == "quick_gelu"
+    if spec.pretrained == "none":
+        # Random weights from a fixed seed, without disturbing the caller's RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = oc.create_model(name, pretrained=None, force_quick_gelu=quick)
+        source = {"pretrained": "none", "random_init": True, "seed": spec.seed}
+    elif is_file:
+        model = oc.create_model(name, pretrained=None, force_quick_gelu=quick)
+        _load_file(model, name, Path(spec.pretrained))
+        meta = file_metadata(spec.pretrained)
+        source = {"pretrained": str(Path(spec.pretrained).resolve()), "sha256": sha, "random_init": meta.get("random_init") == "true"}
+        if source["random_init"]:  # random weights fsar saved (e.g. CACHE.backbone.safetensors) stay labelled random
+            source["seed"] = int(meta.get("seed", -1))
+    else:
         try:
-            model = oc.create_model(name, pretrained=spec.pretrained, weights_only=True)
+            model = oc.create_model(name, pretrained=spec.pretrained, weights_only=True, force_quick_gelu=quick)
         except Exception as e:
             raise RuntimeError(
                 f"could not obtain the {name} '{spec.pretrained}' weights ({type(e).__name__}: {str(e)[:200]}). "
@@ -106,8 +307,19 @@ def create_backbone(spec: BackboneSpec, device: str | torch.device = "cpu"):
             ) from None
         source = {"pretrained": spec.pretrained, "random_init": False}
     model.eval().requires_grad_(False)
+    source["activation"], source["activation_from"] = activation, decided
     source["state_sha256"] = state_sha256(model)
     return model.to(device), {"backbone": name, **source}
+
+
+def activation_of_model(model) -> str:
+    """The activation a built open_clip model actually uses (read from its first MLP)."""
+    from open_clip.transformer import QuickGELU
+
+    blocks = model.visual.transformer.resblocks if hasattr(model.visual, "transformer") else []
+    for block in blocks:
+        return "quick_gelu" if any(isinstance(m, QuickGELU) for m in block.mlp.modules()) else "gelu"
+    return "gelu"
 
 
 def state_sha256(model) -> str:
@@ -120,13 +332,21 @@ def state_sha256(model) -> str:
     return h.hexdigest()
 
 
-def save_weights(model, path: Path) -> str:
-    """Save a model's weights as safetensors (atomically); returns the file's sha256."""
+def save_weights(model, path: Path, metadata: dict | None = None) -> str:
+    """Save a model's weights as safetensors (atomically), with `metadata` (e.g. backbone,
+    activation, random_init) recorded for `file_metadata`; returns the file's sha256.
+
+    The metadata is one JSON string with sorted keys: safetensors writes a metadata map in no
+    fixed order, and the same weights must give the same bytes.
+    """
+    import json
+
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata={"fsar": json.dumps(meta, sort_keys=True)} if meta else None)
     return sha256_file(path)
 
 

@@ -113,6 +113,7 @@ def test_cache_reads_back_with_plain_h5py(cache, shards):
     manifest = json.loads((shards / "manifest.json").read_text())
     with h5py.File(cache, "r") as f:
         assert f.attrs["backbone"] == BACKBONE and f.attrs["tool_version"] and len(f.attrs["weights_state_sha256"]) == 64
+        assert f.attrs["activation"] == "gelu" and f.attrs["activation_from"] == "recorded in the file by fsar"  # the saved random weights
         assert json.loads(f.attrs["shard_manifest"])["splits"] == manifest["splits"]
         assert json.loads(f.attrs["preprocess"])["resize_shortest"] == 64
         for split, info in manifest["splits"].items():
@@ -132,6 +133,11 @@ def test_random_weights_are_seeded_saved_and_reused(shards, cache, tmp_path):
     a, b = cache_content(cache), cache_content(other)
     a["attrs"].pop("weights_file"), b["attrs"].pop("weights_file")
     assert a == b
+    # Embedding again from that file of random weights still says they are random.
+    again = tmp_path / "from-file.h5"
+    run_embed_stage(embed_config(shards, again, pretrained=str(cache.with_name("cache.backbone.safetensors"))))
+    with h5py.File(again, "r") as f, h5py.File(cache, "r") as g:
+        assert f.attrs["random_init"] and f.attrs["seed"] == 0 and f.attrs["weights_state_sha256"] == g.attrs["weights_state_sha256"]
 
 
 def test_lazy_reader_opens_its_own_handle_after_fork(cache):
@@ -296,8 +302,10 @@ def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed
 # -- backbones ----------------------------------------------------------------------------------
 def test_openai_spellings_and_unknown_names():
     assert resolve_name("ViT-B/16") == "ViT-B-16" and resolve_name("ViT-B/32") == "ViT-B-32" and resolve_name("RN50") == "RN50"
-    with pytest.raises(ValueError, match=r"unknown backbone 'ViT-Z/9'; known: .*ViT-B-16"):
-        resolve_name("ViT-Z/9")
+    with pytest.raises(ValueError, match=r"unknown backbone 'ViT-B/61': did you mean ViT-B-16, .*\(open_clip knows \d+ models"):
+        resolve_name("ViT-B/61")
+    with pytest.raises(ValueError, match=r"unknown backbone 'zzzz': no close name"):
+        resolve_name("zzzz")
 
 
 def test_missing_weights_say_how_to_supply_a_file(monkeypatch):

@@ -22,6 +22,10 @@ class EmbedConfig:
     """Any open_clip model name, or OpenAI's spelling (ViT-B/16, ViT-B/32, RN50)."""
     pretrained: str | None = None
     """A pretrained tag, a checkpoint file, or 'none' (random init); default: the model's OpenAI weights."""
+    activation: str = "auto"
+    """The MLP activation to build the model with: auto (what the weights were trained with, from
+    open_clip's pretrained config or the file; see `pipeline.backbones.resolve_activation`),
+    gelu or quick_gelu (OpenAI's weights need it)."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     precision: str = "auto"
@@ -49,6 +53,10 @@ class EmbedConfig:
         self.templates = tuple(self.templates)
         if not (self.shards / "manifest.json").exists():
             raise ValueError(f"{self.shards} has no manifest.json: run `fsar-data shard` first")
+        from pipeline.backbones import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):

@@ -35,7 +35,7 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     if pretrained != "none" and (file := absolute(pretrained)).is_file():  # a checkpoint: named as workers elsewhere find it
         pretrained = str(file)
     if pretrained != "none":
-        return BackboneSpec(name, pretrained), {}
+        return BackboneSpec(name, pretrained, activation=config.activation), {}
     warnings.warn(
         f"{name} with RANDOM weights (--pretrained none, seed {config.seed}): embeddings carry no pretrained "
         "knowledge; every output records this",
@@ -43,10 +43,10 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     )
     path = config.random_weights
     if not path.exists():
-        model, _ = create_backbone(BackboneSpec(name, "none", config.seed))
+        model, source = create_backbone(BackboneSpec(name, "none", config.seed, config.activation))
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, path)
-    return BackboneSpec(name, str(path)), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
+        save_weights(model, path, {"backbone": name, "activation": source["activation"], "random_init": True, "seed": config.seed})
+    return BackboneSpec(name, str(path), activation=config.activation), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
 def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple | dict]:
@@ -128,6 +128,7 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
         "pretrained": source["pretrained"],
         "weights_sha256": source.get("sha256"),
         "state_sha256": source["state_sha256"],
+        "activation": source["activation"],
         "precision": precision,
         "preprocess": preprocess.describe(),
         "shard_manifest": manifest["splits"],
@@ -187,6 +188,7 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
         "backbone": source["backbone"],
         "pretrained": source["pretrained"],
         "random_init": source.get("random_init", False),
+        "activation": source["activation"],
         "device": device,
         "precision": precision,
         "shards": len(tasks),
@@ -247,6 +249,8 @@ def join_cache(config, manifest, tasks, failed, model, source, preprocess, preci
         f.attrs["weights_sha256"] = source.get("sha256", "")
         f.attrs["weights_file"] = source.get("weights_file", "")
         f.attrs["weights_state_sha256"] = source["state_sha256"]  # of the loaded weights, for any source
+        f.attrs["activation"] = source["activation"]
+        f.attrs["activation_from"] = source["activation_from"]
         f.attrs["seed"] = int(source.get("seed", -1))
         f.attrs["precision"] = precision
         f.attrs["preprocess"] = json.dumps(preprocess.describe())
