@@ -115,7 +115,7 @@ def test_cache_reads_back_with_plain_h5py(cache, shards):
         assert f.attrs["backbone"] == BACKBONE and f.attrs["tool_version"] and len(f.attrs["weights_state_sha256"]) == 64
         assert f.attrs["activation"] == "gelu" and f.attrs["activation_from"] == "recorded in the file by fsar"  # the saved random weights
         assert json.loads(f.attrs["shard_manifest"])["splits"] == manifest["splits"]
-        assert json.loads(f.attrs["preprocess"])["resize_shortest"] == 64
+        assert json.loads(f.attrs["preprocess"])["resize_shortest"] == 64 and json.loads(f.attrs["preprocess"])["name"] == "clip"  # synth: open_clip's view
         for split, info in manifest["splits"].items():
             g = f[split]
             n = info["videos"]

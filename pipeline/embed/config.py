@@ -26,6 +26,11 @@ class EmbedConfig:
     """The MLP activation to build the model with: auto (what the weights were trained with, from
     open_clip's pretrained config or the file; see `pipeline.backbones.resolve_activation`),
     gelu or quick_gelu (OpenAI's weights need it)."""
+    view: str = "auto"
+    """How frames are prepared for the model (`pipeline.views`): clip (open_clip's eval transform:
+    shortest side to the model's size, centre crop), clip-fsar (the official CLIP-FSAR test view:
+    256x256, centre 224 crop), or auto: clip-fsar for the benchmarks CLIP-FSAR reports on (ssv2,
+    ssv2-small, kinetics100, ucf101, hmdb51), clip for the others (synth, folder)."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     precision: str = "auto"
@@ -57,6 +62,8 @@ class EmbedConfig:
 
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.view not in ("auto", "clip", "clip-fsar"):
+            raise ValueError(f"view must be auto, clip or clip-fsar, got {self.view!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
@@ -79,6 +86,12 @@ class EmbedConfig:
     def random_weights(self) -> Path:
         """Where random-init weights are saved, beside the cache."""
         return self.cache.with_name(self.cache.stem + ".backbone.safetensors")
+
+    def resolved_view(self, dataset: str | None) -> str:
+        """The view for a shard folder of `dataset` (its manifest's dataset name)."""
+        if self.view != "auto":
+            return self.view
+        return "clip-fsar" if dataset in ("ssv2", "ssv2-small", "kinetics100", "ucf101", "hmdb51") else "clip"
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -15,11 +15,12 @@ import numpy as np
 from pipeline import __version__
 from pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
 from pipeline.atomic import atomic_path, one_run_at_a_time, remove_stale_partials, write_json_atomic
-from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
+from pipeline.backbones import BackboneSpec, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from pipeline.embed.config import EmbedConfig
 from pipeline.embed.worker import EmbedWorker, ShardReadError
 from pipeline.paths import absolute
 from pipeline.prompts import PROMPT_SETS
+from pipeline.views import build_view
 
 Progress = Callable[[int, int, int], None]  # (shards done, shards total, shards failed)
 
@@ -49,7 +50,7 @@ def resolve_weights(config: EmbedConfig) -> tuple[BackboneSpec, dict]:
     return BackboneSpec(name, str(path), activation=config.activation), {"pretrained": "none", "random_init": True, "seed": config.seed, "weights_file": path.name}
 
 
-def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, work, worker_cls: type) -> Iterator[tuple | dict]:
+def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: str, view: str, work, worker_cls: type) -> Iterator[tuple | dict]:
     """Embed `work` on Ray actors. Yields {"workers", "threads_per_worker"} once they are set
     up (nothing with no work), then (work item, stats, error) as shards finish."""
     import ray
@@ -72,7 +73,7 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
         actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=threads)(worker_cls)
 
         def new_actor():
-            return actor.remote(spec, device, precision, config.batch, threads)
+            return actor.remote(spec, device, precision, config.batch, threads, view)
 
         deaths: Counter = Counter()
 
@@ -122,7 +123,8 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
     source = {**source, **random_info}
     if random_info:
         source["sha256"] = sha256_file(spec.pretrained)
-    preprocess = Preprocess(model)
+    view = config.resolved_view(manifest.get("dataset"))
+    preprocess = build_view(view, model)
     identity = {
         "backbone": source["backbone"],
         "pretrained": source["pretrained"],
@@ -150,9 +152,9 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
     if on_progress:
         on_progress(len(tasks) - len(work), len(tasks), 0)
     if config.workers > 1 or config.address:
-        results = _run_ray(config, spec, device, precision, work, worker_cls)
+        results = _run_ray(config, spec, device, precision, view, work, worker_cls)
     else:
-        worker = worker_cls(spec, device, precision, config.batch, config.threads)
+        worker = worker_cls(spec, device, precision, config.batch, config.threads, view)
         worker.setup(model)
 
         def local():

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.backbones import BackboneSpec, Preprocess, create_backbone
+from pipeline.backbones import BackboneSpec, create_backbone
+from pipeline.views import build_view
 
 
 
@@ -61,8 +62,9 @@ def autocast_for(device: str, precision: str):
 class EmbedWorker:
     """Embeds whole shards with one frozen backbone."""
 
-    def __init__(self, backbone: BackboneSpec, device: str, precision: str, batch: int, threads: int) -> None:
+    def __init__(self, backbone: BackboneSpec, device: str, precision: str, batch: int, threads: int, view: str = "clip") -> None:
         self.spec, self.device, self.precision, self.batch, self.threads = backbone, device, precision, batch, threads
+        self.view = view  # the image view frames are prepared with (`pipeline.views`)
         self.model = None
 
     def setup(self, model=None) -> None:
@@ -70,7 +72,7 @@ class EmbedWorker:
         if self.device == "cpu":
             torch.set_num_threads(self.threads)
         self.model = model if model is not None else create_backbone(self.spec, self.device)[0]
-        self.preprocess = Preprocess(self.model)
+        self.preprocess = build_view(self.view, self.model).test
 
     @torch.no_grad()
     def embed_videos(self, videos):

@@ -365,15 +365,15 @@ class ClipView:
 
 def _clip_fsar(model) -> ClipFsarView:
     """The official view; normalised with the model's own mean/std when it states them (for
-    OpenAI CLIP weights these are the official DATA.MEAN/STD)."""
+    OpenAI CLIP weights these are the official DATA.MEAN/STD). A backbone of another input size
+    (the tiny test models) gets the same geometry scaled: resize to round(size x 256 / 224),
+    crop `size`."""
     if model is None:
         return ClipFsarView()
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = size if isinstance(size, int) else int(size[0])
-    if size != 224:
-        raise ValueError(f"view 'clip-fsar' crops 224 pixels but this backbone takes {size}: use the 'clip' view")
-    return ClipFsarView(mean=tuple(cfg.get("mean", CLIP_MEAN)), std=tuple(cfg.get("std", CLIP_STD)))
+    return ClipFsarView(size=size, scale=round(size * 256 / 224), mean=tuple(cfg.get("mean", CLIP_MEAN)), std=tuple(cfg.get("std", CLIP_STD)))
 
 
 VIEWS = {"clip": ClipView, "clip-fsar": _clip_fsar}
