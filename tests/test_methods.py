@@ -14,7 +14,7 @@ from train.configs import get_config
 from train.data import SplitInfo, holdout_rows
 from train.evaluate import classification_result
 from train.heads import EpisodeBatch, build_head
-from train.losses import multi_positive_target, symmetric_video_text_kl
+from train.losses import kl_to_target, multi_positive_target, symmetric_video_text_kl
 from train.metrics import otam_logits
 
 
@@ -49,19 +49,54 @@ def test_multi_positive_target_spreads_mass_over_repeated_labels():
         multi_positive_target(torch.tensor([3]), torch.tensor([0, 1]))
 
 
-def test_symmetric_kl_is_zero_at_the_target_and_matches_the_formula():
+def test_symmetric_kl_uses_actionclips_softened_target_and_matches_the_formula():
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
-    target = multi_positive_target(labels, labels)
-    # Logits whose softmax equals the (symmetric) target in both directions: the loss is zero.
-    perfect = torch.where(target > 0, torch.zeros(()), torch.full((), -1e4))
-    assert symmetric_video_text_kl(perfect, labels, labels).item() == pytest.approx(0.0, abs=1e-6)
-    # Cross-entropy against a one-hot target would push the two class-0 videos apart; KL does not.
+    same = (labels[:, None] == labels[None, :]).float()
+    # The official target is softmax(10 x same-class matrix): a negative keeps a little mass.
+    target = torch.exp(10 * same) / torch.exp(10 * same).sum(1, keepdim=True)
+    assert 0 < target[0, 2] < 1e-4 and target[0, 0] == pytest.approx(0.5 * (1 - 4 * target[0, 2].item()), rel=1e-6)
+    # Each direction is a KL divergence to that target: zero where the softmax is the target.
+    assert kl_to_target(torch.log(target), target).item() == pytest.approx(0.0, abs=1e-6)
     logits = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
     manual = 0.0
-    for lg, tg in ((logits, target), (logits.T, target.T / target.T.sum(1, keepdim=True))):
+    for lg in (logits, logits.T):
         p = F.log_softmax(lg, dim=1)
-        manual += (tg * (torch.log(tg.clamp_min(1e-12)) - p)).sum(1).mean() / 2
+        manual += (target * (torch.log(target) - p)).sum() / 6 / 2  # KLDivLoss mean x batch size
     assert symmetric_video_text_kl(logits, labels, labels).item() == pytest.approx(manual.item(), rel=1e-5)
+    # The plain normalised target (ours before) gives a different value.
+    plain = sum(F.kl_div(F.log_softmax(lg, 1), same / same.sum(1, keepdim=True), reduction="batchmean") for lg in (logits, logits.T)) / 2
+    assert abs(plain.item() - manual.item()) > 1e-4  # about 1e-3 here: far above float error
+
+
+def test_actionclip_zero_shot_averages_softmax_over_templates_not_embeddings():
+    from train.heads.actionclip import template_ensemble_scores
+
+    g = torch.Generator().manual_seed(0)
+    video, text = torch.randn(7, 16, generator=g), torch.randn(4, 5, 16, generator=g)  # 4 templates, 5 classes
+    got = template_ensemble_scores(video, text, 100.0)
+    ref = torch.zeros(7, 5)
+    for k in range(4):
+        cos = F.normalize(video, dim=-1) @ F.normalize(text[k], dim=-1).T
+        ref += torch.softmax(100 * cos, dim=1) / 4
+    assert torch.allclose(got, ref, atol=1e-6)
+    mean_embedding = F.normalize(video, dim=-1) @ F.normalize(text.mean(0), dim=-1).T
+    assert not torch.allclose(got, torch.softmax(100 * mean_embedding, 1), atol=1e-3)
+    h = _head("actionclip", temporal_fusion="mean")
+    frames = video[:, None].expand(7, 3, 16)
+    assert torch.allclose(h.video_text_scores(frames, text), ref, atol=1e-5)  # a [K, C, D] text takes this path
+
+
+def test_actionclip_fusion_is_the_official_transf_module():
+    from train.heads.actionclip import CLIP_LOGIT_SCALE, QuickGELU
+
+    h = _head("actionclip", temporal_fusion="transformer")
+    assert len(h.blocks) == 6 and h.frame_position.weight.shape[1] == 16
+    assert all(isinstance(b.mlp.gelu, QuickGELU) and b.ln_1.eps == b.ln_2.eps == 1e-12 for b in h.blocks)
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in h.modules()) and h.blocks[0].attn.dropout == 0
+    assert h.blocks[0].mlp.c_fc.out_features == 64  # 4 x width
+    assert h.logit_scale.exp().item() == pytest.approx(CLIP_LOGIT_SCALE)
+    w = torch.cat([b.mlp.c_fc.weight.reshape(-1) for b in h.blocks])
+    assert w.std().item() == pytest.approx(0.02, rel=0.1) and all(b.mlp.c_fc.bias.abs().max() == 0 for b in h.blocks)
 
 
 def test_actionclip_fusion_shapes_and_mean_fusion_has_no_temporal_weights():
@@ -291,8 +326,9 @@ def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_pat
     summary = train(cfg, tmp_path / "vita")
     clip_total = sum(p.numel() for p in frozen.parameters()) - frozen.logit_scale.numel()
     prompts = sum(p.numel() for p in model.visual.parameters() if p.requires_grad)
+    cls_proj = sum(p.numel() for layer in model.visual.layers for p in layer.cls_proj.parameters())  # frozen, as the official
     context = len(train_names) * cfg.text_context * 64
-    assert summary["parameters"] == {"trainable": 1 + prompts + context, "total": clip_total + 1 + prompts + context}
+    assert summary["parameters"] == {"trainable": 1 + prompts + context, "total": clip_total + 1 + prompts + cls_proj + context}
     with safe_open(str(tmp_path / "vita/checkpoints/last.safetensors"), "pt") as f:
         for name, value in frozen.visual.state_dict().items():  # the frozen ViT is untouched
             assert torch.equal(f.get_tensor(f"visual.visual.{name}"), value), name

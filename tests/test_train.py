@@ -32,7 +32,7 @@ def test_named_configs_are_valid_and_follow_the_published_alphas():
         assert isinstance(get_config(name), TrainConfig)
     assert get_config("ssv2").alpha == 3.0 and get_config("ssv2-small").alpha == 3.0
     assert get_config("kinetics100").alpha == 1.5 and get_config("ucf101").alpha == 1.5 and get_config("hmdb51").alpha == 1.2
-    assert all(get_config(n).fusion_beta == 0.9 and get_config(n).episodes_per_step == 16 for n in ("ssv2", "kinetics100", "hmdb51"))
+    assert all(get_config(n).fusion_beta is None and get_config(n).episodes_per_step == 16 for n in ("ssv2", "kinetics100", "hmdb51"))  # OTAM alone, as the official test
     with pytest.raises(ValueError, match="known: synth"):
         get_config("nope")
 
@@ -223,7 +223,12 @@ def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path,
         changed = [k for k in before if not torch.equal(before[k], f.get_tensor(f"visual.{k}"))]
     assert changed, "the visual encoder did not train"
     head_params = sum(p.numel() for p in model.head.parameters())
-    assert summary["parameters"]["trainable"] == head_params + sum(p.numel() for p in model.visual.parameters())
+    text_params = sum(p.numel() for p in model.text.parameters()) if model.text is not None else 0
+    assert summary["parameters"]["trainable"] == head_params + sum(p.numel() for p in model.visual.parameters()) + text_params
+    if method == "actionclip":  # the official trains its text encoder too, on a random template per video
+        assert text_params > 0
+        with safe_open(str(tmp_path / "ft/checkpoints/last.safetensors"), "pt") as f:
+            assert not torch.equal(f.get_tensor("text.ln_final.weight"), model.text.ln_final.weight)
     from train.evaluate_run import evaluate_run
 
     result, correct = evaluate_run(tmp_path / "ft", "test", EpisodeConfig(3, 1, 1, 50, 0))

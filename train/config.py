@@ -30,13 +30,19 @@ class TrainConfig:
     """open_clip model for finetune and peft modes (adapter mode reads the cache's)."""
     pretrained: str = "none"
     """Pretrained tag, checkpoint file or 'none' (seeded random weights) for finetune and peft modes."""
+    activation: str = "auto"
+    """The backbone's MLP activation in finetune and peft modes: auto (what the weights were trained
+    with; OpenAI's need quick_gelu), gelu or quick_gelu. The run records the one it used."""
     prompts: str = "clip-fsar"
     """Prompt set of the class-name text embeddings."""
 
     way: int = 5
     """Classes per episode."""
     shot: int = 1
-    """Support videos per class."""
+    """Support videos per class in training episodes (the official 5-shot configs train on 1-shot
+    episodes: `SHOT: 1`, `SHOT_TEST: 5`)."""
+    test_shot: int | None = None
+    """Support videos per class in validation episodes (None: `shot`); `fsar-eval --shot` scores any."""
     query: int = 5
     """Query videos per class in training episodes (validation and test use 1)."""
     frames: int = 8
@@ -89,6 +95,19 @@ class TrainConfig:
     logits; 1 as in the papers. CLIP-FSAR applies it in the training loss only (its prediction,
     the argmax, does not depend on it); MA-CLIP in the loss and in the probabilities its
     prediction mixes with the text's."""
+    prototype_merge: str = "before"
+    """CLIP-FSAR with several shots: `before` averages a class's support frame embeddings (and
+    text tokens) before the temporal transformer, one (T+1)-token sequence per class, as every
+    official 5-shot config (`TRAIN.MERGE_BEFORE: true`); `after` (ours) encodes each support and
+    averages the outputs. The same at 1 shot."""
+    image_view: str = "clip"
+    """Frames for the visual encoder in finetune and peft modes, at validation and test: `clip`
+    (open_clip's eval transform: shortest side to the model's size, centre crop) or `clip-fsar`
+    (the official CLIP-FSAR test view: every frame resized to 256x256, centre 224 crop)."""
+    train_augment: str = "none"
+    """Training frames in finetune and peft modes: `none` (the `image_view` as at test), `crop`
+    (the official CLIP-FSAR training view: 256x256, a random 224 crop per clip) or `crop+query`
+    (also the official Kinetics-100 query augmentation: flip, colour jitter, random erasing)."""
     text_modulation: bool = True
     """CLIP-FSAR: append each support's class-text token to its frames in the temporal
     transformer (prototype modulation); False passes supports through it as queries are."""
@@ -96,9 +115,13 @@ class TrainConfig:
     """CLIP-FSAR: add learned frame-position embeddings before its temporal transformer (the
     paper has none: frame order enters through OTAM only)."""
     temporal_fusion: str = "transformer"
-    """ActionCLIP's fusion of frame embeddings into a video embedding: transformer or mean."""
-    temporal_layers: int = 1
-    """Layers of ActionCLIP's fusion transformer (the paper uses 6 at width 512)."""
+    """ActionCLIP's fusion of frame embeddings into a video embedding: transformer (the official
+    `Transf`) or mean."""
+    temporal_layers: int = 6
+    """Residual attention blocks of ActionCLIP's fusion transformer (6, as the official `Transf`)."""
+    text_trains: bool = True
+    """ActionCLIP in finetune mode: its text encoder trains too, each video paired with its class
+    in a random template every step, as the official training; False keeps the frozen text."""
     text_context: int = 8
     """Vita-CLIP: learnable context tokens per class in the text prompt."""
     global_prompts: int = 8
@@ -130,6 +153,16 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(HEADS)}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.test_shot is not None and self.test_shot < 1:
+            raise ValueError(f"test_shot must be >= 1 or None, got {self.test_shot}")
+        if self.prototype_merge not in ("before", "after"):
+            raise ValueError(f"prototype_merge must be before or after, got {self.prototype_merge!r}")
+        if self.image_view not in ("clip", "clip-fsar"):
+            raise ValueError(f"image_view must be clip or clip-fsar, got {self.image_view!r}")
+        if self.train_augment not in ("none", "crop", "crop+query"):
+            raise ValueError(f"train_augment must be none, crop or crop+query, got {self.train_augment!r}")
+        if self.train_augment != "none" and self.image_view != "clip-fsar":
+            raise ValueError(f"train_augment {self.train_augment} is the official CLIP-FSAR training view: it needs image_view=clip-fsar, got {self.image_view}")
         for name in ("way", "shot", "query", "frames", "episodes_per_step", "iterations", "val_every", "val_episodes", "log_every", "heads", "ffn_dim", "temporal_layers", "text_context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -165,6 +198,13 @@ class TrainConfig:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.activation not in ("auto", "gelu", "quick_gelu"):
+            raise ValueError(f"activation must be auto, gelu or quick_gelu, got {self.activation!r}")
+
+    @property
+    def eval_shot(self) -> int:
+        """Shots of the validation episodes."""
+        return self.test_shot or self.shot
 
     def learning_rate(self, step: int) -> float:
         """The scheduled learning rate at `step` (0-based): warm-up, then step decay."""
@@ -180,6 +220,9 @@ class TrainConfig:
         data = json.loads(text)
         # Runs saved before the field existed trained CLIP-FSAR's video-text loss on the backbone's features.
         data.setdefault("text_loss_features", "backbone")
+        # Runs saved before these fields existed averaged CLIP-FSAR's supports after the transformer
+        # and read frames with open_clip's eval transform.
+        data.setdefault("prototype_merge", "after")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -1,59 +1,105 @@
 """Named training configs. Each is a function returning a `TrainConfig`; variants edit a base.
 
-The per-dataset CLIP-FSAR configs follow the official ones (alibaba-mmai-research/CLIP-FSAR,
-`configs/projects/CLIPFSAR/<dataset>/*_1shot_v1.yaml`): Adam, weight decay, a one-"epoch"
-linear warm-up, the learning rate divided by 10 twice (SOLVER.STEPS x STEPS_ITER), 10 epochs of
-STEPS_ITER steps, 16 episodes per step (4 GPUs x 4), 5 training queries per class, and
-alpha = TRAIN.USE_CLASSIFICATION_VALUE. Those configs fine-tune the whole visual encoder.
+The per-dataset CLIP-FSAR configs give the schedule the official code executes, in our
+optimiser steps (alibaba-mmai-research/CLIP-FSAR @30cf0a8, `configs/projects/CLIPFSAR/<dataset>/
+CLIPFSAR_*_{1,5}shot_v1.yaml`, whose 1-shot and 5-shot files share every value below):
+
+- One optimiser step is 16 episodes: the loop runs one episode per GPU per iteration on 4 GPUs
+  (`NUM_GPUS: 4`), divides each loss by `TRAIN.BATCH_SIZE: 4` and steps every
+  `BATCH_SIZE_PER_TASK: 4` iterations (`runs/train_net_few_shot.py:150`). Training ends after
+  `NUM_TRAIN_TASKS` iterations (line 63), i.e. NUM_TRAIN_TASKS / 4 steps.
+- The loop hands the LR policy the epoch `floor(i / S) + i / S` at iteration i, S = `STEPS_ITER`
+  (lines 59, 66 and 95), which runs twice as fast as intended: the 1-epoch warm-up ends at iteration S
+  (S / 4 steps), and a decay at epoch a of `SOLVER.STEPS` happens at iteration ceil(a / 2) * S
+  (`models/utils/lr_policy.py`, `steps_with_relative_lrs`). The LR is set every iteration and
+  used by the step at iteration 4 s + 3, so a boundary at iteration B is our step
+  ceil((B - 3) / 4); in the warm-up the official LR runs up to 3/4 of a step ahead of ours.
+- Adam with weight decay 1e-3 (`OPTIMIZER.WEIGHT_DECAY`, `configs/pool/run/training/
+  finetune.yaml:51`, read by `models/utils/optimizer.py`), 0 for parameters named with
+  "norm" or "bn" (`BN.WEIGHT_DECAY`, finetune.yaml:58); the datasets' own SOLVER.WEIGHT_DECAY is
+  never read.
+- Validation every `VAL_FRE_ITER` iterations (line 68), i.e. VAL_FRE_ITER / 4 steps.
+- The 5-shot configs train on 1-shot episodes (`SHOT: 1`, `SHOT_TEST: 5`) and merge supports
+  before the temporal transformer (`MERGE_BEFORE: true`); no config turns on test-time fusion
+  (`TRAIN.COMBINE`), so the official test is OTAM alone.
+- alpha = TRAIN.USE_CLASSIFICATION_VALUE. Those configs fine-tune the whole visual encoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from train.config import TrainConfig
 
+EPISODES_PER_STEP = 16  # NUM_GPUS 4 x BATCH_SIZE_PER_TASK 4
+ITERATIONS_PER_STEP = 4  # BATCH_SIZE_PER_TASK
+WEIGHT_DECAY = 1e-3  # configs/pool/run/training/finetune.yaml:51 (OPTIMIZER.WEIGHT_DECAY)
+
 
 def clip_fsar_base() -> TrainConfig:
-    """CLIP-FSAR's shared settings."""
-    return TrainConfig(method="clip-fsar", prompts="clip-fsar", fusion_beta=0.9, episodes_per_step=16, query=5, heads=8, ffn_dim=2048, attn_dropout=0.2, ffn_dropout=0.05)
+    """CLIP-FSAR's shared settings: 16 episodes per step, 5 training queries per class, an
+    8-head temporal transformer, merge-before prototypes, OTAM alone at test."""
+    return TrainConfig(
+        method="clip-fsar", prompts="clip-fsar", fusion_beta=None, episodes_per_step=EPISODES_PER_STEP, query=5,
+        heads=8, ffn_dim=2048, attn_dropout=0.2, ffn_dropout=0.05, prototype_merge="before",
+    )
 
 
-def _official(dataset: str, alpha: float, lr: float, warmup_start_lr: float, steps_iter: int, decay_epochs: tuple[int, int], weight_decay: float, val_every: int) -> TrainConfig:
+def _step_of_iteration(iteration: int) -> int:
+    """The first optimiser step whose LR is set at or after official `iteration` (steps at 4 s + 3)."""
+    return max(0, math.ceil((iteration - (ITERATIONS_PER_STEP - 1)) / ITERATIONS_PER_STEP))
+
+
+def _official(dataset: str, alpha: float, base_lr: float, warmup_start_lr: float, steps_iter: int, decay_epochs: tuple[int, int], train_tasks: int, val_fre_iter: int, view: str = "clip-fsar", query_augment: bool = False) -> TrainConfig:
+    """A dataset's config from its yaml's values (see the module docstring for the mapping)."""
+    S = steps_iter
+    decay_iterations = tuple(math.ceil(a / 2) * S for a in decay_epochs)  # epoch floor(i/S) + i/S reaches a
     return dataclasses.replace(
         clip_fsar_base(),
         dataset=dataset,
         alpha=alpha,
-        lr=lr,
+        lr=base_lr,
         warmup_start_lr=warmup_start_lr,
-        warmup_iterations=steps_iter,
-        iterations=10 * steps_iter,
-        lr_decay_at=tuple(e * steps_iter for e in decay_epochs),
+        warmup_iterations=_step_of_iteration(S),
+        iterations=train_tasks // ITERATIONS_PER_STEP,
+        lr_decay_at=tuple(_step_of_iteration(b) for b in decay_iterations),
         lr_decay=0.1,
-        weight_decay=weight_decay,
-        val_every=val_every,
+        weight_decay=WEIGHT_DECAY,
+        val_every=val_fre_iter // ITERATIONS_PER_STEP,
+        image_view=view,
+        train_augment="crop+query" if query_augment else "crop",
     )
 
 
+# Values from configs/projects/CLIPFSAR/<dataset>/CLIPFSAR_*_1shot_v1.yaml (the 5-shot files repeat
+# them): USE_CLASSIFICATION_VALUE, SOLVER.BASE_LR, SOLVER.WARMUP_START_LR, SOLVER.STEPS_ITER,
+# SOLVER.STEPS[1:], TRAIN.NUM_TRAIN_TASKS, TRAIN.VAL_FRE_ITER.
 def ssv2_full() -> TrainConfig:
-    return _official("ssv2", 3.0, 5e-5, 1e-5, 4000, (4, 6), 5e-5, 1000)
+    """ssv2_full/CLIPFSAR_SSv2_Full_1shot_v1.yaml: lines 6, 58, 67, 60, 61, 14, 16."""
+    return _official("ssv2", 3.0, 5e-5, 1e-5, 4000, (4, 6), 30000, 1000)
 
 
 def ssv2_small() -> TrainConfig:
-    return _official("ssv2-small", 3.0, 5e-5, 2e-5, 2000, (4, 6), 5e-5, 1000)
+    """ssv2_small/CLIPFSAR_SSv2_Small_1shot_v1.yaml: lines 6, 59, 68, 61, 62, 14, 16."""
+    return _official("ssv2-small", 3.0, 5e-5, 2e-5, 2000, (4, 6), 30000, 1000)
 
 
 def kinetics100() -> TrainConfig:
-    return _official("kinetics100", 1.5, 1e-5, 5e-6, 250, (6, 9), 5e-4, 100)
+    """kinetics100/CLIPFSAR_K100_1shot_v1.yaml: lines 7, 61, 70, 63, 64, 16, 18; queries get the
+    official flip, colour jitter and random erasing (`AUGMENTATION.SUPPORT_QUERY_DIFF`, line 29)."""
+    return _official("kinetics100", 1.5, 1e-5, 5e-6, 250, (6, 9), 5000, 100, query_augment=True)
 
 
 def ucf101() -> TrainConfig:
-    return _official("ucf101", 1.5, 2e-6, 1e-7, 600, (4, 6), 5e-5, 100)
+    """ucf101/CLIPFSAR_UCF101_1shot_v1.yaml: lines 6, 61, 70, 63, 64, 15, 17."""
+    return _official("ucf101", 1.5, 2e-6, 1e-7, 600, (4, 6), 3000, 100)
 
 
 def hmdb51() -> TrainConfig:
-    return _official("hmdb51", 1.2, 1e-5, 1e-6, 700, (4, 6), 5e-5, 300)
+    """hmdb51/CLIPFSAR_HMDB51_1shot_v1.yaml: lines 6, 61, 70, 63, 64, 15, 17."""
+    return _official("hmdb51", 1.2, 1e-5, 1e-6, 700, (4, 6), 5000, 300)
 
 
 def synth() -> TrainConfig:
@@ -105,15 +151,16 @@ def for_method(config: TrainConfig, method: str) -> TrainConfig:
     - clip-fsar: as the named configs are written.
     - ma-clip: alpha 0.5 (the weight of the video-text terms in loss and prediction) and no
       separate fusion (its prediction already mixes text and few-shot probabilities).
-    - actionclip: the 16-template prompt ensemble, transformer fusion, no fusion at test, and
-      20% of each training class's videos held out for the supervised protocol.
+    - actionclip: the 16-template prompt ensemble, the official 6-block transformer fusion, no
+      fusion at test, and 20% of each training class's videos held out for the supervised
+      protocol.
     - vita-clip (peft mode only): no fusion at test (its prediction is video-text already), and
       the same 20% holdout.
     """
     if method == "ma-clip":
         return dataclasses.replace(config, method=method, alpha=0.5, fusion_beta=None)
     if method == "actionclip":
-        return dataclasses.replace(config, method=method, prompts="actionclip", fusion_beta=None, temporal_fusion="transformer", holdout=0.2)
+        return dataclasses.replace(config, method=method, prompts="actionclip", fusion_beta=None, temporal_fusion="transformer", temporal_layers=6, holdout=0.2)
     if method == "vita-clip":
         return dataclasses.replace(config, method=method, mode="peft", fusion_beta=None, holdout=0.2)
     return dataclasses.replace(config, method=method)

@@ -54,6 +54,7 @@ class CacheSource:
         self.T = frames
         self.info = SplitInfo(data.labels, data.class_names, data.keys)
         self.text = torch.from_numpy(data.text[prompts]).float()  # (C, D)
+        self.text_templates = _template_text(cache, split, prompts)  # (K, C, D), ActionCLIP's zero-shot
         self.attrs = data.attrs
         self.dataset = json.loads(data.attrs["shard_manifest"]).get("dataset")
         self.random_init = bool(data.attrs.get("random_init", False))
@@ -62,28 +63,39 @@ class CacheSource:
     def __len__(self) -> int:
         return self.frames.shape[0]
 
-    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Embeddings [*rows.shape, T, D] (float32) of the videos at `rows`."""
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None, queries: np.ndarray | None = None) -> torch.Tensor:
+        """Embeddings [*rows.shape, T, D] (float32) of the videos at `rows` (`queries` is for pixel sources)."""
         flat = np.asarray(rows).reshape(-1)
         pos = frame_positions(self.frames.shape[1], self.T, len(flat), rng)
         x = self.frames[torch.from_numpy(flat)[:, None], torch.from_numpy(np.ascontiguousarray(pos))]  # (n, T, D)
         return x.float().view(*np.shape(rows), self.T, -1)
 
 
+def _template_text(cache: str | os.PathLike, split: str, prompts: str) -> torch.Tensor | None:
+    """Every template's class-name embeddings [K, C, D] of a prompt set, as the cache stores them ([C, K, D])."""
+    import h5py
+
+    with h5py.File(cache, "r") as f:
+        t = f[split]["text"].get(f"{prompts}_templates")
+        return None if t is None else torch.from_numpy(t[()]).float().transpose(0, 1).contiguous()
+
+
 class ShardSource:
     """One split of a shard folder, read by random access into the tars (nothing held but an index).
 
     Each sample's JPEG members are located once (offset, size); `batch` decodes the
-    needed frames and applies the model's preprocessing.
+    needed frames and prepares them with `view` (`pipeline.views`): its test view, or with
+    `augment` other than none and a training rng its training view (`crop`: a random crop per
+    clip; `crop+query`: queries also get the official query augmentation).
     """
 
-    def __init__(self, shards: str | os.PathLike, split: str, frames: int, preprocess) -> None:
+    def __init__(self, shards: str | os.PathLike, split: str, frames: int, view, augment: str = "none") -> None:
         self.root = Path(shards)
         manifest = json.loads((self.root / "manifest.json").read_text())
         if split not in manifest["splits"]:
             raise KeyError(f"{self.root} has no split {split!r}; it has: {', '.join(manifest['splits'])}")
         info = manifest["splits"][split]
-        self.manifest, self.T, self.preprocess = manifest, frames, preprocess
+        self.manifest, self.T, self.view, self.augment = manifest, frames, view, augment
         self.dataset = manifest.get("dataset")
         self.members: list[tuple[int, list[tuple[int, int]]]] = []  # (tar index, [(offset, size) per frame])
         self.tars: list[Path] = []
@@ -127,11 +139,20 @@ class ShardSource:
         tar, jpgs = self.members[row]
         return np.stack([simplejpeg.decode_jpeg(self._read(tar, *jpgs[p]), colorspace="RGB") for p in positions])
 
-    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Preprocessed pixels [*rows.shape, T, 3, S, S] of the videos at `rows`."""
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None, queries: np.ndarray | None = None) -> torch.Tensor:
+        """Prepared pixels [*rows.shape, T, 3, S, S] of the videos at `rows`; `queries` (a boolean
+        mask broadcastable to `rows`) marks the videos that get query augmentation."""
         flat = np.asarray(rows).reshape(-1)
         pos = frame_positions(self.stored, self.T, len(flat), rng)
-        x = torch.stack([self.preprocess(torch.from_numpy(self.frames_uint8(int(r), p))) for r, p in zip(flat, pos)])
+        is_query = np.zeros(len(flat), bool) if queries is None else np.broadcast_to(queries, np.shape(rows)).reshape(-1)
+        out = []
+        for r, p, q in zip(flat, pos, is_query):
+            frames = torch.from_numpy(self.frames_uint8(int(r), p))  # (T, H, W, 3) uint8
+            if rng is not None and self.augment != "none":
+                out.append(self.view.train(frames, rng, query_augment=bool(q) and self.augment == "crop+query"))
+            else:
+                out.append(self.view.test(frames))
+        x = torch.stack(out)
         return x.view(*np.shape(rows), *x.shape[1:])
 
 
@@ -188,5 +209,5 @@ class SubsetSource:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        return self.source.batch(self.rows[np.asarray(rows)], rng)
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None, queries: np.ndarray | None = None) -> torch.Tensor:
+        return self.source.batch(self.rows[np.asarray(rows)], rng, queries)

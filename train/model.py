@@ -43,6 +43,11 @@ class FewShotModel(nn.Module):
         return self.text.encode_names(list(names)).float()
 
     @property
+    def text_per_video(self) -> bool:
+        """Whether training pairs each video with its own prompt through a trained text tower (ActionCLIP, finetune)."""
+        return hasattr(self.text, "per_video")
+
+    @property
     def text_conditioned(self) -> bool:
         """Whether a support's frame embeddings depend on its class text (MA-CLIP's multimodal adapter)."""
         return getattr(self.visual, "takes_text", False)
@@ -90,11 +95,12 @@ class RunData:
                 src = CacheSource(c.cache, name, c.frames, c.prompts)
                 self.text[name] = src.text
             else:
-                from pipeline.backbones import Preprocess
+                from pipeline.views import build_view
 
                 if not c.shards:
                     raise ValueError(f"{c.mode} mode needs --shards")
-                src = ShardSource(c.shards, name, c.frames, Preprocess(self.preprocess_model))
+                view = build_view(c.image_view, self.preprocess_model)
+                src = ShardSource(c.shards, name, c.frames, view, c.train_augment if name == "train" else "none")
                 self.text[name] = self._finetune_text(name, src.info.class_names)
             self.sources[name] = src
             if name == "train" and c.holdout > 0:
@@ -188,7 +194,12 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     if config.mode in ("finetune", "peft"):
         from pipeline.backbones import BackboneSpec, create_backbone
 
-        full, _ = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed))
+        activation = config.activation
+        if for_eval:  # the weights come from the checkpoint: build the activation the run trained with
+            activation = recorded_backbone(run_dir).get("activation", activation) if run_dir is not None else activation
+        full, source = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed, activation))
+        if not for_eval and run_dir is not None:
+            record_backbone(run_dir, source)
         if config.mode == "finetune":
             visual = full.visual
             visual.requires_grad_(True)
@@ -202,13 +213,42 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
             for split in json.loads((Path(config.shards) / "manifest.json").read_text())["splits"]:
                 data.split(split)
     if config.mode == "adapter":
-        dim = data.split("train").dim
+        train_split = data.split("train")
+        dim = train_split.dim
+        if not for_eval and run_dir is not None:
+            a = train_split.attrs
+            record_backbone(run_dir, {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items() if k in BACKBONE_ATTRS} | {"from_cache": str(config.cache)})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         head = build_head(config, dim)
     if full is not None and config.mode == "peft":
         text = peft_text(config, full, data.split("train").info.class_names)
-        if text is not None and hasattr(full, "logit_scale"):
-            with torch.no_grad():
-                head.logit_scale.copy_(full.logit_scale)  # Vita-CLIP's scale starts at CLIP's own
+    if full is not None and config.mode == "finetune" and config.method == "actionclip" and config.text_trains:
+        from pipeline.backbones import _open_clip, resolve_name
+        from pipeline.prompts import PROMPT_SETS
+        from train.text_tower import PromptText
+
+        tokenizer = _open_clip().get_tokenizer(resolve_name(config.backbone))
+        text = PromptText(full, data.split("train").info.class_names, PROMPT_SETS[config.prompts], tokenizer)
+    if text is not None and hasattr(full, "logit_scale"):
+        with torch.no_grad():
+            head.logit_scale.copy_(full.logit_scale)  # Vita-CLIP's and ActionCLIP's scale starts at CLIP's own
     return FewShotModel(head, visual, text), data
+
+
+BACKBONE_ATTRS = ("backbone", "pretrained", "random_init", "activation", "activation_from", "weights_sha256", "weights_state_sha256", "preprocess", "seed")
+
+
+def record_backbone(run_dir: Path, source: dict) -> None:
+    """Write RUN_DIR/backbone.json: which backbone, weights and activation the run used (for
+    finetune and peft modes the weights it started from; for adapter mode the cache's)."""
+    from pipeline.atomic import write_json_atomic
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(run_dir) / "backbone.json", {k: v for k, v in source.items()})
+
+
+def recorded_backbone(run_dir: Path) -> dict:
+    """RUN_DIR/backbone.json, or {} for a run from before runs recorded it."""
+    path = Path(run_dir) / "backbone.json"
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -35,7 +35,8 @@ def episode_batch(model: FewShotModel, source, text: torch.Tensor, eps: Episodes
     E, W, K = eps.support.shape
     Q = eps.query.shape[2]
     rows = np.concatenate([eps.support.reshape(E, W * K), eps.query.reshape(E, W * Q)], axis=1)  # (E, W*K + W*Q)
-    x = source.batch(rows, rng).to(device)
+    queries = np.arange(rows.shape[1]) >= W * K  # (W*K + W*Q,): which columns are queries (their augmentation may differ)
+    x = source.batch(rows, rng, queries).to(device)
     labels = torch.from_numpy(source.info.labels[rows]).to(device)
     text = text.to(device)
     support_text = text[labels[:, : W * K]]  # (E, W*K, D)
@@ -111,7 +112,7 @@ def validate(model: FewShotModel, data, config: TrainConfig, device) -> dict[str
     with torch.no_grad():
         text = model.class_text(source.info.class_names, data.text["val"])
     enc = encode_split(model, source, text, device)
-    eps = sample_episodes(source.info.labels, EpisodeConfig(config.way, config.shot, 1, config.val_episodes, config.val_seed))
+    eps = sample_episodes(source.info.labels, EpisodeConfig(config.way, config.eval_shot, 1, config.val_episodes, config.val_seed))
     out = {}
     acc, ci = summarise(score_with(head_logits_fn(model, enc, None), eps, chunk=500))
     out["accuracy"], out["ci95"] = acc, ci
@@ -120,12 +121,26 @@ def validate(model: FewShotModel, data, config: TrainConfig, device) -> dict[str
     return out
 
 
+def no_weight_decay(name: str) -> bool:
+    """Parameters the official CLIP-FSAR optimiser gives no weight decay: names containing "norm"
+    or "bn" (`models/utils/optimizer.py`, `BN.WEIGHT_DECAY: 0.0`). CLIP's own LayerNorms are
+    named ln_*, so they decay there too."""
+    return "norm" in name or "bn" in name
+
+
 def make_optimizer(model: FewShotModel, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": config.lr, "name": "head"}]
-    if model.visual is not None:
-        groups.append({"params": [p for p in model.visual.parameters() if p.requires_grad], "lr": config.backbone_lr or config.lr, "name": "visual"})
-    if model.text is not None:
-        groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": config.lr, "name": "text"})
+    """Adam over the head, the visual encoder (its own learning rate) and a learnt text, with
+    L2 weight decay except on `no_weight_decay` parameters."""
+    groups = []
+    for part, lr in (("head", config.lr), ("visual", config.backbone_lr or config.lr), ("text", config.lr)):
+        module = getattr(model, part)
+        if module is None:
+            continue
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        for suffix, decay in (("", config.weight_decay), ("-no-decay", 0.0)):
+            params = [p for n, p in named if no_weight_decay(n) == (suffix != "")]
+            if params:
+                groups.append({"params": params, "lr": lr, "weight_decay": decay, "name": part + suffix})
     return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -193,13 +208,20 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
     for step in range(start, config.iterations):
         for g in optimizer.param_groups:
             scale = config.learning_rate(step) / config.lr
-            g["lr"] = (config.backbone_lr or config.lr) * scale if g.get("name") == "visual" else config.lr * scale
+            g["lr"] = (config.backbone_lr or config.lr) * scale if g.get("name", "").startswith("visual") else config.lr * scale
         torch.manual_seed(step_seed(config.seed + 1, step))  # dropout
         rng = np.random.default_rng(step_seed(config.seed + 2, step))  # frame jitter
         eps = sample_episodes(train_src.info.labels, ep_config(step))
-        base_text = model.class_text(train_names, frozen_text)  # learnt text (Vita-CLIP) changes every step
+        # Learnt text (Vita-CLIP's context) changes every step; ActionCLIP's trained text tower scores
+        # accuracy against the frozen text and trains on per-video prompts below.
+        base_text = frozen_text if model.text_per_video else model.class_text(train_names, frozen_text)
         batch = episode_batch(model, train_src, base_text, eps, rng, device)
-        loss, metrics = model.head.loss(batch, base_text)
+        if model.text_per_video:  # ActionCLIP in finetune mode: each video's class in a random template, the text tower training
+            labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)
+            templates = np.random.default_rng(step_seed(config.seed + 3, step)).integers(len(model.text.prompts), size=len(labels))
+            loss, metrics = model.head.loss(batch, base_text, model.text.per_video(labels, torch.from_numpy(templates)))
+        else:
+            loss, metrics = model.head.loss(batch, base_text)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:

@@ -1,22 +1,29 @@
 """ActionCLIP (Wang et al., 2021): video-text matching on frame embeddings.
 
-- Temporal fusion of a video's frame embeddings into one video embedding: `mean` pooling, or
-  ActionCLIP's `transformer` fusion (learned frame-position embeddings, pre-norm transformer
-  layers, a residual connection to the input frames, then mean pooling).
-- Class texts from a prompt ensemble (the `actionclip` prompt set: 16 templates averaged).
-- Training: scaled cosines between every video of a batch and the class text of every video of
-  the batch; the loss is the mean of the video->text and text->video KL divergences against the
-  multi-positive target (several videos of one class in a batch are all positives).
+As the official code (sallymmx/ActionCLIP @31c34df) computes it:
 
-In adapter mode the text embeddings are the frozen encoder's (the paper also fine-tunes the
-text encoder). Few-shot episodes are scored by cosine to mean prototypes of the fused video
-embeddings; the method's own prediction, video-text similarity, is the zero-shot protocol
-(`fsar-eval RUN_DIR --protocol zero-shot`).
+- Temporal fusion (`modules/Visual_Prompt.py`, sim_header "Transf"): learned frame-position
+  embeddings added to the frame embeddings, 6 residual attention blocks of CLIP's form
+  (pre-norm, LayerNorm eps 1e-12, QuickGELU MLP of 4x width, no dropout), a residual
+  connection to the input frames, then the mean over frames. Linear and embedding weights start
+  at N(0, 0.02), biases at 0. `temporal_fusion="mean"` is plain mean pooling.
+- Class texts from a prompt ensemble (the `actionclip` set: 16 templates).
+- Training (`train.py`, `utils/KLLoss.py`): scaled cosines between every video of a batch and the
+  class text of every video; the loss is the mean of the video->text and text->video KL
+  divergences against softmax(10 x the 0/1 same-class matrix) (`symmetric_video_text_kl`). The
+  logit scale is CLIP's (its trained value, 100, to start; learnable).
+- Zero-shot (`test.py:57-61`): every template's text scored separately, softmax(100 x cosine) over
+  classes averaged over the templates (`template_ensemble_scores`).
+
+In adapter mode the text embeddings are the frozen encoder's; in finetune mode the text encoder
+trains too, with a random template per video each step (see `train.model`). Few-shot episodes
+are scored by cosine to mean prototypes of the fused video embeddings.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +31,48 @@ from torch import nn
 
 from train.heads.base import EpisodeBatch, Head
 from train.losses import symmetric_video_text_kl
+
+CLIP_LOGIT_SCALE = 100.0  # exp of a trained CLIP's logit_scale: ActionCLIP starts from the model's own
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the activation OpenAI's CLIP and ActionCLIP's fusion use."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class FusionBlock(nn.Module):
+    """One residual attention block of CLIP's form on (N, T, D) tokens, without dropout."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding width {dim} is not divisible by {heads} attention heads")
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-12)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(dim, 4 * dim)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(4 * dim, dim))]))
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+def template_ensemble_scores(video: torch.Tensor, text: torch.Tensor, scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
+    """ActionCLIP's zero-shot scores: softmax over classes of scale x cosine, for each template,
+    averaged over templates.
+
+    Args:
+        video: [N, D] video embeddings; text: [K, C, D] class texts of K templates.
+
+    Returns:
+        [N, C] class probabilities.
+    """
+    v = F.normalize(video.float(), dim=-1)
+    t = F.normalize(text.float(), dim=-1)
+    return (scale * torch.einsum("nd,kcd->nkc", v, t)).softmax(dim=-1).mean(dim=1)
 
 
 class ActionCLIP(Head):
@@ -33,17 +82,18 @@ class ActionCLIP(Head):
         super().__init__()
         self.fusion = config.temporal_fusion
         if self.fusion == "transformer":
-            self.position = nn.Parameter(torch.randn(config.frames, dim) * 0.02)
-            layer = nn.TransformerEncoderLayer(dim, config.heads, config.ffn_dim, config.attn_dropout, activation="gelu", batch_first=True, norm_first=True)
-            self.temporal = nn.TransformerEncoder(layer, config.temporal_layers, enable_nested_tensor=False)
-        # CLIP's initial temperature 0.07, learnable in log space.
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+            self.frame_position = nn.Embedding(config.frames, dim)
+            self.blocks = nn.ModuleList(FusionBlock(dim, config.heads) for _ in range(config.temporal_layers))
+            self.apply(_init_fusion)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(CLIP_LOGIT_SCALE)))
 
     def video(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, T, D] frame embeddings -> [N, D] video embeddings (not normalised)."""
         if self.fusion == "mean":
             return frames.mean(dim=1)
-        x = self.temporal(frames + self.position[: frames.shape[1]])  # (N, T, D)
+        x = frames + self.frame_position.weight[: frames.shape[1]].to(frames.dtype)  # (N, T, D)
+        for block in self.blocks:
+            x = block(x)
         return (x + frames).mean(dim=1)
 
     def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -60,7 +110,10 @@ class ActionCLIP(Head):
         return self.logit_scale.exp() * torch.einsum("eqd,ewd->eqw", q, protos)
 
     def video_text_scores(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Scaled cosines [N, C] of videos [N, T, D] with class texts [C, D]."""
+        """Scores [N, C] of videos [N, T, D] with class texts: [C, D] (one text per class: scaled
+        cosines) or [K, C, D] (K templates: `template_ensemble_scores`, the official zero-shot)."""
+        if text.dim() == 3:
+            return template_ensemble_scores(self.video(frames), text, self.logit_scale.exp().item())
         v = F.normalize(self.video(frames), dim=-1)
         return self.logit_scale.exp() * v @ F.normalize(text.to(v.dtype), dim=-1).T
 
@@ -72,13 +125,26 @@ class ActionCLIP(Head):
         text = self.logit_scale.exp() * torch.einsum("eqd,ewd->eqw", q, F.normalize(batch.class_text.to(q.dtype), dim=-1))
         return fusion_beta * F.log_softmax(text, dim=-1) + (1 - fusion_beta) * F.log_softmax(few, dim=-1)
 
-    def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: EpisodeBatch, base_text: torch.Tensor, video_text: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The symmetric KL loss over the batch's videos. `video_text` [B, D], when given, is each
+        video's own text (a random template per video, finetune mode); else its class's `base_text`."""
         videos = torch.cat([batch.support, batch.query], dim=1)  # (E, Ns + Nq, T, D)
         labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)  # (B,)
         v = F.normalize(self.video(videos.reshape(-1, *videos.shape[2:])), dim=-1)  # (B, D)
-        t = F.normalize(base_text[labels].to(v.dtype), dim=-1)  # (B, D): each video's class text
+        t = F.normalize((base_text[labels] if video_text is None else video_text).to(v.dtype), dim=-1)  # (B, D)
         logits = self.logit_scale.exp() * v @ t.T  # (B, B)
         loss = symmetric_video_text_kl(logits, labels, labels)
         with torch.no_grad():
             acc = ((v @ F.normalize(base_text.to(v.dtype), dim=-1).T).argmax(-1) == labels).float().mean().item()
         return loss, {"loss": loss.item(), "video_text_accuracy": acc * 100, "accuracy": acc * 100, "logit_scale": self.logit_scale.exp().item()}
+
+
+def _init_fusion(module: nn.Module) -> None:
+    """The official initialisation: Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm 1/0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

@@ -6,11 +6,14 @@ prototypes matched with OTAM.
   backbone's frame embeddings, which it fine-tunes; where the backbone is frozen (adapter and
   peft modes) that loss could train nothing but the scale, so by default it is applied to
   the temporal transformer's output on the query path instead (`text_loss_features`).
-- Prototype modulation: each support's frames, with its class-text token appended, pass a
+- Prototype modulation: a class's support frames, with its class-text token appended, pass a
   one-layer pre-norm temporal transformer; queries pass the same transformer without text.
-  A class's prototype is the mean of its supports' modulated frames. `text_modulation=False`
-  drops the text token (supports pass the transformer as queries do): the paper's ablation
-  without prototype modulation.
+  With several shots the support frame embeddings are averaged per class *before* the
+  transformer, one (T+1)-token sequence per class, as every official 5-shot config
+  (`prototype_merge="before"`, `TRAIN.MERGE_BEFORE`); `prototype_merge="after"` (ours) encodes
+  each support and averages the outputs. `text_modulation=False` drops the text token
+  (supports pass the transformer as queries do): the paper's ablation without prototype
+  modulation.
 - Few-shot logits: the negative two-direction OTAM distance from a query to each prototype;
   the training loss multiplies them by `fewshot_scale` (1 in the paper; a larger value is a
   temperature for embeddings whose frames are all nearly alike, where the distances differ
@@ -73,6 +76,7 @@ class CLIPFSAR(Head):
         self.text_scale = nn.Parameter(torch.tensor(float(config.text_scale_init)))
         self.alpha, self.lam = config.alpha, config.lam
         self.text_modulation = config.text_modulation
+        self.merge_before = config.prototype_merge == "before"
         self.fewshot_scale = config.fewshot_scale
         # Learned frame positions before the transformer (not in the paper, whose order enters through OTAM only).
         self.position = nn.Parameter(torch.randn(config.frames, dim) * 0.02) if config.frame_positions else None
@@ -95,6 +99,26 @@ class CLIPFSAR(Head):
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
         return otam_prototype_logits(query_enc, support_enc, way, self.lam)
 
+    def prototypes(self, support: torch.Tensor, class_text: torch.Tensor) -> torch.Tensor:
+        """Merge-before prototypes [E, way, T, D] from raw support frames [E, way * shot, T, D]
+        (class by class) and class texts [E, way, D]: the mean of a class's support frames (and
+        of its text tokens, one text per class) passes the transformer as one sequence."""
+        E, Ns, T, D = support.shape
+        way = class_text.shape[1]
+        merged = support.view(E, way, Ns // way, T, D).mean(dim=2).reshape(E * way, T, D)  # (E*way, T, D)
+        return self.encode_support(merged, class_text.reshape(E * way, -1)).view(E, way, T, -1)
+
+    def _support_prototypes(self, batch: EpisodeBatch, support_enc: torch.Tensor | None) -> torch.Tensor:
+        """What OTAM compares queries with: merged prototypes [E, way, T, D'] where merging happens
+        before the transformer over several shots, else per-support encodings [E, way * shot, T, D']
+        (averaged per class by `episode_logits`; at one shot both are the same)."""
+        if self.merge_before and batch.support.shape[1] > batch.way:
+            return self.prototypes(batch.support, batch.class_text)
+        if support_enc is None:
+            E, Ns, T, D = batch.support.shape
+            support_enc = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
+        return support_enc
+
     def video(self, frames: torch.Tensor) -> torch.Tensor:
         """Video embeddings [..., D] of frames [..., T, D] for the video-text terms: the mean of
         the frames, or of their query-path encodings when the loss is on adapted features."""
@@ -111,7 +135,7 @@ class CLIPFSAR(Head):
         return self.video_text_logits(frames, text)
 
     def predict(self, batch: EpisodeBatch, query_enc: torch.Tensor, support_enc: torch.Tensor, fusion_beta: float | None) -> torch.Tensor:
-        few = self.episode_logits(query_enc, support_enc, batch.way)  # (E, Nq, way)
+        few = self.episode_logits(query_enc, self._support_prototypes(batch, support_enc), batch.way)  # (E, Nq, way)
         if fusion_beta is None:
             return few
         T = query_enc.shape[2]
@@ -120,9 +144,9 @@ class CLIPFSAR(Head):
         return fusion_beta * F.log_softmax(text, dim=-1) + (1 - fusion_beta) * F.log_softmax(few / T, dim=-1)
 
     def loss(self, batch: EpisodeBatch, base_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        s, q = self.encode_episodes(batch)
-        E, Nq = batch.query.shape[:2]
-        logits = self.episode_logits(q, s, batch.way)  # (E, Nq, way)
+        E, Nq, T, D = batch.query.shape
+        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        logits = self.episode_logits(q, self._support_prototypes(batch, None), batch.way)  # (E, Nq, way)
         target = batch.target.repeat(E)
         few_loss = F.cross_entropy(self.fewshot_scale * logits.reshape(E * Nq, -1), target)
         # Video-text loss over all training classes, on supports and queries alike.

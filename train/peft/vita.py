@@ -20,9 +20,17 @@ class VitaLayerPrompts(nn.Module):
         super().__init__()
         self.global_prompts = nn.Parameter(torch.empty(global_prompts, width).uniform_(-bound, bound)) if global_prompts else None
         self.local_prompts = nn.Parameter(torch.empty(frames, width).uniform_(-bound, bound)) if local_prompts else None
-        self.cls_proj = nn.Linear(width, width) if local_prompts or summary_token else None
+        # Frozen at PyTorch's default random init, as in the official code, whose freezing rule keeps
+        # only names with summary/local/global/time_embed trainable (VitaCLIP_model.py:128-133).
+        self.cls_proj = nn.Linear(width, width).requires_grad_(False) if local_prompts or summary_token else None
         self.summary_norm = nn.LayerNorm(width) if summary_token else None
         self.summary_attn = nn.MultiheadAttention(width, heads, batch_first=True) if summary_token else None
+        if self.summary_attn is not None:  # the official Attention: xavier-uniform q, k, v and out projections, zero biases
+            for w in self.summary_attn.in_proj_weight.data.chunk(3):
+                nn.init.xavier_uniform_(w)
+            nn.init.xavier_uniform_(self.summary_attn.out_proj.weight)
+            nn.init.zeros_(self.summary_attn.in_proj_bias)
+            nn.init.zeros_(self.summary_attn.out_proj.bias)
 
     def forward(self, x: torch.Tensor, B: int, T: int) -> torch.Tensor | None:
         """Tokens (B * T, L, W) -> the tokens to append to every frame (B * T, E, W), or None."""
@@ -57,10 +65,13 @@ class VitaPromptedViT(_FrozenBackbone):
     carry no position, so the result is the same. At the first block the class tokens of all
     frames are identical, so local prompts and the summary token mix frames from the second on.
 
-    At construction the output does not equal frozen CLIP (prompts are xavier-uniform initialised
-    as in the official code), except with global_prompts=0, local_prompts=False and
-    summary_token=False. Departure from the official code: the temporal embedding starts at zero
-    instead of N(0, 0.02), so it alone does not move the model away from frozen CLIP.
+    Trainable, as in the official code: the prompts, the summary token's norm and attention, and
+    the temporal embedding; the projection of the class tokens (`cls_proj`) stays frozen at its
+    random init (the official name filter misses it). Initialised as the official code does:
+    prompts xavier-uniform, the summary attention's projections xavier-uniform with zero biases,
+    the temporal embedding N(0, 0.02). So at construction the output does not equal frozen CLIP,
+    except with global_prompts=0, local_prompts=False, summary_token=False and no (or a zeroed)
+    temporal embedding.
     """
 
     _frozen = ("visual",)
@@ -89,7 +100,7 @@ class VitaPromptedViT(_FrozenBackbone):
             VitaLayerPrompts(width, blocks[0].attn.num_heads, frames, global_prompts, local_prompts, summary_token, bound)
             for _ in blocks
         ).to(device=w.device, dtype=w.dtype)
-        self.temporal_embedding = nn.Parameter(torch.zeros(frames, width, device=w.device, dtype=w.dtype)) if temporal_embedding else None
+        self.temporal_embedding = nn.Parameter(0.02 * torch.randn(frames, width, device=w.device, dtype=w.dtype)) if temporal_embedding else None
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames (B, T, 3, S, S) -> per-frame embeddings (B, T, D)."""
