@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from cli.errors import debug_option, reported
 from cli.progress import console, progress_bar, warnings_to_console
 
 app = typer.Typer(
@@ -58,15 +58,17 @@ def synth(
     codecs: str = typer.Option("vp9,h264,mpeg4", help="Codecs to mix: vp9 (WebM), vp8 (WebM), h264 (MP4), hevc (MP4), mpeg4 (AVI)."),
     splits: str = typer.Option("64,12,24", help="Relative numbers of train,val,test classes."),
     workers: Optional[int] = typer.Option(None, help="Rendering processes (default: all cores)."),
+    debug: bool = debug_option(),
 ) -> None:
     """Render the procedural few-shot action benchmark (real video files, split lists, class names)."""
+    from pipeline.atomic import check_writable
     from pipeline.synth.generate import SynthConfig, check_output, generate
 
     try:
         props = tuple(int(v) for v in parse_list(splits))
     except ValueError:
         raise typer.BadParameter(f"expected three numbers such as 64,12,24, got {splits!r}", param_hint="--splits") from None
-    try:
+    with reported(debug, kept="finished videos are kept"):
         config = SynthConfig(
             out=out,
             classes=classes,
@@ -79,11 +81,9 @@ def synth(
             workers=workers or os.cpu_count() or 1,
         )
         check_output(config)
+        check_writable(out, "OUT")
         with progress_bar("rendering", "videos") as on_progress:
             summary = generate(config, on_progress=on_progress)
-    except ValueError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
     n = summary.classes
     console.print(
         f"synthetic benchmark: {summary.videos} videos ({summary.rendered} rendered, {summary.reused} reused) "
@@ -110,12 +110,14 @@ def shard(
     max_failure_rate: float = typer.Option(0.05, help="Exit 1 if more than this fraction of listed videos fail (missing included)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-attempt only the videos that failed in finished shards."),
     video_timeout: float = typer.Option(300.0, help="Record a video still decoding after this many seconds as failed and replace its worker (0: no limit)."),
+    debug: bool = debug_option(),
 ) -> None:
     """Decode videos, sample frames uniformly and write WebDataset shards (resumable; bad videos are recorded, not fatal)."""
+    from pipeline.atomic import check_writable
     from pipeline.shard.config import ShardConfig
     from pipeline.shard.run import run_shard_stage
 
-    try:
+    with reported(debug, kept="finished shards are kept"):
         config = ShardConfig(
             dataset=dataset,
             root=root,
@@ -134,15 +136,9 @@ def shard(
             retry_failed=retry_failed,
             video_timeout=video_timeout,
         )
+        check_writable(out, "--out")
         with warnings_to_console(), progress_bar("sharding", "videos") as on_progress:
             summary = run_shard_stage(config, on_progress=on_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    except OSError as e:  # the output cannot be written: a full disk, a quota, a file size limit
-        output_error(e, "finished shards are kept")
-    except KeyboardInterrupt:
-        interrupted("finished shards are kept")
     print_shard_summary(summary)
     if not summary["passed"]:
         console.print(
@@ -164,25 +160,22 @@ def embed(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this existing Ray cluster (host:port of its head, ray://host:port through Ray Client, or auto)."),
     templates: str = typer.Option("raw,clip-fsar,actionclip", help="Prompt sets for class-name embeddings."),
     max_failure_rate: float = typer.Option(0.0, help="Fraction of shards tolerated that cannot be embedded (unreadable, or their worker died twice): reported and skipped."),
+    debug: bool = debug_option(),
 ) -> None:
     """Embed every stored frame and each split's class names with a frozen open_clip model into HDF5."""
+    from pipeline.atomic import check_writable
     from pipeline.embed.config import EmbedConfig
     from pipeline.embed.run import run_embed_stage
 
-    try:
+    # RuntimeError: shards that could not be embedded, past --max-failure-rate: the stage failed on its input (exit 1)
+    with reported(debug, kept="finished parts are kept", stage_failure=(RuntimeError,)):
         config = EmbedConfig(
             shards=shards, cache=cache, backbone=backbone, pretrained=pretrained, device=device, precision=precision,
             batch=batch, workers=workers, address=address, templates=parse_list(templates), max_failure_rate=max_failure_rate,
         )
+        check_writable(cache.parent, "--cache")
         with warnings_to_console(), progress_bar("embedding", "shards") as on_progress:
             summary = run_embed_stage(config, on_progress=on_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2 if not isinstance(e, RuntimeError) else 1) from None
-    except OSError as e:
-        output_error(e, "finished parts are kept")
-    except KeyboardInterrupt:
-        interrupted("finished parts are kept")
     run = summary["this_run"]
     rate = f"{run['frames_per_second']:.0f} frames/s" if run["frames_per_second"] else "all parts reused"
     if run["frames_per_second"] and run["startup_seconds"] >= 0.1:  # Ray's start, left out of the rate
@@ -201,23 +194,6 @@ def embed(
     for shard, reason in summary["failed_shards"].items():
         console.print(f"[red]skipped shard[/red] {shard}: {reason}")
     typer.echo(f"cache written to {Path(summary['cache']).resolve()}")
-
-
-def output_error(e: OSError, kept: str) -> None:
-    """Stop with the error that a stage's output could not be written, and how to go on."""
-    from rich.markup import escape
-
-    hint = ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = f"; {kept}: make room, then run the same command again to go on from there"
-    console.print(f"[red]error:[/red] {escape(str(e))}{hint}")
-    raise typer.Exit(1)
-
-
-def interrupted(kept: str) -> None:
-    """Stop after Ctrl-C (the workers are gone by now) with the shell's code for it, 130."""
-    console.print(f"interrupted: {kept}; run the same command again to go on from there")
-    raise typer.Exit(130)
 
 
 def print_shard_summary(summary: dict) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
-from cli.progress import console
+from cli.errors import debug_option, reported
+from cli.progress import console, progress_bar
 
 app = typer.Typer(name="fsar-eval", add_completion=False, pretty_exceptions_enable=False)
 
@@ -15,7 +18,8 @@ app = typer.Typer(name="fsar-eval", add_completion=False, pretty_exceptions_enab
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A training run (scored from its best checkpoint), or where baseline results go."),
-    cache: Optional[Path] = typer.Option(None, help="Embedding cache, for the frozen-backbone baselines (--method)."),
+    cache: Optional[Path] = typer.Option(None, help="Embedding cache: of the frozen-backbone baselines (--method), or a run's own cache where it is now (checked to be the data it trained on)."),
+    shards: Optional[Path] = typer.Option(None, help="A finetune or peft run's shard folder where it is now (checked to be the data it trained on)."),
     method: Optional[str] = typer.Option(None, help="Frozen-backbone baseline instead of a run: protonet, otam or zero-shot."),
     split: str = typer.Option("test", help="Split to draw episodes from."),
     episodes: int = typer.Option(10000, help="Number of episodes (fixed by the seed)."),
@@ -27,25 +31,36 @@ def evaluate(
     fusion_beta: Optional[str] = typer.Option(None, help="A run's text/few-shot fusion weight in [0, 1], or 'none' for few-shot logits alone (default: the run's)."),
     checkpoint: str = typer.Option("best", help="A run's checkpoint: best (on val) or last."),
     protocol: str = typer.Option("few-shot", help="few-shot (episodes), zero-shot (every video of --split among all its classes, by video-text similarity) or supervised (a run's held-out training videos among the training classes)."),
+    debug: bool = debug_option(),
 ) -> None:
     """Score a training run, or a frozen backbone's baselines on the embedding cache, on fixed seeded episodes."""
     from train.episodes import EpisodeConfig
     from train.evaluate import evaluate_frozen, write_eval
 
+    from pipeline.atomic import check_writable
+
     suffix = ""
-    try:
+    t0 = time.perf_counter()
+    with reported(debug):
         config = EpisodeConfig(way=way, shot=shot, query=query, episodes=episodes, seed=seed)
+        check_writable(run_dir, "RUN_DIR")  # before minutes of evaluation, not after
         if method is not None:
             if cache is None:
                 raise ValueError("--method evaluates a frozen backbone and needs --cache CACHE.h5")
-            if protocol == "few-shot":
-                result, correct = evaluate_frozen(cache, method, split, config, prompts)
-            elif protocol == "zero-shot" and method == "zero-shot":
-                from train.evaluate import evaluate_frozen_classification
+            if shards is not None:
+                raise ValueError("--shards is a run's data; a frozen backbone is evaluated on --cache")
+            with progress_bar(f"evaluating {method}", "episodes" if protocol == "few-shot" else "videos") as on_progress:
+                on_progress(0, None)  # the baselines report no progress of their own: the time elapsed shows
+                if protocol == "few-shot":
+                    result, correct = evaluate_frozen(cache, method, split, config, prompts)
+                elif protocol == "zero-shot" and method == "zero-shot":
+                    from train.evaluate import evaluate_frozen_classification
 
-                result, correct = evaluate_frozen_classification(cache, split, prompts)
-            else:
-                raise ValueError(f"a frozen backbone has the few-shot protocol, and the zero-shot protocol with --method zero-shot; got --protocol {protocol} --method {method}")
+                    result, correct = evaluate_frozen_classification(cache, split, prompts)
+                else:
+                    raise ValueError(f"a frozen backbone has the few-shot protocol, and the zero-shot protocol with --method zero-shot; got --protocol {protocol} --method {method}")
+                n = correct.shape[0]
+                on_progress(n, n)
         else:
             from train.evaluate_run import KEEP, evaluate_run
 
@@ -53,11 +68,9 @@ def evaluate(
             if fusion_beta is not None:
                 beta = None if fusion_beta.lower() == "none" else _float(fusion_beta)
                 suffix = "-nofusion" if beta is None else f"-beta{beta:g}"
-            result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol)
-    except (ValueError, KeyError, FileNotFoundError, OSError, NotImplementedError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    path = write_eval(run_dir, result, correct, suffix)
+            with phases() as on_progress:
+                result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol, cache=cache, shards=shards, on_progress=on_progress)
+        path = write_eval(run_dir, {**result, "seconds": round(time.perf_counter() - t0, 3)}, correct, suffix)
     note = " (RANDOM backbone weights)" if result["random_init_backbone"] else ""
     if result.get("protocol", "few-shot") != "few-shot":
         k = min(5, result["classes"])
@@ -81,6 +94,26 @@ def evaluate(
             f"2-way pair episodes {p['accuracy']:.2f} +- {p['ci95']:.2f}%"
         )
     typer.echo(f"results written to {path.resolve()}")
+
+
+@contextmanager
+def phases() -> Iterator[Callable[[str, int, int], None]]:
+    """Yield `on_progress(phase, done, total)` showing each phase ("videos" encoded, "episodes"
+    scored) as its own progress bar, or progress lines where stderr is not a terminal."""
+    with ExitStack() as stack:
+        current: dict = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if current.get("phase") != phase:
+                if "stack" in current:
+                    current["stack"].close()
+                current["stack"] = inner = ExitStack()
+                current["phase"] = phase
+                current["update"] = inner.enter_context(progress_bar("encoding" if phase == "videos" else "scoring", phase))
+            current["update"](done, total)
+
+        stack.callback(lambda: current["stack"].close() if "stack" in current else None)
+        yield update
 
 
 def _float(text: str) -> float:

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from cli.errors import debug_option, reported
 from cli.progress import console, progress_bar, train_bar, warnings_to_console
 
 app = typer.Typer(name="fsar-reproduce", add_completion=False, pretty_exceptions_enable=False)
@@ -34,12 +35,14 @@ def reproduce(
     peft_config: Optional[str] = typer.Option(None, help="Named training config of the peft methods (default: <config>-peft where it exists, else --config)."),
     set_: List[str] = typer.Option([], "--set", help="Override every training config: --set key=value."),
     workers: Optional[int] = typer.Option(None, help="Ray workers of the shard stage (default: all cores)."),
+    debug: bool = debug_option(),
 ) -> None:
     """Run data -> shards -> cache -> baselines and trained methods -> evaluation -> RESULTS/REPORT.md, reusing finished stages."""
+    from pipeline.atomic import check_writable
     from train.reproduce import ReproduceConfig
     from train.reproduce import reproduce as run
 
-    try:
+    with reported(debug, kept="finished stages are kept"):
         if pretrained is None:
             from pipeline.backbones import default_pretrained
 
@@ -64,24 +67,27 @@ def reproduce(
             train_overrides=tuple(set_),
             workers=workers or os.cpu_count() or 1,
         )
+        check_writable(cfg.data, "--data")
+        check_writable(cfg.results, "--results")
         with warnings_to_console():
             path = run(cfg, progress=progress_bar, train_progress=train_bar, log=console.print)
-    except (ValueError, OSError, RuntimeError) as e:  # OSError: an output that cannot be written (a full disk)
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
     typer.echo(f"report: {path.resolve()}")
 
 
 @report_app.command()
-def report(results: Path = typer.Argument(Path("results"), help="The results folder of `make reproduce`.")) -> None:
-    """Regenerate RESULTS/REPORT.md and RESULTS/plots/ from the JSON outputs."""
+def report(
+    results: Path = typer.Argument(Path("results"), help="The results folder of `make reproduce`, or one training run's folder (its evaluations by `fsar-eval RUN_DIR`)."),
+    debug: bool = debug_option(),
+) -> None:
+    """Regenerate REPORT.md and plots/ in RESULTS (or RUN_DIR) from the JSON outputs."""
+    from pipeline.atomic import check_writable
     from train.report import write_report
 
-    try:
+    with reported(debug):
+        if not results.is_dir():
+            raise FileNotFoundError(f"no folder {results}: pass the results folder of `fsar-reproduce`, or a run folder of `fsar-train`")
+        check_writable(results, "RESULTS")
         path = write_report(results)
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
     typer.echo(f"report: {path.resolve()}")
 
 

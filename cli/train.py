@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from cli.errors import debug_option, reported
 from cli.progress import console
 
 app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_enable=False)
@@ -25,6 +27,7 @@ def train(
     config: str = typer.Option("synth", help="Named config: synth, synth-peft, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: --set key=value (repeatable)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    debug: bool = debug_option(),
 ) -> None:
     """Train a few-shot head episodically; the best checkpoint on val is kept for `fsar-eval RUN_DIR`."""
     from cli.progress import train_bar
@@ -32,7 +35,7 @@ def train(
     from train.configs import get_config
     from train.trainer import train as run_training
 
-    try:
+    with reported(debug):
         cfg = get_config(config, method)
         direct = {"mode": mode, "way": way, "shot": shot, "cache": str(cache) if cache else None, "shards": str(shards) if shards else None}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in direct.items() if v is not None})
@@ -42,11 +45,13 @@ def train(
         if cfg.mode in ("finetune", "peft") and not cfg.shards:
             raise ValueError(f"{cfg.mode} mode needs --shards OUT")
         console.print(f"training {cfg.method} ({cfg.mode}) {cfg.way}-way {cfg.shot}-shot, config {config}, {cfg.iterations} steps -> {out}")
-        with train_bar(cfg.iterations) as on_step:
-            summary = run_training(cfg, out, resume=resume, on_step=on_step)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        try:
+            with train_bar(cfg.iterations) as on_step:
+                summary = run_training(cfg, out, resume=resume, on_step=on_step)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            interrupted(out, resume_command(out, mode, cache, shards, method, way, shot, config, set_))
     p = summary["parameters"]
     console.print(
         f"best val accuracy {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}; "
@@ -54,6 +59,32 @@ def train(
         f"{summary['episodes_per_second']} episodes/s"
     )
     typer.echo(f"run written to {out.resolve()}")
+
+
+def resume_command(out: Path, mode, cache, shards, method, way, shot, config: str, set_: list[str]) -> str:
+    """The command that continues this run: its own options (paths absolute, so that it works
+    from any directory) and --resume."""
+    argv = ["fsar-train", "--out", str(out.resolve()), "--config", config]
+    for name, value in (("--mode", mode), ("--cache", cache), ("--shards", shards), ("--method", method), ("--way", way), ("--shot", shot)):
+        if value is not None:
+            argv += [name, str(value.resolve()) if isinstance(value, Path) else str(value)]
+    for item in set_:
+        argv += ["--set", item]
+    return shlex.join(argv + ["--resume"])
+
+
+def interrupted(out: Path, command: str) -> None:
+    """Stop after Ctrl-C, saying what the run kept and how to go on, with the shell's code for it, 130."""
+    import json
+
+    last = out / "checkpoints" / "last.json"
+    if last.exists():
+        step = json.loads(last.read_text())["step"]
+        console.print(f"interrupted: the checkpoint at step {step} is kept in {out.resolve()}; continue from it with:", markup=False, highlight=False)
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print("interrupted before the run's first checkpoint: nothing was kept; run the same command again to start it", markup=False, highlight=False)
+    raise typer.Exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.partial")
     try:
         yield tmp
+        if tmp.is_file():  # some writers (safetensors) create their file 0600: give it the umask's mode, as any other output
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -35,6 +37,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (setting it to read it would race with
+    other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): the only other way to read it
+    os.umask(mask)
+    return mask
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Fail now, not after minutes of work, when `folder` (or, where it does not exist yet, the
+    folder it would be made in) cannot be written: a file is created there and removed.
+
+    Raises:
+        ValueError: naming the folder, the reason and `what` to change (e.g. "--out").
+    """
+    import tempfile
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {folder}: {probe} is a file, not a folder; choose another {what}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".fsar-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise ValueError(f"cannot write in {probe} ({e.strerror or e}): choose another {what}, or make {probe} writable") from None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 from train.checkpoint import load_checkpoint
@@ -19,7 +23,59 @@ KEEP = object()  # fusion_beta default: the run's own setting
 PROTOCOLS = ("few-shot", "zero-shot", "supervised")
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", config: EpisodeConfig = EpisodeConfig(), fusion_beta=KEEP, checkpoint: str = "best", device: str | None = None, protocol: str = "few-shot") -> tuple[dict, "object"]:
+class Counting:
+    """A split's source that reports each batch it gives: ("videos", done, total)."""
+
+    def __init__(self, source, on_progress: Callable[[str, int, int], None]) -> None:
+        self.source, self.on_progress, self.info, self.done = source, on_progress, source.info, 0
+        on_progress("videos", 0, len(source))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        x = self.source.batch(rows, rng)
+        self.done += int(np.size(rows))
+        self.on_progress("videos", self.done, len(self.source))
+        return x
+
+
+def episodes_total(config: EpisodeConfig, class_names: list[str], dataset: str | None) -> int:
+    """The episodes `protocol_result` scores: the test episodes, and on the synthetic benchmark
+    up to 2,000 two-way episodes of time-reversed class pairs."""
+    from train.evaluate import reversal_pairs
+
+    pairs = reversal_pairs(class_names) if dataset == "synth" else []
+    return config.episodes + (min(config.episodes, 2000) if pairs else 0)
+
+
+def counting_episodes(logits_fn, on_progress: Callable[[str, int, int], None], total: int):
+    """`logits_fn` reporting the episodes it has scored: ("episodes", done, total)."""
+    done = 0
+    on_progress("episodes", 0, total)
+
+    def fn(eps):
+        nonlocal done
+        out = logits_fn(eps)
+        done += len(eps.classes)
+        on_progress("episodes", done, max(done, total))
+        return out
+
+    return fn
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    config: EpisodeConfig = EpisodeConfig(),
+    fusion_beta=KEEP,
+    checkpoint: str = "best",
+    device: str | None = None,
+    protocol: str = "few-shot",
+    cache: str | Path | None = None,
+    shards: str | Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict, "object"]:
     """Score a run's checkpoint (`best` on val, or `last`) on `split`.
 
     few-shot: `config.episodes` seeded episodes. Every video of the split is encoded once (the
@@ -30,20 +86,38 @@ def evaluate_run(run_dir: str | Path, split: str = "test", config: EpisodeConfig
 
     Args:
         fusion_beta: text/few-shot fusion weight; KEEP uses the run's, None disables fusion.
+        cache, shards: the run's cache (adapter mode) or shard folder (finetune, peft) where it
+            is now, instead of the path the run recorded; checked to be the data it trained on.
+        on_progress: called with (phase, done, total): ("videos", ...) while encoding,
+            ("episodes", ...) while scoring.
 
     Returns:
         (result, correctness [E, way * query]).
+
+    Raises:
+        FileNotFoundError: not a run, or its data is not where it was (pass `data`).
+        ValueError: `data` is other data than the run trained on.
     """
-    run_dir = Path(run_dir)
+    from train import rundata
+
+    run_dir = Path(run_dir).resolve()
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a training run (no config.json); for a frozen backbone pass --method protonet|otam|zero-shot and --cache")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     cfg = TrainConfig.from_json(cfg_path.read_text())
+    if not (run_dir / "checkpoints" / f"{checkpoint}.json").exists():
+        raise FileNotFoundError(f"{run_dir} has no {checkpoint!r} checkpoint yet (checkpoints/{checkpoint}.json): a run writes its first at its first validation ({cfg.val_every} steps)")
     beta = cfg.fusion_beta if fusion_beta is KEEP else fusion_beta
     if beta is not None and not 0 <= beta <= 1:
         raise ValueError(f"fusion beta must be in [0, 1], got {beta}")
+    kind = rundata.data_kind(cfg)
+    given = {"cache": cache, "shards": shards}
+    other = "shards" if kind == "cache" else "cache"
+    if given[other] is not None:
+        raise ValueError(f"{run_dir} trained in {cfg.mode} mode on {'an embedding cache' if kind == 'cache' else 'shards'}: pass --{kind}, not --{other}")
+    cfg = dataclasses.replace(cfg, **{kind: rundata.locate(run_dir, cfg, given[kind])})
     model, data = build_model(cfg, run_dir, for_eval=True)
     info = load_checkpoint(run_dir / "checkpoints", checkpoint, model)
     dev = resolve_device(device or cfg.device)
@@ -53,23 +127,32 @@ def evaluate_run(run_dir: str | Path, split: str = "test", config: EpisodeConfig
     source = data.split(split)
     with torch.no_grad():
         text = model.class_text(source.info.class_names, data.text[split])
-    enc = encode_split(model, source, text, dev, head=protocol == "few-shot")
+    counted = Counting(source, on_progress) if on_progress else source
+    enc = encode_split(model, counted, text, dev, head=protocol == "few-shot")
     if protocol == "few-shot":
         eps = sample_episodes(source.info.labels, config)
-        result, correct = protocol_result(head_logits_fn(model, enc, beta), eps, config, source.info.labels, source.info.class_names, source.dataset)
+        logits_fn = head_logits_fn(model, enc, beta)
+        if on_progress:
+            logits_fn = counting_episodes(logits_fn, on_progress, episodes_total(config, source.info.class_names, source.dataset))
+        result, correct = protocol_result(logits_fn, eps, config, source.info.labels, source.info.class_names, source.dataset)
     else:
         with torch.no_grad():
             scores = model.head.video_text_scores(enc.raw, enc.text)
         result, correct = classification_result(scores, source.info.labels, source.info.class_names, protocol)
         beta = None
     random_init = source.random_init if cfg.mode == "adapter" else cfg.pretrained == "none"
+    shard_source = getattr(source, "source", source)  # the whole split behind held-out videos
+    manifest = json.loads(source.attrs["shard_manifest"]) if cfg.mode == "adapter" else shard_source.manifest
     result = {
         "method": cfg.method,
         "mode": cfg.mode,
         "split": split,
+        "dataset": manifest.get("dataset"),
+        "dataset_root": manifest.get("root"),
         "fusion_beta": beta,
         **result,
         "run_dir": str(run_dir),
+        kind: getattr(cfg, kind),
         "checkpoint": checkpoint,
         "checkpoint_step": info["step"],
         "val_at_checkpoint": info.get("val"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.atomic import write_text_atomic
+from train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
 
 PAPER = "CLIP-FSAR ViT-B/16, 5-way 1-shot, as reported by Wang et al. (IJCV 2023)"
 
@@ -49,14 +50,21 @@ def _variant(path: Path) -> str:
     return " (no text fusion)" if m.group(1) == "nofusion" else f" (text fusion, beta {m.group(1)[4:]})"
 
 
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` is one training run's folder (`fsar-train --out`), not a results folder."""
+    return (Path(folder) / "config.json").exists() and (Path(folder) / "checkpoints").is_dir()
+
+
 def load_rows(results: Path) -> list[Row]:
-    """Every evaluation JSON under RESULTS/baselines and RESULTS/runs/*."""
+    """Every evaluation JSON under RESULTS/baselines and RESULTS/runs/*, or of one run (RESULTS is a run's folder)."""
     from train.reproduce import iter_eval_files
 
+    single = is_run_dir(results)
+    files = sorted(results.glob("eval-*.json")) if single else iter_eval_files(results)
     rows = []
-    for path in iter_eval_files(results):
+    for path in files:
         r = json.loads(path.read_text())
-        run_dir = path.parent if path.parent.parent.name == "runs" else None
+        run_dir = path.parent if single or path.parent.parent.name == "runs" else None
         mode = r.get("mode", "frozen")
         label = r["method"] + _variant(path) if run_dir else f"{r['method']} (frozen backbone)"
         rows.append(Row(label, r["method"], mode, r, path, run_dir))
@@ -82,48 +90,48 @@ def _few_shot(rows: list[Row], way: int, shot: int) -> list[Row]:
     return sorted(out, key=lambda r: (r.mode != "frozen", r.label))
 
 
-def _save(fig, out: Path) -> Path:
-    """Lay out, write and close a figure; returns its path."""
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    _pyplot().close(fig)
-    return out
-
-
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _run_way(run: Path) -> int | None:
+    try:
+        return int(json.loads((run / "config.json").read_text())["way"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def plot_curves(rows: list[Row], out: Path) -> Path | None:
     """Validation accuracy and training loss against steps, one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
 
     runs = sorted({r.run_dir for r in rows if r.run_dir is not None})
     if not runs:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    losses = []
     for run in runs:
         for f, ax, col in ((run / "val_metrics.csv", a, "accuracy"), (run / "train_metrics.csv", b, "loss")):
             if f.exists():
                 with open(f) as fh:
                     data = [(int(d["step"]), float(d[col])) for d in csv.DictReader(fh) if d.get(col)]
                 if data:
-                    ax.plot(*zip(*data), label=run.name)
-    a.set(title="validation accuracy (fixed val episodes)", xlabel="step", ylabel="%")
-    b.set(title="training loss", xlabel="step")
-    a.legend(fontsize=7)
-    return _save(fig, out)
+                    ax.plot(*zip(*data), label=run.name, marker="o" if len(data) < 20 else None, ms=3)
+                    if ax is b:
+                        losses += [v for _, v in data]
+    ways = {w for w in map(_run_way, runs) if w}
+    if len(ways) == 1:
+        chance_line(a, ways.pop())
+    log = log_loss_axis(b, losses)
+    a.set(title="validation accuracy (fixed val episodes)", xlabel="step", ylabel="accuracy (%)")
+    b.set(title="training loss", xlabel="step", ylabel="loss" + (" (log scale)" if log else ""))
+    for ax in (a, b):
+        integer_steps(ax)
+        ax.grid(alpha=0.3)
+    legend_outside(b)  # the runs' names once, beside the loss; the chance line's beside the accuracy
+    a.legend(handles=[h for h in a.get_lines() if h.get_label().startswith("chance")], fontsize=7, loc="best")
+    return save(fig, out)
 
 
 def plot_shots(rows: list[Row], out: Path) -> Path | None:
     """Test accuracy (with 95% CI) against shots, one line per method."""
-    plt = _pyplot()
+    plt = pyplot()
 
     lines: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
@@ -132,21 +140,26 @@ def plot_shots(rows: list[Row], out: Path) -> Path | None:
     if not lines or max(len(v) for v in lines.values()) < 2:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in sorted(lines.items()):
+    n = len(lines)
+    for i, (label, pts) in enumerate(sorted(lines.items())):
         pts.sort()
         x, y, e = zip(*pts)
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+        dx = 0.04 * (i - (n - 1) / 2)  # spread the methods a little, so that their error bars do not hide each other
+        ax.errorbar([v + dx for v in x], y, yerr=e, marker="o", capsize=3, label=label)
     ways = sorted({r.result["way"] for r in rows if "way" in r.result})
     eps = sorted({r.result["episodes"] for r in rows if "episodes" in r.result})
+    if len(ways) == 1:
+        chance_line(ax, ways[0])
     ax.set(xlabel="shots", ylabel="test accuracy (%)", title=f"accuracy against shots ({'/'.join(map(str, ways))}-way, {'/'.join(f'{e:,}' for e in eps)} fixed episodes)")
     ax.set_xticks(sorted({p[0] for v in lines.values() for p in v}))
-    ax.legend(fontsize=7)
-    return _save(fig, out)
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    return save(fig, out)
 
 
 def plot_confusion(row: Row, out: Path) -> Path:
     """Row-normalised confusion matrix of one evaluation over its split's classes."""
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     conf = row.result["confusion"]
@@ -157,33 +170,35 @@ def plot_confusion(row: Row, out: Path) -> Path:
     im = ax.imshow(norm * 100, cmap="viridis", vmin=0)
     ax.set_xticks(range(n), conf["classes"], rotation=90, fontsize=6)
     ax.set_yticks(range(n), conf["classes"], fontsize=6)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{row.label}, {row.result['way']}-way {row.result['shot']}-shot test queries (% of row)")
+    ax.set(xlabel="predicted", ylabel="true", title=f"{row.label}\n{row.result['way']}-way {row.result['shot']}-shot test queries (% of row)")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def plot_reversal(rows: list[Row], out: Path) -> Path | None:
     """Accuracy on time-reversed class pairs against the other classes, and on 2-way pair episodes."""
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     rs = [r for r in rows if "reversal_pair_2way" in r.result]
     if not rs:
         return None
     labels = [r.label for r in rs]
+    way = rs[0].result["way"]
     pair = [r.result["accuracy_reversal_pair_classes"] for r in rs]
-    other = [r.result["accuracy_other_classes"] or 0 for r in rs]
+    other = [r.result["accuracy_other_classes"] if r.result["accuracy_other_classes"] is not None else np.nan for r in rs]  # none: no bar, not a 0
     two = [r.result["reversal_pair_2way"]["accuracy"] for r in rs]
     x = np.arange(len(rs))
     fig, ax = plt.subplots(figsize=(max(7, len(rs) * 1.1), 4.5))
-    ax.bar(x - 0.27, pair, 0.27, label="5-way: queries of reversal-pair classes")
-    ax.bar(x, other, 0.27, label="5-way: queries of the other classes")
+    ax.bar(x - 0.27, pair, 0.27, label=f"{way}-way: queries of reversal-pair classes")
+    ax.bar(x, other, 0.27, label=f"{way}-way: queries of the other classes" + ("" if any(v == v for v in other) else " (none in this split)"))
     ax.bar(x + 0.27, two, 0.27, label="2-way episodes of a class and its reversal")
-    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    chance_line(ax, way)
+    chance_line(ax, 2, "--")
     ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=7)
-    ax.set(ylabel="accuracy (%)", title=f"time-reversed classes, {rs[0].result['shot']}-shot")
-    ax.legend(fontsize=7)
-    return _save(fig, out)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"time-reversed classes, {rs[0].result['shot']}-shot")
+    legend_outside(ax)
+    return save(fig, out)
 
 
 def _timing_table(timings: dict) -> list[str]:
@@ -210,29 +225,56 @@ def _machine_line(timings: dict) -> str:
     return "Machine" + ("s" if len(out) > 1 else "") + ": " + "; ".join(out) + "."
 
 
+def dataset_title(name: str, root: str | None = None) -> str:
+    """How the report's title names a dataset: its name and what papers call it, or for a folder
+    of the user's own videos, where they are."""
+    from pipeline.datasets import DATASETS
+
+    if name == "folder":
+        return f"your videos under {root}" if root else "a folder of your videos"
+    if name == "synth":
+        return "synth, the built-in synthetic benchmark"
+    spec = DATASETS.get(name)
+    return f"{name}, {spec.title}" if spec is not None else name
+
+
+def _run_dataset(rows: list[Row]) -> str | None:
+    """The dataset a run's config names (evaluations written before they recorded their dataset)."""
+    for r in rows:
+        if r.run_dir is not None and (r.run_dir / "config.json").exists():
+            return json.loads((r.run_dir / "config.json").read_text()).get("dataset")
+    return None
+
+
 def write_report(results: str | Path) -> Path:
-    """Write RESULTS/REPORT.md and RESULTS/plots/*.png from the outputs under RESULTS."""
+    """Write RESULTS/REPORT.md and RESULTS/plots/*.png from the outputs under RESULTS (a results
+    folder of `fsar-reproduce`, or one run's folder with its evaluations)."""
     from train.reproduce import PAPER_CLIP_FSAR_5W1S
 
     results = Path(results)
     rows = load_rows(results)
     if not rows:
-        raise FileNotFoundError(f"no evaluation results under {results}/baselines or {results}/runs/*: run `make reproduce` first")
+        if is_run_dir(results):
+            raise FileNotFoundError(f"no evaluation results in the run {results}: evaluate it first with `fsar-eval {results}`")
+        raise FileNotFoundError(f"no evaluation results under {results}/baselines or {results}/runs/*: run `make reproduce` first, or pass one run's folder")
     plots = results / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     setup = json.loads((results / "reproduce.json").read_text()) if (results / "reproduce.json").exists() else {}
     timings = json.loads((results / "timings.json").read_text()) if (results / "timings.json").exists() else {}
-    dataset = setup.get("dataset") or next((r.result.get("dataset") for r in rows if r.result.get("dataset")), "unknown")
+    dataset = setup.get("dataset") or next((r.result.get("dataset") for r in rows if r.result.get("dataset")), None) or _run_dataset(rows) or "unknown"
     backbones = {r.result.get("backbone") for r in rows if r.result.get("backbone")}
     random_init = any(r.result.get("random_init_backbone") for r in rows)
+    single = is_run_dir(results)
 
-    md = [f"# fsar results: {dataset}", ""]
+    md = [f"# fsar results: {dataset_title(dataset, setup.get('root') or next((r.result['dataset_root'] for r in rows if r.result.get('dataset_root')), None))}", ""]
+    if single:
+        md += [f"One training run: `{results.resolve()}`.", ""]
     md.append(f"Backbone: {', '.join(sorted(map(str, backbones))) or 'unknown'}" + (" with **random (untrained) weights**: these numbers test the pipeline, not CLIP." if random_init else "."))
     md.append("")
     md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) or peft mode (the shards through the frozen backbone, the method's prompts or adapters training), and the checkpoint best on val.")
     md.append("")
-    md.append(_machine_line(timings))
-    md.append("")
+    if timings or not single:
+        md += [_machine_line(timings), ""]
 
     settings = _settings(rows)
     # The best method at the smallest shot: its confusion matrix is plotted.
@@ -288,7 +330,8 @@ def write_report(results: str | Path) -> Path:
             md.append(f"| {r.label} | {x['accuracy_reversal_pair_classes']:.2f} | {other} | {_acc(x['reversal_pair_2way'])} |")
         md.append("")
 
-    md += ["## Stage timings", ""] + _timing_table(timings) + [""]
+    if timings or not single:
+        md += ["## Stage timings", ""] + _timing_table(timings) + [""]
     if (results / "commands.sh").exists():
         md += ["## How to reproduce", "", "`make reproduce` ran the equivalent of the CLI commands in [commands.sh](commands.sh); `fsar-report " + str(results) + "` regenerates this report from the JSON outputs.", ""]
     path = results / "REPORT.md"

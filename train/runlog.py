@@ -65,39 +65,52 @@ class RunLog:
             self.tb.flush()
 
     def plot(self) -> Path | None:
-        """Write RUN_DIR/curves.png: training loss and accuracy, validation accuracy."""
+        """Write RUN_DIR/curves.png: training loss (log scale) and accuracy, validation accuracy,
+        against chance for the run's episodes (its config.json's `way`)."""
         try:
-            import matplotlib
+            from train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            plt = pyplot()
         except ImportError:
             print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
             return None
         train, val = self.read("train"), self.read("val")
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.6))
+        losses = []
         if train:
             steps = [int(r["step"]) for r in train]
             for key in ("loss", "fewshot_loss", "video_text_loss"):
                 if key in train[0]:
-                    ax_loss.plot(steps, [float(r[key]) for r in train], label=key)
+                    values = [float(r[key]) for r in train]
+                    losses += values
+                    ax_loss.plot(steps, values, label=key)
             ax_acc.plot(steps, [float(r["accuracy"]) for r in train], label="train episodes", alpha=0.6)
         if val:
             vs = [int(r["step"]) for r in val]
             for key in val[0]:
                 if key.startswith("accuracy"):
                     ax_acc.plot(vs, [float(r[key]) for r in val], marker="o", label=f"val {key}")
-        ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
+        way = self._way()
+        if way:
+            chance_line(ax_acc, way)
+        log = log_loss_axis(ax_loss, losses)
+        ax_loss.set(xlabel="step", ylabel="loss" + (" (log scale)" if log else ""), title="training loss")
         ax_acc.set(xlabel="step", ylabel="accuracy (%)", title="few-shot accuracy")
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
+            integer_steps(ax)
             if ax.lines:
-                ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = self.run_dir / "curves.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+                legend_outside(ax, 8)
+        return save(fig, self.run_dir / "curves.png")
+
+    def _way(self) -> int | None:
+        """Classes per episode of the run (its config.json), for the chance line."""
+        import json
+
+        try:
+            return int(json.loads((self.run_dir / "config.json").read_text())["way"])
+        except (OSError, ValueError, KeyError):
+            return None
 
     def close(self) -> None:
         if self.tb is not None:

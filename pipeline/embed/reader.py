@@ -1,9 +1,13 @@
-"""Read an embedding cache: a whole split in memory, or lazily, one handle per process."""
+"""Read an embedding cache: a whole split in memory, or lazily, one handle per process; and
+its identity, which a training run records to recognise its cache later."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,26 +27,132 @@ class CachedSplit:
     attrs: dict = field(default_factory=dict)
 
 
-def load_split(path: str | os.PathLike, split: str, verbose: bool = True) -> CachedSplit:
-    """Load a split fully into memory, printing its size first (to stderr)."""
+REMEDY = "re-run `fsar-data embed` to write it again"
+
+
+@contextmanager
+def open_cache(path: str | os.PathLike):
+    """The cache at `path` open for reading (h5py.File), with its failures said as the user can act
+    on them: a read that fails inside the block (a truncated or damaged file) too.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: not a readable HDF5 cache, or a part of it is missing or damaged.
+    """
     import h5py
 
-    with h5py.File(path, "r") as f:
-        if split not in f:
-            raise KeyError(f"{path} has no split {split!r}; it has: {', '.join(k for k in f if isinstance(f[k], h5py.Group))}")
-        g = f[split]
-        if verbose:
-            size = g["frames"].size * g["frames"].dtype.itemsize
-            print(f"loading {split} of {path}: {g['frames'].shape} {g['frames'].dtype}, {size / 2**20:.1f} MiB", file=sys.stderr)
-        return CachedSplit(
-            frames=g["frames"][()],
-            labels=g["labels"][()],
-            keys=[k.decode() for k in g["keys"][()]],
-            ids=[k.decode() for k in g["ids"][()]],
-            class_names=[k.decode() for k in g["class_names"][()]],
-            text={k: g["text"][k][()] for k in g["text"] if not k.endswith("_templates")},
-            attrs=dict(f.attrs),
-        )
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no embedding cache at {path}: check the path, or write it with `fsar-data embed`")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an embedding cache (an .h5 file written by `fsar-data embed`)")
+    try:
+        f = h5py.File(path, "r")
+    except PermissionError as e:
+        raise ValueError(f"cannot read the embedding cache {path} ({e.strerror or e}): make it readable") from None
+    except OSError as e:  # h5py: "file signature not found", "truncated file", ...
+        raise ValueError(f"{path} is not a readable embedding cache ({_reason(e)}): {REMEDY}") from None
+    try:
+        with f:
+            yield f
+    except KeyError as e:  # a group, dataset or attribute the format has is missing
+        raise ValueError(f"{path} is incomplete ({_reason(e)}): {REMEDY}") from None
+    except OSError as e:  # a damaged chunk
+        raise ValueError(f"{path} is damaged ({_reason(e)}): {REMEDY}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The gist of an h5py error: 'Unable to synchronously open file (truncated file: eof = 5000, ...)'
+    -> 'truncated file'."""
+    import re
+
+    text = str(e.args[0]) if len(e.args) == 1 else str(e)
+    m = re.search(r"\(([^:()]+)[:)]", text)
+    return (m.group(1) if m else text).strip().rstrip(".") or type(e).__name__
+
+
+def load_split(path: str | os.PathLike, split: str, verbose: bool = True) -> CachedSplit:
+    """Load a split fully into memory, printing its size first (to stderr).
+
+    Raises:
+        KeyError: the cache has no such split.
+        FileNotFoundError, ValueError: as `open_cache`.
+    """
+    import h5py
+
+    with open_cache(path) as f:
+        groups = [k for k in f if isinstance(f[k], h5py.Group)]
+        if "shard_manifest" not in f.attrs:
+            raise ValueError(f"{path} records no shard manifest, so it was not written by `fsar-data embed`: {REMEDY}")
+        if split in groups:
+            g = f[split]
+            if verbose:
+                size = g["frames"].size * g["frames"].dtype.itemsize
+                print(f"loading {split} of {path}: {g['frames'].shape} {g['frames'].dtype}, {size / 2**20:.1f} MiB", file=sys.stderr)
+            data = CachedSplit(
+                frames=g["frames"][()],
+                labels=g["labels"][()],
+                keys=[k.decode() for k in g["keys"][()]],
+                ids=[k.decode() for k in g["ids"][()]],
+                class_names=[k.decode() for k in g["class_names"][()]],
+                text={k: g["text"][k][()] for k in g["text"] if not k.endswith("_templates")},
+                attrs=dict(f.attrs),
+            )
+    if split not in groups:  # outside the block, which reads a KeyError as a damaged file
+        raise KeyError(f"{path} has no split {split!r}; it has: {', '.join(groups)}")
+    return data
+
+
+IDENTITY_SAMPLE = 32  # videos per split whose frames enter a cache's identity
+
+
+def cache_identity(path: str | os.PathLike) -> dict:
+    """What makes a cache the data it is, read in well under a second however large it is:
+    the weights that embedded it (`weights_state_sha256`), its precision and preprocessing,
+    the shards it was made from (their manifest's identity: dataset, sampling, split lists),
+    and per split the videos (keys, labels, frames' shape) and a sha256 of the frames of
+    IDENTITY_SAMPLE videos spread over it. The whole file is not hashed: a run checks its
+    cache on every evaluation, and caches reach tens of GB. Two caches with equal identities
+    were embedded from the same videos with the same weights and settings.
+    """
+    import h5py
+    import numpy as np
+
+    from pipeline.shard.plan import identity as shard_identity
+
+    with open_cache(path) as f:
+        a = f.attrs
+        manifest = json.loads(a["shard_manifest"])
+        out = {
+            "format": str(a.get("format", "")),
+            "weights_state_sha256": str(a.get("weights_state_sha256", "")),
+            "backbone": str(a.get("backbone", "")),
+            "activation": str(a.get("activation", "")),
+            "precision": str(a.get("precision", "")),
+            "preprocess": str(a.get("preprocess", "")),
+            "shards": _digest(json.dumps(shard_identity(manifest), sort_keys=True).encode()),
+            "splits": {},
+        }
+        for split in sorted(k for k in f if isinstance(f[k], h5py.Group)):
+            g = f[split]
+            frames = g["frames"]
+            n = frames.shape[0]
+            rows = np.unique(np.linspace(0, n - 1, min(n, IDENTITY_SAMPLE)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+            h = hashlib.sha256()
+            for k in g["keys"][()]:
+                h.update(k + b"\n")
+            h.update(np.ascontiguousarray(g["labels"][()]).astype("<i8").tobytes())
+            out["splits"][split] = {
+                "videos": int(n),
+                "frames_shape": list(frames.shape),
+                "videos_sha256": h.hexdigest(),
+                "frames_sample_sha256": _digest(np.ascontiguousarray(frames[rows] if n else frames[()]).tobytes()),
+            }
+    return out
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class LazySplit:
@@ -53,10 +163,8 @@ class LazySplit:
     """
 
     def __init__(self, path: str | os.PathLike, split: str) -> None:
-        import h5py
-
         self.path, self.split = Path(path), split
-        with h5py.File(self.path, "r") as f:
+        with open_cache(self.path) as f:
             self.labels = f[split]["labels"][()]
             self.shape = f[split]["frames"].shape
         self._file = None
