@@ -24,7 +24,7 @@ from pipeline.atomic import write_json_atomic
 from train.config import TrainConfig
 
 DATA_FILE = "data.json"
-HEAD_BYTES = 1 << 16  # of each shard file, hashed into the shard folder's identity
+HEAD_BYTES = 1 << 14  # of each shard file, hashed into its identity: the tar headers, the first sample's json and class, the start of its first frame
 
 
 def data_kind(config: TrainConfig) -> str:
