@@ -18,7 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from train.configs import get_config
-from train.episodes import EpisodeConfig
 from train.trainer import train
 
 
