@@ -30,13 +30,10 @@ FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def message(e: BaseException) -> str:
-    """An exception as one line: its own words (a KeyError's without the quotes repr adds), and for
-    an OSError the file it names."""
+    """An exception as one line: its own words (a KeyError's without the quotes repr adds; an
+    OSError's with its number and the file it names)."""
     if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
         text = e.args[0]
-    elif isinstance(e, OSError) and e.strerror:
-        names = [n for n in (e.filename, e.filename2) if n is not None]
-        text = f"{e.strerror}: {' -> '.join(map(str, names))}" if names else e.strerror
     else:
         text = str(e) or type(e).__name__
     return " ".join(text.split())  # one line
