@@ -114,15 +114,34 @@ def find_split_dir(spec: DatasetSpec, splits: Path | None, root: Path, cache_dir
 
 
 def read_split(path: Path) -> list[tuple[str, str]]:
-    """Parse `<class name>/<video id>` lines into (class, id) pairs, in file order."""
+    """Parse `<class name>/<video id>` lines into (class, id) pairs, in file order.
+
+    A UTF-8 byte order mark is dropped and blank lines are skipped.
+
+    Raises:
+        ValueError: naming the file and line, for a line that is not `<class>/<id>`, an
+            absolute path, a `.` or `..` component, or a line listed twice (a repeated
+            video would repeat its sample key in the shard, which readers refuse).
+    """
     entries = []
+    first_seen: dict[str, int] = {}
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
+        line = line.replace("\ufeff", "").strip()  # a BOM starts the file, or a file concatenated into it
         if not line:
             continue
+        if line.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", line):
+            raise ValueError(f"{path}:{n}: {line!r} is an absolute path; lines are '<class name>/<video id>', relative to --root")
+        if any(part in (".", "..") for part in line.split("/")):
+            raise ValueError(f"{path}:{n}: {line!r} has a '.' or '..' component; lines are '<class name>/<video id>', inside --root")
         cls, sep, vid = line.rpartition("/")
         if not sep or not cls or not vid:
             raise ValueError(f"{path}:{n}: expected '<class name>/<video id>', got {line!r}")
+        if line in first_seen:
+            raise ValueError(
+                f"{path}:{n}: {line!r} is listed again (first at {path}:{first_seen[line]}); "
+                "a video may appear once in a split list: delete one of the two lines"
+            )
+        first_seen[line] = n
         entries.append((cls, vid))
     return entries
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -95,3 +96,32 @@ def test_safe_keys_have_no_dots_and_stay_distinct():
     assert all("." not in k and " " not in k and k.isascii() for k in keys)
     assert safe_key("12345") == "12345" and safe_key("-VtLx-mcPds_000012_000022") == "-VtLx-mcPds_000012_000022"
     assert safe_key("clip.v2") == safe_key("clip.v2")  # deterministic
+
+
+def test_split_list_drops_a_byte_order_mark(tmp_path):
+    p = tmp_path / "train.txt"
+    p.write_text("\ufeffApplyEyeMakeup/v_1\r\nBiking/v_2\r\n", encoding="utf-8")  # as Notepad saves it
+    assert read_split(p) == [("ApplyEyeMakeup", "v_1"), ("Biking", "v_2")]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("../videos/a/1", r"'\.\./videos/a/1' has a '\.' or '\.\.' component"),
+        ("a/../../1", r"'a/\.\./\.\./1' has a '\.' or '\.\.' component"),
+        ("/data/ucf/a/1", r"'/data/ucf/a/1' is an absolute path"),
+        ("C:\\data\\a/1", r".* is an absolute path"),
+    ],
+)
+def test_split_list_refuses_paths_outside_the_root_with_the_line(tmp_path, line, message):
+    p = tmp_path / "val.txt"
+    p.write_text(f"a/0\n\n{line}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"val.txt:3: {message}"):
+        read_split(p)
+
+
+def test_a_line_listed_twice_names_both_lines(tmp_path):
+    p = tmp_path / "test.txt"
+    p.write_text("a/0\nb/0\na/1\n a/0 \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"test.txt:4: 'a/0' is listed again \(first at {re.escape(str(p))}:1\); .*delete one"):
+        read_split(p)
