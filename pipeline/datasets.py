@@ -4,6 +4,8 @@ Split lists are `<class name>/<video id>` lines, one file per split. `--splits D
 may hold `train.txt`, `val.txt`, `test.txt` directly, or a folder per dataset
 (`DIR/ssv2_full/train.txt`, as in the published split collections). Without it the
 lists are downloaded once from the authors' public repositories into a cache.
+A listed video is looked up as a path under the root first (`VideoIndex`), so that
+per-class numbering (`ROOT/<class>/0.mp4`) keeps every video in its class.
 """
 
 from __future__ import annotations
@@ -146,26 +148,82 @@ def read_split(path: Path) -> list[tuple[str, str]]:
     return entries
 
 
-def index_videos(root: Path) -> tuple[dict[str, Path], int]:
-    """Map video id (file name without extension) to path for every video file under `root`.
+@dataclass(frozen=True)
+class Lookup:
+    """Where a listed video was found.
 
-    Returns:
-        (index, duplicates): when an id appears twice, the first path in sorted order wins
-        and `duplicates` counts the others.
+    Attributes:
+        path: the file, or None (missing, or ambiguous).
+        how: "path" (ROOT/<class>/<id>), "class folder" (a folder named for the class,
+            deeper under the root), "id" (the only file with that id), "missing" or "ambiguous".
+        candidates: for "ambiguous", the files it could be.
     """
-    index: dict[str, Path] = {}
-    dups = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in VIDEO_EXTENSIONS or name.startswith("."):
-                continue
-            if stem in index:
-                dups += 1
-                continue
-            index[stem] = Path(dirpath) / name
-    return index, dups
+
+    path: Path | None
+    how: str
+    candidates: tuple[Path, ...] = ()
+
+
+class VideoIndex:
+    """Every video file under a root, looked up as split lists name them.
+
+    A listed `<class>/<id>` is first the path ROOT/<class>/<id>.<any video extension> (or
+    ROOT/<class>/<id> when the id carries its extension); then the file with that id in a
+    folder named for the class, deeper under the root (ROOT/train/<class>/<id>.mp4); then
+    the file with that id anywhere, where only one file has it and that file is not in a
+    folder named for another listed class (it is that class's video). Between files that
+    share an id, nothing is guessed: the video is ambiguous.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._by_path: dict[str, list[Path]] = {}  # "<dir>/<stem>" and "<dir>/<name>" (relative to root) -> files
+        self._by_id: dict[str, list[Path]] = {}  # "<stem>" and "<name>" -> files anywhere under root
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            prefix = "" if rel == "." else rel + "/"
+            for name in sorted(filenames):
+                stem, ext = os.path.splitext(name)
+                if ext.lower() not in VIDEO_EXTENSIONS or name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                for vid in (stem, name):
+                    self._by_path.setdefault(prefix + vid, []).append(path)
+                    self._by_id.setdefault(vid, []).append(path)
+
+    def _folders(self, path: Path) -> set[str]:
+        """Every run of consecutive folder names between the root and `path` ("a", "a/b", "b")."""
+        parts = path.parent.relative_to(self.root).parts
+        return {"/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+
+    def find(self, label: str, vid: str, labels: frozenset[str] = frozenset()) -> Lookup:
+        """Find the file of the listed video `label/vid`.
+
+        Args:
+            label: its class, as the split list writes it.
+            vid: its id, with or without the file's extension.
+            labels: every class listed: a file in a folder named for another class is
+                that class's video, never found by its id alone for this one.
+
+        Returns:
+            The file and how it was found; or why none was (missing, or ambiguous with
+            the files it could be).
+        """
+        exact = self._by_path.get(f"{label}/{vid}", [])
+        if len(exact) == 1:
+            return Lookup(exact[0], "path")
+        if exact:  # ROOT/<class>/<id>.mp4 and .webm
+            return Lookup(None, "ambiguous", tuple(exact))
+        anywhere = self._by_id.get(vid, [])
+        in_class = [p for p in anywhere if label in self._folders(p)]
+        if len(in_class) == 1:
+            return Lookup(in_class[0], "class folder")
+        if len(anywhere) > 1:
+            return Lookup(None, "ambiguous", tuple(in_class or anywhere))
+        if anywhere and not self._folders(anywhere[0]) & (labels - {label}):
+            return Lookup(anywhere[0], "id")
+        return Lookup(None, "missing")
 
 
 def ssv2_class_names(root: Path, entries: dict[str, list[tuple[str, str]]]) -> dict[str, str]:

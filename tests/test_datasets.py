@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.datasets import DATASETS, SPLITS, download_splits, find_split_dir, index_videos, read_split, ssv2_class_names
-from pipeline.shard.plan import safe_key
+from pipeline.datasets import DATASETS, SPLITS, Lookup, VideoIndex, download_splits, find_split_dir, read_split, ssv2_class_names
+from pipeline.shard.plan import safe_key, sample_key
 
 COUNTS = {  # videos per split, as published
     "ssv2": (67013, 1926, 2857),
@@ -70,16 +70,43 @@ def test_ssv2_names_come_from_the_label_files(tmp_path):
     assert ssv2_class_names(tmp_path / "empty", {"train": [("train8", "78687")]}) == {}
 
 
-def test_videos_are_found_by_id_in_any_subfolder(tmp_path):
+def test_videos_are_found_by_id_in_any_subfolder_only_where_the_id_is_unique(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "v1.webm").write_bytes(b"x")
     (tmp_path / "v2.mp4").write_bytes(b"x")
-    (tmp_path / "a" / "v2.avi").write_bytes(b"x")  # duplicate id
+    (tmp_path / "a" / "v2.avi").write_bytes(b"x")  # the same id twice
     (tmp_path / "notes.txt").write_text("not a video")
     (tmp_path / "clip.v3.mkv").write_bytes(b"x")
-    index, dups = index_videos(tmp_path)
-    assert set(index) == {"v1", "v2", "clip.v3"} and dups == 1
-    assert index["v1"].name == "v1.webm"
+    index = VideoIndex(tmp_path)
+    assert (index.find("c", "v1").path, index.find("c", "v1").how) == (tmp_path / "a" / "b" / "v1.webm", "id")
+    assert index.find("c", "clip.v3").path == tmp_path / "clip.v3.mkv"
+    assert index.find("c", "clip.v3.mkv").path == tmp_path / "clip.v3.mkv"  # the id may carry its extension
+    both = index.find("c", "v2")
+    assert both.how == "ambiguous" and both.path is None
+    assert set(both.candidates) == {tmp_path / "v2.mp4", tmp_path / "a" / "v2.avi"}
+    assert index.find("c", "notes").how == "missing"
+
+
+def test_a_listed_class_and_id_is_first_a_path_under_the_root(tmp_path):
+    """ROOT/<class>/<id>.<ext> wins over the same id elsewhere; then a folder named for the
+    class deeper down; a file in another listed class's folder is never taken by its id."""
+    for rel in ("a/0.mp4", "b/0.webm", "b/1.mp4", "train/c/0.avi", "val/d/0.avi", "val/d/2.mp4", "flat/5.mkv", "e/7.mp4", "e/7.webm"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    index = VideoIndex(tmp_path)
+    classes = frozenset("abcde")
+    assert index.find("a", "0", classes) == Lookup(tmp_path / "a" / "0.mp4", "path")
+    assert index.find("b", "0", classes) == Lookup(tmp_path / "b" / "0.webm", "path")
+    assert index.find("a", "0.mp4", classes) == Lookup(tmp_path / "a" / "0.mp4", "path")  # the id with its extension
+    assert index.find("c", "0", classes) == Lookup(tmp_path / "train" / "c" / "0.avi", "class folder")
+    assert index.find("x", "5", classes) == Lookup(tmp_path / "flat" / "5.mkv", "id")
+    assert index.find("a", "1", classes).how == "missing"  # b/1.mp4 is class b's video, not a's
+    assert index.find("a", "2", classes).how == "missing"  # nor is val/d/2.mp4
+    assert index.find("a", "2").path == tmp_path / "val" / "d" / "2.mp4"  # where d is no listed class, it may be
+    two = index.find("e", "7", classes)  # e/7.mp4 and e/7.webm: which one is the video?
+    assert two.how == "ambiguous" and set(two.candidates) == {tmp_path / "e" / "7.mp4", tmp_path / "e" / "7.webm"}
+    assert index.find("x", "0", classes).how == "ambiguous"  # four files named 0: never a guess
+    assert len(index.find("x", "0", classes).candidates) == 4
 
 
 def test_malformed_split_line_names_file_and_line(tmp_path):
@@ -96,6 +123,13 @@ def test_safe_keys_have_no_dots_and_stay_distinct():
     assert all("." not in k and " " not in k and k.isascii() for k in keys)
     assert safe_key("12345") == "12345" and safe_key("-VtLx-mcPds_000012_000022") == "-VtLx-mcPds_000012_000022"
     assert safe_key("clip.v2") == safe_key("clip.v2")  # deterministic
+
+
+def test_sample_keys_are_class_qualified():
+    keys = [sample_key(c, i) for c, i in [("a", "0"), ("b", "0"), ("a_0", "x"), ("a", "0_x"), ("air drumming", "-VtLx-mcPds_000012_000022")]]
+    assert len(set(keys)) == len(keys)  # a/0 and b/0 stay two samples
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", k) for k in keys)
+    assert sample_key("a", "0") == sample_key("a", "0") and sample_key("a", "0").startswith("a_0_")
 
 
 def test_split_list_drops_a_byte_order_mark(tmp_path):

@@ -18,7 +18,9 @@ class ShardConfig:
     dataset: str
     """One of pipeline.datasets.DATASETS (ssv2, ssv2-small, kinetics100, ucf101, hmdb51, synth, folder)."""
     root: Path
-    """Folder searched (recursively) for the videos, by id, whatever sub-folder or extension."""
+    """Folder holding the videos: a listed `<class>/<id>` is ROOT/<class>/<id>.<any video
+    extension>, else the file of that id in a folder named for the class at any depth, else
+    the only file of that id anywhere below (see `pipeline.datasets.VideoIndex`)."""
     out: Path
     """Output folder: OUT/<split>/shard-NNNNNN.tar, manifest.json, summary.json."""
     splits_dir: Path | None = None

@@ -1,7 +1,8 @@
 """Plan the shard stage: resolve split lists, class names and video paths; cut splits into shards.
 
 The plan is a pure function of the inputs: the same split lists, root and config give
-the same shards with the same contents, so runs can be resumed and compared.
+the same shards with the same contents, so runs can be resumed and compared. A listed
+video that could be one of several files stops the plan: it is never guessed.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
 from pipeline.atomic import write_json_atomic
-from pipeline.datasets import dataset_spec, find_split_dir, index_videos, read_split, ssv2_class_names
+from pipeline.datasets import SPLITS, Lookup, VideoIndex, dataset_spec, find_split_dir, read_split, ssv2_class_names
 from pipeline.shard.config import ShardConfig
 
 
@@ -22,7 +24,7 @@ from pipeline.shard.config import ShardConfig
 class VideoEntry:
     """One listed video: its id, WebDataset key, class, and where it was found (None: missing)."""
 
-    id: str
+    id: str  # as listed, without its class
     key: str
     label: str  # the class label as written in the split list
     class_index: int  # index among the split's classes
@@ -60,6 +62,15 @@ def safe_key(video_id: str) -> str:
     return key
 
 
+SAMPLE_KEYS = "safe <class>/<id>"  # recorded in the manifest: shards keyed otherwise are not mixed in
+
+
+def sample_key(label: str, vid: str) -> str:
+    """The WebDataset key of the listed video `label/vid`: its class-qualified id made safe, so
+    that `a/0` and `b/0` stay two samples (a reader merges samples that share a key)."""
+    return safe_key(f"{label}/{vid}")
+
+
 def _natural(label: str) -> list:
     # 'train2' < 'train10', as SSv2-Full's anonymous labels are numbered.
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
@@ -70,7 +81,13 @@ def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
 
     Returns:
         (manifest, tasks): the manifest describes the dataset (classes per split,
-        counts, sampling config, tool version); tasks are in split then shard order.
+        counts, how the videos were found, sampling config, tool version); tasks are in
+        split then shard order.
+
+    Raises:
+        ValueError: a split list is malformed; a listed video matches several files; one
+            file is listed twice in a split; two entries of a split share a sample key.
+        FileNotFoundError: a split's list is missing.
     """
     spec = dataset_spec(config.dataset)
     split_dir = find_split_dir(spec, config.splits_dir, config.root, config.cache_dir)
@@ -85,7 +102,15 @@ def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
     if spec.ssv2_labels:
         names = ssv2_class_names(config.root, entries)
         names_from = "SSv2 label files under the root" if names else "none found: anonymous labels kept"
-    index, duplicates = index_videos(config.root)
+    index = VideoIndex(config.root)
+    every_class = {label for items in entries.values() for label, _ in items}
+    for split in set(SPLITS) - set(entries):  # the classes of splits not sharded now own their folders too
+        if (split_dir / f"{split}.txt").exists():
+            every_class |= {label for label, _ in read_split(split_dir / f"{split}.txt")}
+    every_class = frozenset(every_class)
+    found = {split: [index.find(label, vid, every_class) for label, vid in items] for split, items in entries.items()}
+    lists = {split: split_dir / f"{split}.txt" for split in entries}
+    _check_unambiguous(config.root, lists, entries, found)
 
     manifest = {
         "dataset": spec.name,
@@ -96,21 +121,18 @@ def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
         "class_names_from": names_from,
         "sampling": config.sampling(),
         "decoder": config.decoder,
-        "duplicate_ids_under_root": duplicates,
+        "sample_keys": SAMPLE_KEYS,
         "splits": {},
     }
     tasks: list[ShardTask] = []
-    seen_keys: dict[str, str] = {}
     for split, items in entries.items():
         labels = sorted({label for label, _ in items}, key=_natural)
         cls_index = {label: i for i, label in enumerate(labels)}
-        videos = []
-        for label, vid in items:
-            key = safe_key(vid)
-            if seen_keys.setdefault(key, vid) != vid:
-                raise ValueError(f"video ids {seen_keys[key]!r} and {vid!r} map to the same key {key!r}")
-            path = index.get(vid)
-            videos.append(VideoEntry(vid, key, label, cls_index[label], names.get(label, label), str(path) if path else None))
+        videos = [
+            VideoEntry(vid, sample_key(label, vid), label, cls_index[label], names.get(label, label), str(f.path) if f.path else None)
+            for (label, vid), f in zip(items, found[split])
+        ]
+        _check_distinct(lists[split], videos)
         n_frames = config.train_frames if split == "train" else config.frames
         shards = [
             ShardTask(split, i, tuple(videos[s : s + config.shard_size]), n_frames)
@@ -121,11 +143,55 @@ def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
             "classes": [{"index": cls_index[l], "label": l, "name": names.get(l, l)} for l in labels],
             "videos": len(videos),
             "missing": sum(v.path is None for v in videos),
+            "found_by": dict(Counter(f.how for f in found[split] if f.path)),  # path, class folder or id
             "frames_per_video": n_frames,
             "shards": [t.name() + ".tar" for t in shards],
             "list_sha256": hashlib.sha256("".join(f"{l}/{v}\n" for l, v in items).encode()).hexdigest(),
         }
     return manifest, tasks
+
+
+def _examples(items: list[str], shown: int = 3) -> str:
+    return "; ".join(items[:shown]) + (f"; and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _check_unambiguous(root: Path, lists: dict[str, Path], entries: dict, found: dict[str, list[Lookup]]) -> None:
+    """Stop on listed videos that match several files, naming a few with their candidates."""
+    ambiguous = [
+        f"{lists[split].name} {label}/{vid} -> " + ", ".join(p.relative_to(root).as_posix() for p in f.candidates[:3])
+        + (", ..." if len(f.candidates) > 3 else "")
+        for split, items in entries.items()
+        for (label, vid), f in zip(items, found[split])
+        if f.how == "ambiguous"
+    ]
+    if ambiguous:
+        raise ValueError(
+            f"{len(ambiguous)} listed video{'s match' if len(ambiguous) > 1 else ' matches'} several files under {root} "
+            f"and no <class>/<id> path picks one: {_examples(ambiguous)}; put each video at "
+            "ROOT/<class>/<id>.<ext> (a folder per class), or give each file a name no other file under the root has"
+        )
+
+
+def _check_distinct(split_list: Path, videos: list[VideoEntry]) -> None:
+    """Stop on one file listed twice in a split (under two classes, or by two names) and on
+    two videos whose keys coincide, naming both entries."""
+    by_path: dict[str, VideoEntry] = {}
+    twice = []
+    for v in videos:
+        if v.path is not None and by_path.setdefault(v.path, v) is not v:
+            twice.append(f"{by_path[v.path].label}/{by_path[v.path].id} and {v.label}/{v.id} are both {v.path}")
+    if twice:
+        raise ValueError(
+            f"{split_list}: one video file listed twice ({_examples(twice)}); list each video once, under one class; "
+            "if they are different videos, put each at ROOT/<class>/<id>.<ext>"
+        )
+    by_key: dict[str, VideoEntry] = {}
+    for v in videos:
+        other = by_key.setdefault(v.key, v)
+        if other is not v:
+            raise ValueError(
+                f"{split_list}: {other.label}/{other.id} and {v.label}/{v.id} map to one sample key {v.key!r}; rename one of the two"
+            )
 
 
 def identity(manifest: dict) -> dict:
@@ -134,6 +200,7 @@ def identity(manifest: dict) -> dict:
         "dataset": manifest["dataset"],
         "sampling": manifest["sampling"],
         "decoder": manifest["decoder"],
+        "sample_keys": manifest.get("sample_keys"),  # absent: shards from before keys were class-qualified
         "splits": {s: v["list_sha256"] for s, v in manifest["splits"].items()},
     }
 

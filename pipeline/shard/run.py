@@ -279,7 +279,7 @@ def summarise(config: ShardConfig, shard_stats: list[dict], processed: int, seco
                 flags.update(r["flags"])
             else:
                 reasons[r["reason"]] += 1
-                failed_videos.append({"split": s["split"], "shard": s["shard"], "id": r["id"], "reason": r["reason"], "detail": r["detail"]})
+                failed_videos.append({"split": s["split"], "shard": s["shard"], "label": r.get("label"), "id": r["id"], "reason": r["reason"], "detail": r["detail"]})
     total = sum(c["videos"] for c in per_split.values())
     failed = sum(c["failed"] for c in per_split.values())
     rate = failed / total if total else 0.0

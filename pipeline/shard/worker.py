@@ -93,7 +93,7 @@ class _Marker:
 
 def _failed(entry: VideoEntry, reason: str = "", detail: str = "") -> dict:
     """A video's status record, as failed (a video that succeeds updates it to ok)."""
-    return {"id": entry.id, "key": entry.key, "status": "failed", "reason": reason, "detail": detail}
+    return {"id": entry.id, "label": entry.label, "key": entry.key, "status": "failed", "reason": reason, "detail": detail}
 
 
 _BLOCK = tarfile.BLOCKSIZE  # 512
@@ -239,7 +239,7 @@ class ShardWorker:
         record = _failed(entry)
         try:
             if entry.path is None:
-                raise VideoError("missing", f"no file for id {entry.id!r} under the root")
+                raise VideoError("missing", f"no file for {entry.label}/{entry.id} under the root (looked for <class>/<id>.<ext>, then a file of that id outside other classes' folders)")
             info, indices, frames, backend, fallback = read_sampled(
                 self.decoder,
                 entry.path,
