@@ -29,7 +29,7 @@ def evaluate(
     seed: int = typer.Option(0, help="Episode seed: every method and run is scored on the same tasks."),
     prompts: str = typer.Option("clip-fsar", help="Prompt set for zero-shot."),
     fusion_beta: Optional[str] = typer.Option(None, help="A run's text/few-shot fusion weight in [0, 1], or 'none' for few-shot logits alone (default: the run's)."),
-    checkpoint: str = typer.Option("best", help="A run's checkpoint: best (on val) or last."),
+    checkpoint: str = typer.Option("best", help="A run's checkpoint: best (on val), last, or best-on-test (runs trained with --set track_test=true; for comparison with published numbers, which the official code selects on the test episodes)."),
     protocol: str = typer.Option("few-shot", help="few-shot (episodes), zero-shot (every video of --split among all its classes, by video-text similarity) or supervised (a run's held-out training videos among the training classes)."),
     debug: bool = debug_option(),
 ) -> None:
@@ -68,6 +68,8 @@ def evaluate(
             if fusion_beta is not None:
                 beta = None if fusion_beta.lower() == "none" else _float(fusion_beta)
                 suffix = "-nofusion" if beta is None else f"-beta{beta:g}"
+            if checkpoint != "best":  # results of another checkpoint go beside those of the best, not over them
+                suffix += f"-{checkpoint}"
             with phases() as on_progress:
                 result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol, cache=cache, shards=shards, on_progress=on_progress)
         path = write_eval(run_dir, {**result, "seconds": round(time.perf_counter() - t0, 3)}, correct, suffix)

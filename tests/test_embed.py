@@ -257,7 +257,7 @@ def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):
     assert result.exit_code == 0, result.output
     text = "".join(result.output.split())  # as wrapped to any width
     assert text.count("WARNING:fsar-micro-vitwithRANDOMweights(--pretrainednone,seed0)") == 1, result.output
-    assert "UserWarning" not in text and text.index("RANDOMweights(--pretrained") < text.index("embedding━") < text.index("cachewrittento")
+    assert "UserWarning" not in text and text.index("RANDOMweights(--pretrained") < text.index("embedding:") < text.index("cachewrittento")
     assert f"sby1workerof{os.cpu_count()}thread" in text  # the CLI's default: every core, in this process
 
 

@@ -157,3 +157,46 @@ def test_finetune_training_crops_and_augments_queries_only(tiny_chain):
     assert calls == ["test"] * 6
     with pytest.raises(ValueError, match="needs image_view=clip-fsar"):
         dataclasses.replace(tiny(), train_augment="crop")
+
+
+def test_report_sets_the_papers_numbers_beside_ours_and_names_departures(tmp_path):
+    import json
+
+    from train.configs import departures
+    from train.report import write_report
+
+    # A kinetics100 run in the paper's settings but adapter mode, evaluated at 1 and 5 shots.
+    cfg = dataclasses.replace(get_config("kinetics100", "clip-fsar"), mode="adapter", cache="/x.h5")
+    # A frozen backbone: the video-text loss goes on the adapted features (ours), as the mode demands.
+    assert departures(cfg) == {"mode": ("adapter", "finetune"), "text_loss_features": ("adapted", "backbone")}
+    assert departures(dataclasses.replace(cfg, mode="finetune", shards="/s", cache=None)) == {}
+    assert departures(dataclasses.replace(cfg, prototype_merge="after", fusion_beta=0.9, iterations=10))["prototype_merge"] == ("after", "before")
+    assert "iterations" in departures(dataclasses.replace(cfg, iterations=10))
+    run = tmp_path / "runs" / "clip-fsar-adapter-5w1s"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(cfg.to_json())
+    for shot, acc in ((1, 33.3), (5, 44.4)):
+        for suffix, beta in (("", None), ("-beta0.9", 0.9)):
+            result = {"method": "clip-fsar", "mode": "adapter", "split": "test", "way": 5, "shot": shot, "query": 1, "episodes": 100, "accuracy": acc, "ci95": 1.0, "fusion_beta": beta, "dataset": "kinetics100"}
+            (run / f"eval-test-5w{shot}s{suffix}.json").write_text(json.dumps(result))
+    text = write_report(tmp_path).read_text()
+    one = text.split("## 5-way 1-shot")[1].split("\n## ")[0]
+    five = text.split("## 5-way 5-shot")[1].split("\n## ")[0]
+    assert "paper (%) |" in one and "| clip-fsar | adapter | 0 | 33.30 ± 1.00 | – | – | 89.7 |" in one
+    assert "| clip-fsar | adapter | 0 | 44.40 ± 1.00 | – | – | 95.0 |" in five
+    assert "| clip-fsar (text fusion, beta 0.9) | adapter | 0 | 44.40 ± 1.00 | – | – | |" in five  # the paper's number is OTAM alone
+    assert "| clip-fsar-adapter-5w1s | mode: 'adapter' → 'finetune'; text_loss_features: 'adapted' → 'backbone' |" in text
+
+
+def test_actionclip_runs_score_zero_shot_over_every_template(tiny_chain, tmp_path, monkeypatch):
+    import train.heads.actionclip as actionclip
+    from train.evaluate_run import evaluate_run
+    from train.trainer import train
+
+    cfg = dataclasses.replace(get_config("tiny", "actionclip"), cache=str(tiny_chain["cache"]), way=3, iterations=2, val_every=2, holdout=0.0)
+    train(cfg, tmp_path / "run")
+    seen = []
+    real = actionclip.template_ensemble_scores
+    monkeypatch.setattr(actionclip, "template_ensemble_scores", lambda v, t, s: seen.append(t.shape) or real(v, t, s))
+    result, _ = evaluate_run(tmp_path / "run", "test", protocol="zero-shot")
+    assert seen and seen[0][0] == 16 and result["protocol"] == "zero-shot"  # 16 templates, each scored apart

@@ -45,7 +45,12 @@ def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     assert {"synth", "shard", "embed"} <= set(timings) and any(k.startswith("train ") for k in timings)
     assert timings["embed"]["frames"] > 0 and timings["embed"]["frames_per_second"] > 0
     commands = (res / "commands.sh").read_text()
-    assert commands.count("fsar-train") == 6  # clip-fsar and ma-clip at 2 shots, actionclip and vita-clip once
+    assert commands.count("fsar-train") == 4  # every method once, scored at every shot from that run (as the paper)
+    assert not (res / "runs" / "clip-fsar-adapter-3w2s").exists() and (res / "runs" / "clip-fsar-adapter-3w1s" / "eval-test-3w2s.json").exists()
+    # Beside the main rows (selected on val), the checkpoint best on test, labelled, and the settings section.
+    assert "clip-fsar (checkpoint best on test, as the official code selects)" in text and (res / "runs" / "clip-fsar-adapter-3w1s" / "eval-test-3w1s-best-on-test.json").exists()
+    settings = text.split("## Settings: the paper's and ours")[1].split("\n## ")[0]
+    assert "| clip-fsar-adapter-3w1s | mode: 'adapter' → 'finetune'" in settings and "vita-clip-peft" in settings
     assert commands.count("--mode peft") == 1 and "| vita-clip | peft |" in text
     assert (res / "runs" / "vita-clip-peft" / "eval-test-zero-shot.json").exists()
     # A re-run trains nothing and evaluates nothing again, and gives the same report.

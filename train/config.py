@@ -136,6 +136,11 @@ class TrainConfig:
     """Fixed validation episodes (1 query per class), seeded by val_seed."""
     val_seed: int = 1
     """Seed of the validation episodes (test episodes use fsar-eval's seed)."""
+    track_test: bool = False
+    """Ours, to compare with published numbers (the official code keeps the checkpoint best on
+    its test episodes): at every validation also score the first `val_episodes` fixed test
+    episodes (seed 0) and keep the best of them as checkpoints/best-on-test. The run's own
+    selection (checkpoints/best) stays on val."""
     log_every: int = 10
     """Write training metrics every this many steps."""
     seed: int = 0

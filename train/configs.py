@@ -166,6 +166,50 @@ def for_method(config: TrainConfig, method: str) -> TrainConfig:
     return dataclasses.replace(config, method=method)
 
 
+# What each method's official code does, for the settings fsar lets a run change: a run's report
+# marks every setting that departs from these as ours. ("mode" is how the backbone trains.)
+PAPER_SETTINGS: dict[str, dict[str, object]] = {
+    "clip-fsar": {
+        "mode": "finetune",  # the official configs fine-tune the whole visual encoder
+        "shot": 1,  # 5-shot numbers come from 1-shot training (SHOT: 1, SHOT_TEST: 5)
+        "prototype_merge": "before",  # MERGE_BEFORE in every 5-shot config
+        "fusion_beta": None,  # TRAIN.COMBINE is never on: OTAM alone at test
+        "text_modulation": True,
+        "frame_positions": False,
+        "fewshot_scale": 1.0,
+        "text_loss_features": "backbone",
+        "episodes_per_step": 16,
+        "query": 5,
+    },
+    "ma-clip": {"mode": "peft", "episodes_per_step": 16, "query": 5},
+    "actionclip": {"mode": "finetune", "temporal_fusion": "transformer", "temporal_layers": 6, "prompts": "actionclip", "text_trains": True},
+    "vita-clip": {"mode": "peft", "global_prompts": 8, "text_context": 8},
+}
+
+
+def departures(config: TrainConfig) -> dict[str, tuple[object, object]]:
+    """{setting: (this run's value, the paper's)} for every setting of `PAPER_SETTINGS` where
+    `config` departs from its method's official code, plus the dataset schedule where the run
+    is on one of the paper's benchmarks and its schedule is not the official one."""
+    out = {}
+    for key, paper in PAPER_SETTINGS.get(config.method, {}).items():
+        if key == "text_trains" and config.mode != "finetune":
+            continue
+        value = getattr(config, key)
+        if key == "text_loss_features" and value == "auto":  # what auto means in this mode
+            value = "backbone" if config.mode == "finetune" else "adapted"
+        if value != paper:
+            out[key] = (value, paper)
+    if config.method == "clip-fsar" and config.dataset in CONFIGS and config.dataset in OFFICIAL_DATASETS:
+        official = CONFIGS[config.dataset]()
+        for key in ("lr", "warmup_start_lr", "warmup_iterations", "iterations", "lr_decay_at", "weight_decay", "alpha", "image_view", "train_augment"):
+            if getattr(config, key) != getattr(official, key):
+                out[key] = (getattr(config, key), getattr(official, key))
+    return out
+
+
+OFFICIAL_DATASETS = ("ssv2", "ssv2-small", "kinetics100", "ucf101", "hmdb51")
+
 CONFIGS: dict[str, Callable[[], TrainConfig]] = {
     "synth": synth,
     "synth-peft": synth_peft,

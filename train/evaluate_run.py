@@ -64,6 +64,19 @@ def counting_episodes(logits_fn, on_progress: Callable[[str, int, int], None], t
     return fn
 
 
+def zero_shot_text(model, source, cfg: TrainConfig, text: torch.Tensor) -> torch.Tensor:
+    """The class texts the video-text protocols score against: ActionCLIP's official zero-shot
+    scores every template apart ([K, C, D]: the cache's per-template embeddings, or its trained
+    text tower's); the other methods the prompt ensemble `text` [C, D]."""
+    if cfg.method != "actionclip":
+        return text
+    if hasattr(model.text, "templates"):  # finetune: the trained text tower
+        with torch.no_grad():
+            return model.text.templates(source.info.class_names).float().to(text.device)
+    templates = getattr(getattr(source, "source", source), "text_templates", None)
+    return text if templates is None else templates.to(text.device)
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -76,7 +89,8 @@ def evaluate_run(
     shards: str | Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict, "object"]:
-    """Score a run's checkpoint (`best` on val, or `last`) on `split`.
+    """Score a run's checkpoint (`best` on val, `last`, or `best-on-test` of a run with
+    `track_test`) on `split`.
 
     few-shot: `config.episodes` seeded episodes. Every video of the split is encoded once (the
     head's support and query encodings depend on one video each), then all episodes are
@@ -137,7 +151,7 @@ def evaluate_run(
         result, correct = protocol_result(logits_fn, eps, config, source.info.labels, source.info.class_names, source.dataset)
     else:
         with torch.no_grad():
-            scores = model.head.video_text_scores(enc.raw, enc.text)
+            scores = model.head.video_text_scores(enc.raw, zero_shot_text(model, source, cfg, enc.text))
         result, correct = classification_result(scores, source.info.labels, source.info.class_names, protocol)
         beta = None
     random_init = source.random_init if cfg.mode == "adapter" else cfg.pretrained == "none"

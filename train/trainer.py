@@ -104,15 +104,18 @@ def head_logits_fn(model: FewShotModel, enc: EncodedSplit, fusion_beta: float | 
     return fn
 
 
-def validate(model: FewShotModel, data, config: TrainConfig, device) -> dict[str, float]:
-    """Accuracy on the fixed validation episodes, with the few-shot logits alone and fused with text."""
+def validate(model: FewShotModel, data, config: TrainConfig, device, split: str = "val") -> dict[str, float]:
+    """Accuracy on the fixed validation episodes, with the few-shot logits alone and fused with
+    text. With `split="test"`: the first `val_episodes` of the fixed test episodes (seed 0, the
+    prefix of fsar-eval's), for `track_test`."""
     from train.evaluate import score_with, summarise
 
-    source = data.split("val")
+    source = data.split(split)
     with torch.no_grad():
-        text = model.class_text(source.info.class_names, data.text["val"])
+        text = model.class_text(source.info.class_names, data.text[split])
     enc = encode_split(model, source, text, device)
-    eps = sample_episodes(source.info.labels, EpisodeConfig(config.way, config.eval_shot, 1, config.val_episodes, config.val_seed))
+    seed = config.val_seed if split == "val" else 0
+    eps = sample_episodes(source.info.labels, EpisodeConfig(config.way, config.eval_shot, 1, config.val_episodes, seed))
     out = {}
     acc, ci = summarise(score_with(head_logits_fn(model, enc, None), eps, chunk=500))
     out["accuracy"], out["ci95"] = acc, ci
@@ -281,10 +284,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
     frozen_text = data.text["train"].to(device)  # the class text unless the model learns its own
     optimizer = make_optimizer(model, config)
     ckpt_dir = run_dir / "checkpoints"
-    start, best, best_step, elapsed = 0, -1.0, -1, 0.0
+    start, best, best_step, elapsed, best_test = 0, -1.0, -1, 0.0, -1.0
     if resume and (ckpt_dir / "last.json").exists():
         info = load_checkpoint(ckpt_dir, "last", model, optimizer)
         start, best, best_step, elapsed = info["step"], info["best_val_accuracy"], info["best_step"], info["train_seconds"]
+        best_test = info.get("best_test_accuracy", -1.0)
     log = RunLog(run_dir, start)
     counts = parameter_counts(model)
     model.train()
@@ -321,6 +325,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
             window = []
         if done % config.val_every == 0 or done == config.iterations:
             val = validate(model, data, config, device)
+            if config.track_test:  # for comparison with published numbers only: selection stays on val
+                val["test_accuracy"] = validate(model, data, config, device, "test")["accuracy"]
             log.write("val", done, val)
             selected = val.get("accuracy_fused", val["accuracy"])
             train_seconds = elapsed + time.perf_counter() - t0
@@ -328,7 +334,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
             if selected > best:
                 best, best_step = selected, done
                 save_checkpoint(ckpt_dir, "best", model, None, {**info, "selected_on": "accuracy_fused" if "accuracy_fused" in val else "accuracy"})
-            save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step})
+            if config.track_test and val["test_accuracy"] > best_test:
+                best_test = val["test_accuracy"]
+                save_checkpoint(ckpt_dir, "best-on-test", model, None, {**info, "selected_on": "test accuracy (as the official code selects)"})
+            save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step, "best_test_accuracy": best_test})
             log.plot()
             metrics = {**metrics, **{f"val_{k}": v for k, v in val.items()}}
         if on_step is not None:
