@@ -153,15 +153,15 @@ class Lookup:
     """Where a listed video was found.
 
     Attributes:
-        path: the file, or None (missing, or ambiguous).
+        path: the file (a str, as the shard tasks carry it), or None (missing, or ambiguous).
         how: "path" (ROOT/<class>/<id>), "class folder" (a folder named for the class,
             deeper under the root), "id" (the only file with that id), "missing" or "ambiguous".
         candidates: for "ambiguous", the files it could be.
     """
 
-    path: Path | None
+    path: str | None
     how: str
-    candidates: tuple[Path, ...] = ()
+    candidates: tuple[str, ...] = ()
 
 
 class VideoIndex:
@@ -177,25 +177,24 @@ class VideoIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._by_path: dict[str, list[Path]] = {}  # "<dir>/<stem>" and "<dir>/<name>" (relative to root) -> files
-        self._by_id: dict[str, list[Path]] = {}  # "<stem>" and "<name>" -> files anywhere under root
+        # Paths are str: a Path per file took as long as all the rest of planning 67k SSv2 videos.
+        self._by_path: dict[str, list[str]] = {}  # "<dir>/<stem>" and "<dir>/<name>" (relative to root) -> files
+        self._by_id: dict[str, list[str]] = {}  # "<stem>" and "<name>" -> files anywhere under root
+        self._folder_runs: dict[str, frozenset[str]] = {}  # each file's runs of consecutive folder names
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
-            rel = Path(dirpath).relative_to(self.root).as_posix()
-            prefix = "" if rel == "." else rel + "/"
+            parts = Path(dirpath).relative_to(self.root).parts
+            prefix = "".join(f"{p}/" for p in parts)
+            runs = frozenset("/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1))  # a, a/b, b
             for name in sorted(filenames):
                 stem, ext = os.path.splitext(name)
                 if ext.lower() not in VIDEO_EXTENSIONS or name.startswith("."):
                     continue
-                path = Path(dirpath) / name
+                path = os.path.join(dirpath, name)
+                self._folder_runs[path] = runs
                 for vid in (stem, name):
                     self._by_path.setdefault(prefix + vid, []).append(path)
                     self._by_id.setdefault(vid, []).append(path)
-
-    def _folders(self, path: Path) -> set[str]:
-        """Every run of consecutive folder names between the root and `path` ("a", "a/b", "b")."""
-        parts = path.parent.relative_to(self.root).parts
-        return {"/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
 
     def find(self, label: str, vid: str, labels: frozenset[str] = frozenset()) -> Lookup:
         """Find the file of the listed video `label/vid`.
@@ -216,12 +215,12 @@ class VideoIndex:
         if exact:  # ROOT/<class>/<id>.mp4 and .webm
             return Lookup(None, "ambiguous", tuple(exact))
         anywhere = self._by_id.get(vid, [])
-        in_class = [p for p in anywhere if label in self._folders(p)]
+        in_class = [p for p in anywhere if label in self._folder_runs[p]]
         if len(in_class) == 1:
             return Lookup(in_class[0], "class folder")
         if len(anywhere) > 1:
             return Lookup(None, "ambiguous", tuple(in_class or anywhere))
-        if anywhere and not self._folders(anywhere[0]) & (labels - {label}):
+        if anywhere and not self._folder_runs[anywhere[0]] & (labels - {label}):
             return Lookup(anywhere[0], "id")
         return Lookup(None, "missing")
 

@@ -78,12 +78,12 @@ def test_videos_are_found_by_id_in_any_subfolder_only_where_the_id_is_unique(tmp
     (tmp_path / "notes.txt").write_text("not a video")
     (tmp_path / "clip.v3.mkv").write_bytes(b"x")
     index = VideoIndex(tmp_path)
-    assert (index.find("c", "v1").path, index.find("c", "v1").how) == (tmp_path / "a" / "b" / "v1.webm", "id")
-    assert index.find("c", "clip.v3").path == tmp_path / "clip.v3.mkv"
-    assert index.find("c", "clip.v3.mkv").path == tmp_path / "clip.v3.mkv"  # the id may carry its extension
+    assert index.find("c", "v1") == Lookup(str(tmp_path / "a" / "b" / "v1.webm"), "id")
+    assert index.find("c", "clip.v3").path == str(tmp_path / "clip.v3.mkv")
+    assert index.find("c", "clip.v3.mkv").path == str(tmp_path / "clip.v3.mkv")  # the id may carry its extension
     both = index.find("c", "v2")
     assert both.how == "ambiguous" and both.path is None
-    assert set(both.candidates) == {tmp_path / "v2.mp4", tmp_path / "a" / "v2.avi"}
+    assert set(both.candidates) == {str(tmp_path / "v2.mp4"), str(tmp_path / "a" / "v2.avi")}
     assert index.find("c", "notes").how == "missing"
 
 
@@ -95,16 +95,16 @@ def test_a_listed_class_and_id_is_first_a_path_under_the_root(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     index = VideoIndex(tmp_path)
     classes = frozenset("abcde")
-    assert index.find("a", "0", classes) == Lookup(tmp_path / "a" / "0.mp4", "path")
-    assert index.find("b", "0", classes) == Lookup(tmp_path / "b" / "0.webm", "path")
-    assert index.find("a", "0.mp4", classes) == Lookup(tmp_path / "a" / "0.mp4", "path")  # the id with its extension
-    assert index.find("c", "0", classes) == Lookup(tmp_path / "train" / "c" / "0.avi", "class folder")
-    assert index.find("x", "5", classes) == Lookup(tmp_path / "flat" / "5.mkv", "id")
+    assert index.find("a", "0", classes) == Lookup(str(tmp_path / "a" / "0.mp4"), "path")
+    assert index.find("b", "0", classes) == Lookup(str(tmp_path / "b" / "0.webm"), "path")
+    assert index.find("a", "0.mp4", classes) == Lookup(str(tmp_path / "a" / "0.mp4"), "path")  # the id with its extension
+    assert index.find("c", "0", classes) == Lookup(str(tmp_path / "train" / "c" / "0.avi"), "class folder")
+    assert index.find("x", "5", classes) == Lookup(str(tmp_path / "flat" / "5.mkv"), "id")
     assert index.find("a", "1", classes).how == "missing"  # b/1.mp4 is class b's video, not a's
     assert index.find("a", "2", classes).how == "missing"  # nor is val/d/2.mp4
-    assert index.find("a", "2").path == tmp_path / "val" / "d" / "2.mp4"  # where d is no listed class, it may be
+    assert index.find("a", "2").path == str(tmp_path / "val" / "d" / "2.mp4")  # where d is no listed class, it may be
     two = index.find("e", "7", classes)  # e/7.mp4 and e/7.webm: which one is the video?
-    assert two.how == "ambiguous" and set(two.candidates) == {tmp_path / "e" / "7.mp4", tmp_path / "e" / "7.webm"}
+    assert two.how == "ambiguous" and set(two.candidates) == {str(tmp_path / "e" / "7.mp4"), str(tmp_path / "e" / "7.webm")}
     assert index.find("x", "0", classes).how == "ambiguous"  # four files named 0: never a guess
     assert len(index.find("x", "0", classes).candidates) == 4
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def plan(config: ShardConfig) -> tuple[dict, list[ShardTask]]:
         labels = sorted({label for label, _ in items}, key=_natural)
         cls_index = {label: i for i, label in enumerate(labels)}
         videos = [
-            VideoEntry(vid, sample_key(label, vid), label, cls_index[label], names.get(label, label), str(f.path) if f.path else None)
+            VideoEntry(vid, sample_key(label, vid), label, cls_index[label], names.get(label, label), f.path)
             for (label, vid), f in zip(items, found[split])
         ]
         _check_distinct(lists[split], videos)
@@ -158,7 +159,7 @@ def _examples(items: list[str], shown: int = 3) -> str:
 def _check_unambiguous(root: Path, lists: dict[str, Path], entries: dict, found: dict[str, list[Lookup]]) -> None:
     """Stop on listed videos that match several files, naming a few with their candidates."""
     ambiguous = [
-        f"{lists[split].name} {label}/{vid} -> " + ", ".join(p.relative_to(root).as_posix() for p in f.candidates[:3])
+        f"{lists[split].name} {label}/{vid} -> " + ", ".join(Path(os.path.relpath(p, root)).as_posix() for p in f.candidates[:3])
         + (", ..." if len(f.candidates) > 3 else "")
         for split, items in entries.items()
         for (label, vid), f in zip(items, found[split])
