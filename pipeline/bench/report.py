@@ -216,6 +216,8 @@ def run_benchmarks(names: list[str], results: Path, make: list[str]) -> None:
         bench = BY_NAME[name]
         prov = provenance(f"make {bench.target}")  # before the run: a commit made meanwhile is not the one measured
         subprocess.run([*make, bench.target, f"RESULTS={results}"], check=True)
+        if hasattr(os, "getloadavg"):  # other work on the machine meanwhile shows here
+            prov["machine"] += f", {os.getloadavg()[0]:.1f} at the end"
         result = results / bench.result
         write_json_atomic(result.parent / PROVENANCE, {**prov, "result_sha256": _sha256(result)})
 
