@@ -95,7 +95,7 @@ def synth(
 @app.command()
 def shard(
     dataset: str = typer.Argument(..., help="ssv2, ssv2-small, kinetics100, ucf101, hmdb51, synth or folder."),
-    root: Path = typer.Option(..., help="Folder searched recursively for the videos (by id, any sub-folder or extension)."),
+    root: Path = typer.Option(..., help="Folder of the videos: a listed <class>/<id> is looked up as ROOT/<class>/<id>.<ext>, then in a folder named for the class at any depth, then by an id unique under ROOT."),
     out: Path = typer.Option(..., help="Output folder for shards, manifest.json and summary.json."),
     splits: Optional[Path] = typer.Option(None, help="Folder with train.txt/val.txt/test.txt (or <dataset>/ sub-folders); default: the data's own or a one-time download."),
     split: str = typer.Option("train,val,test", help="Splits to shard."),
@@ -224,7 +224,8 @@ def print_shard_summary(summary: dict) -> None:
     if summary["failures_by_reason"]:
         console.print("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in summary["failures_by_reason"].items()))
         for f in summary["failed_videos"][:5]:
-            console.print(f"  {f['split']}/{f['id']}: {f['reason']} {f['detail'][:120]}")
+            where = f"{f['label']}/{f['id']}" if f.get("label") else f["id"]
+            console.print(f"  {f['split']}/{where}: {f['reason']} {f['detail'][:120]}")
     typer.echo(f"summary written to {Path(summary['out']).resolve() / 'summary.json'}")
 
 
