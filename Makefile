@@ -78,7 +78,7 @@ bench-train: setup
 
 # Every benchmark, each run's date, commit and machine recorded beside its JSON; then docs/benchmarks.md.
 bench: setup
-	$(BIN)/python -m pipeline.bench.report --results $(RESULTS) --run decode,embed,evaluate,train --make "$(MAKE)"
+	$(BIN)/python -m pipeline.bench.report --results $(RESULTS) --run decode,embed,evaluate,train
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

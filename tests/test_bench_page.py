@@ -103,3 +103,10 @@ def test_an_unknown_benchmark_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark decoding; known: decode, embed, evaluate, train"):
         R.run_benchmarks(["evaluate", "decoding"], tmp_path, fake_make(tmp_path))
     assert not (tmp_path / "bench-evaluate").exists()
+
+
+def test_a_benchmark_that_writes_no_result_is_an_error_and_records_nothing(tmp_path):
+    silent = [sys.executable, "-c", "pass"]  # exits 0 and writes nothing, as `make -n bench-evaluate` does
+    with pytest.raises(FileNotFoundError, match="make bench-evaluate` ended without writing"):
+        R.run_benchmarks(["evaluate"], tmp_path, silent)
+    assert not (tmp_path / "bench-evaluate" / R.PROVENANCE).exists()

@@ -208,6 +208,7 @@ def run_benchmarks(names: list[str], results: Path, make: list[str]) -> None:
     Raises:
         ValueError: an unknown benchmark name.
         subprocess.CalledProcessError: a benchmark failed (the ones before it keep their records).
+        FileNotFoundError: a benchmark ended without writing its JSON.
     """
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
@@ -219,6 +220,8 @@ def run_benchmarks(names: list[str], results: Path, make: list[str]) -> None:
         if hasattr(os, "getloadavg"):  # other work on the machine meanwhile shows here
             prov["machine"] += f", {os.getloadavg()[0]:.1f} at the end"
         result = results / bench.result
+        if not result.exists():  # e.g. `make -n`, or a target that writes elsewhere
+            raise FileNotFoundError(f"`make {bench.target}` ended without writing {result}; nothing is recorded for it")
         write_json_atomic(result.parent / PROVENANCE, {**prov, "result_sha256": _sha256(result)})
 
 
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--out", type=Path, default=PAGE, help="the page to write (default: docs/benchmarks.md)")
     ap.add_argument("--run", default="", help=f"benchmarks to run first, comma-separated: {', '.join(BY_NAME)}")
-    ap.add_argument("--make", default=os.environ.get("MAKE", "make"), help="the make command that runs them (make bench passes its own)")
+    ap.add_argument("--make", default="make", help="the make command that runs them (default: make, which takes make bench's variables from MAKEFLAGS)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.run.split(",") if n.strip()]
     try:
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except subprocess.CalledProcessError as e:
         print(f"error: {shlex.join(e.cmd)} failed (exit {e.returncode}); the page is not rewritten", file=sys.stderr)
+        raise SystemExit(1) from None
+    except FileNotFoundError as e:
+        print(f"error: {e}; the page is not rewritten", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"benchmark page: {write_bench_page(args.results, args.out)}")
 
