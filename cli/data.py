@@ -153,6 +153,8 @@ def embed(
     cache: Path = typer.Option(..., help="HDF5 cache to write (part files go to CACHE.parts/)."),
     backbone: str = typer.Option("ViT-B/16", help="open_clip model (OpenAI spellings accepted); fsar-tiny-vit for CPU runs."),
     pretrained: Optional[str] = typer.Option(None, help="Pretrained tag, checkpoint file, or none (random) (default: openai)."),
+    activation: str = typer.Option("auto", help="The model's MLP activation: auto (what the weights were trained with: from the tag's open_clip config, or the file), gelu, or quick_gelu (OpenAI's weights, e.g. a local ViT-B-16.pt)."),
+    view: str = typer.Option("auto", help="How frames are prepared: clip (open_clip's eval transform), clip-fsar (the official CLIP-FSAR test view: 256x256, centre 224), or auto (clip-fsar on ssv2, ssv2-small, kinetics100, ucf101, hmdb51; clip otherwise)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)."),
     batch: int = typer.Option(256, help="Frames per forward pass."),
@@ -170,7 +172,7 @@ def embed(
     # RuntimeError: shards that could not be embedded, past --max-failure-rate: the stage failed on its input (exit 1)
     with reported(debug, kept="finished parts are kept", stage_failure=(RuntimeError,)):
         config = EmbedConfig(
-            shards=shards, cache=cache, backbone=backbone, pretrained=pretrained, device=device, precision=precision,
+            shards=shards, cache=cache, backbone=backbone, pretrained=pretrained, activation=activation, view=view, device=device, precision=precision,
             batch=batch, workers=workers, address=address, templates=parse_list(templates), max_failure_rate=max_failure_rate,
         )
         check_writable(cache.parent, "--cache")

@@ -200,3 +200,21 @@ def test_actionclip_runs_score_zero_shot_over_every_template(tiny_chain, tmp_pat
     monkeypatch.setattr(actionclip, "template_ensemble_scores", lambda v, t, s: seen.append(t.shape) or real(v, t, s))
     result, _ = evaluate_run(tmp_path / "run", "test", protocol="zero-shot")
     assert seen and seen[0][0] == 16 and result["protocol"] == "zero-shot"  # 16 templates, each scored apart
+
+
+def test_embed_cli_states_the_activation_and_view_and_the_cache_records_them(tiny_chain, tmp_path):
+    import h5py
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.data import app
+
+    cache = tmp_path / "c.h5"
+    args = ["embed", "--shards", str(tiny_chain["shards"]), "--cache", str(cache), "--backbone", "fsar-micro-vit", "--pretrained", "none"]
+    result = CliRunner().invoke(app, [*args, "--activation", "quick_gelu", "--view", "clip-fsar"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(cache, "r") as f:
+        assert f.attrs["activation"] == "quick_gelu" and json.loads(f.attrs["preprocess"])["name"] == "clip-fsar"
+    bad = CliRunner().invoke(app, [*args[:4], str(tmp_path / "d.h5"), *args[5:], "--view", "square"])
+    assert bad.exit_code == 2 and "view must be auto, clip or clip-fsar" in bad.output

@@ -107,7 +107,7 @@ class TrainConfig:
     train_augment: str = "none"
     """Training frames in finetune and peft modes: `none` (the `image_view` as at test), `crop`
     (the official CLIP-FSAR training view: 256x256, a random 224 crop per clip) or `crop+query`
-    (also the official Kinetics-100 query augmentation: flip, colour jitter, random erasing)."""
+    (also the official Kinetics-100 query augmentation: flip and colour jitter per clip)."""
     text_modulation: bool = True
     """CLIP-FSAR: append each support's class-text token to its frames in the temporal
     transformer (prototype modulation); False passes supports through it as queries are."""

@@ -87,8 +87,10 @@ def ssv2_small() -> TrainConfig:
 
 
 def kinetics100() -> TrainConfig:
-    """kinetics100/CLIPFSAR_K100_1shot_v1.yaml: lines 7, 61, 70, 63, 64, 16, 18; queries get the
-    official flip, colour jitter and random erasing (`AUGMENTATION.SUPPORT_QUERY_DIFF`, line 29)."""
+    """kinetics100/CLIPFSAR_K100_1shot_v1.yaml: lines 7, 61, 70, 63, 64, 16, 18; training queries get
+    the official flip and colour jitter (`AUGMENTATION.SUPPORT_QUERY_DIFF`, line 29). The official
+    query pipeline also builds RandomErasing, which its config leaves off
+    (`AUGMENTATION.RANDOM_ERASING.ENABLE: false`, configs/pool/base.yaml:161), so it never erases."""
     return _official("kinetics100", 1.5, 1e-5, 5e-6, 250, (6, 9), 5000, 100, query_augment=True)
 
 

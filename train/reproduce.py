@@ -57,6 +57,8 @@ class ReproduceConfig:
     """open_clip model of the embedding cache."""
     pretrained: str = "none"
     """Its weights: a tag, a checkpoint file or none (seeded random init)."""
+    activation: str = "auto"
+    """The backbone's MLP activation: auto (what the weights were trained with), gelu or quick_gelu."""
     short_side: int = 144
     """Frames are stored with this shorter side."""
     synth_classes: int = 100
@@ -235,9 +237,10 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
     from pipeline.embed.config import EmbedConfig
     from pipeline.embed.run import run_embed_stage
 
-    commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained)
+    act = [] if c.activation == "auto" else ["--activation", c.activation]
+    commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained, *act)
     if not c.cache.exists():
-        ecfg = EmbedConfig(shards=c.shards, cache=c.cache, backbone=c.backbone, pretrained=c.pretrained, **({"threads": c.threads} if c.threads else {}))
+        ecfg = EmbedConfig(shards=c.shards, cache=c.cache, backbone=c.backbone, pretrained=c.pretrained, activation=c.activation, **({"threads": c.threads} if c.threads else {}))
         with progress("embed", "shards") as on_progress:
             e = run_embed_stage(ecfg, on_progress=on_progress)
         r = e["this_run"]
@@ -280,8 +283,8 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
                 named, data_args = c.train_config, {"cache": str(c.cache)}
                 argv = ["--mode", "adapter", "--cache", c.cache]
             else:
-                named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained}
-                argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}"]
+                named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained, "activation": c.activation}
+                argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}", *(["--set", f"activation={c.activation}"] if act else [])]
             cfg = dataclasses.replace(get_config(named, method), mode=mode, way=c.way, shot=shot, track_test=c.track_test, **data_args)
             cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
             track = ["--set", "track_test=true"] if c.track_test else []
