@@ -27,6 +27,7 @@ help:
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
 	@echo "make bench-train   time per training episode, adapter vs finetune mode (after make reproduce)"
+	@echo "make gpu-check   every GPU path once, measured, on one CUDA GPU: $(RESULTS)/GPU.md (DRY_RUN=1: the same on a CPU, tiny)"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"
 
@@ -75,6 +76,12 @@ bench-embed: setup
 bench-train: setup
 	@test -f $(CACHE) || $(MAKE) reproduce
 	$(BIN)/python -m pipeline.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
+
+# One CUDA GPU, at most 8 minutes: every GPU path run and measured (tools/gpu_check/README.md). DRY_RUN=1
+# runs the same script on a CPU with tiny sizes into $(RESULTS)/gpu-check-dry-run, GPU-only steps skipped.
+.PHONY: gpu-check
+gpu-check: setup
+	$(BIN)/python -m tools.gpu_check $(if $(DRY_RUN),--dry-run --out $(RESULTS)/gpu-check-dry-run,--out $(RESULTS))
 
 # Every benchmark, each run's date, commit and machine recorded beside its JSON; then docs/benchmarks.md.
 bench: setup
