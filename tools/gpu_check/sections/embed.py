@@ -89,13 +89,13 @@ def run(cfg: CheckConfig, rec: Recorder) -> None:
     matmul = None
     with rec.part("bf16 matrix product") as part:
         n = 8192 if dev == "cuda" else 512
-        matmul = part["tflops"] = round(matmul_tflops(dev, n, cfg.seconds), 1)
+        matmul = part["tflops"] = round(matmul_tflops(dev, n, cfg.seconds), 3)
         part["size"] = f"{n}x{n}x{n}"
     with rec.part("model FLOP utilisation (bf16)") as part:
         if flops is None or "bf16" not in rates:
             raise RuntimeError("needs the FLOPs and the bf16 rate, which failed")
         achieved = flops * rates["bf16"] / 1e12
-        part["achieved_tflops"] = round(achieved, 2)
+        part["achieved_tflops"] = round(achieved, 4)
         if matmul:
             part["of_measured_matmul"] = round(achieved / matmul, 3)
         name = torch.cuda.get_device_name(0) if dev == "cuda" else "CPU"
