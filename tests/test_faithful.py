@@ -84,7 +84,7 @@ def test_clip_fsar_merges_supports_before_the_transformer_by_default():
         mean = b.support.view(1, 3, 5, 4, 16).mean(dim=2)[0]  # (way, T, D)
         seq = torch.cat([mean, b.class_text[0][:, None]], dim=1)  # (way, T + 1, D)
         protos = before.temporal(seq)[:, :4]
-        assert torch.allclose(got, otam_logits(q, protos[None], 3, cfg.lam), atol=1e-5)
+        assert torch.allclose(got, otam_logits(q, protos[None], 3, cfg.lam, cfg.cosine_eps), atol=1e-5)
         assert not torch.allclose(got, after.predict(b, q, s, None), atol=1e-3)  # averaging after differs
         # At one shot the two are the same function.
         b1 = _five_shot_batch(shot=1)

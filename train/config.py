@@ -100,6 +100,9 @@ class TrainConfig:
     text tokens) before the temporal transformer, one (T+1)-token sequence per class, as every
     official 5-shot config (`TRAIN.MERGE_BEFORE: true`); `after` (ours) encodes each support and
     averages the outputs. The same at 1 shot."""
+    cosine_eps: float = 0.01
+    """CLIP-FSAR: epsilon of its cosine x.y / (|x||y| + eps) in the frame distances of OTAM and
+    in the video-text logits, 0.01 as the official `cos_sim`; 0 is the exact cosine (ours)."""
     image_view: str = "clip"
     """Frames for the visual encoder in finetune and peft modes, at validation and test: `clip`
     (open_clip's eval transform: shortest side to the model's size, centre crop) or `clip-fsar`
@@ -160,6 +163,8 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.test_shot is not None and self.test_shot < 1:
             raise ValueError(f"test_shot must be >= 1 or None, got {self.test_shot}")
+        if self.cosine_eps < 0:
+            raise ValueError(f"cosine_eps must be >= 0, got {self.cosine_eps}")
         if self.prototype_merge not in ("before", "after"):
             raise ValueError(f"prototype_merge must be before or after, got {self.prototype_merge!r}")
         if self.image_view not in ("clip", "clip-fsar"):
@@ -228,6 +233,7 @@ class TrainConfig:
         # Runs saved before these fields existed averaged CLIP-FSAR's supports after the transformer
         # and read frames with open_clip's eval transform.
         data.setdefault("prototype_merge", "after")
+        data.setdefault("cosine_eps", 0.0)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -175,6 +175,7 @@ PAPER_SETTINGS: dict[str, dict[str, object]] = {
         "mode": "finetune",  # the official configs fine-tune the whole visual encoder
         "shot": 1,  # 5-shot numbers come from 1-shot training (SHOT: 1, SHOT_TEST: 5)
         "prototype_merge": "before",  # MERGE_BEFORE in every 5-shot config
+        "cosine_eps": 0.01,  # cos_sim's + 0.01 (models/base/few_shot.py:1115-1124)
         "fusion_beta": None,  # TRAIN.COMBINE is never on: OTAM alone at test
         "text_modulation": True,
         "frame_positions": False,

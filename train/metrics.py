@@ -43,40 +43,46 @@ def otam_distance(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     return prev[..., -1]
 
 
-def frame_distances(queries: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+def frame_distances(queries: torch.Tensor, supports: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """1 - cosine between every query and support frame.
 
     Args:
         queries: [E, Nq, T, D]; supports: [E, Ns, T, D].
+        eps: added to the product of the norms, x.y / (|x||y| + eps): 0 is the exact cosine;
+            CLIP-FSAR's official `cos_sim` uses 0.01 (`models/base/few_shot.py:1115-1124`).
 
     Returns:
         [E, Nq, Ns, T, T].
     """
     E, Nq, T, D = queries.shape
     Ns, U = supports.shape[1], supports.shape[2]
-    q = F.normalize(queries.float(), dim=-1).reshape(E, Nq * T, D)
-    s = F.normalize(supports.float(), dim=-1).reshape(E, Ns * U, D)
+    q, s = queries.float().reshape(E, Nq * T, D), supports.float().reshape(E, Ns * U, D)
+    if eps == 0:
+        q, s = F.normalize(q, dim=-1), F.normalize(s, dim=-1)
     # One batched matmul (4x faster here than the equivalent einsum): [E, Nq*T, Ns*U]
-    cos = torch.bmm(q, s.transpose(1, 2)).view(E, Nq, T, Ns, U).permute(0, 1, 3, 2, 4)
-    return 1.0 - cos
+    cos = torch.bmm(q, s.transpose(1, 2))
+    if eps:
+        cos = cos / (q.norm(dim=-1)[:, :, None] * s.norm(dim=-1)[:, None, :] + eps)
+    return 1.0 - cos.view(E, Nq, T, Ns, U).permute(0, 1, 3, 2, 4)
 
 
-def otam_logits(queries: torch.Tensor, supports: torch.Tensor, way: int, lam: float = 0.5) -> torch.Tensor:
+def otam_logits(queries: torch.Tensor, supports: torch.Tensor, way: int, lam: float = 0.5, eps: float = 0.0) -> torch.Tensor:
     """Negative mean OTAM distance (both directions) to each class's supports.
 
     Args:
         queries: [E, Nq, T, D]; supports: [E, way * shot, T, D] ordered class by class.
+        eps: the cosine's epsilon (see `frame_distances`).
 
     Returns:
         logits [E, Nq, way].
     """
-    dists = frame_distances(queries, supports)  # [E, Nq, Ns, T, T]
+    dists = frame_distances(queries, supports, eps)  # [E, Nq, Ns, T, T]
     score = otam_distance(dists, lam) + otam_distance(dists.transpose(-1, -2), lam)  # [E, Nq, Ns]
     E, Nq, Ns = score.shape
     return -score.view(E, Nq, way, Ns // way).mean(dim=-1)
 
 
-def otam_prototype_logits(query_enc: torch.Tensor, support_enc: torch.Tensor, way: int, lam: float = 0.5) -> torch.Tensor:
+def otam_prototype_logits(query_enc: torch.Tensor, support_enc: torch.Tensor, way: int, lam: float = 0.5, eps: float = 0.0) -> torch.Tensor:
     """OTAM logits against class prototypes, each the frame-wise mean of a class's supports.
 
     Args:
@@ -87,7 +93,7 @@ def otam_prototype_logits(query_enc: torch.Tensor, support_enc: torch.Tensor, wa
     """
     E, Ns, T, D = support_enc.shape
     protos = support_enc.view(E, way, Ns // way, T, D).mean(dim=2)  # (E, way, T, D)
-    return otam_logits(query_enc, protos, way, lam)
+    return otam_logits(query_enc, protos, way, lam, eps)
 
 
 def prototype_logits(queries: torch.Tensor, supports: torch.Tensor, way: int) -> torch.Tensor:

@@ -77,6 +77,7 @@ class CLIPFSAR(Head):
         self.alpha, self.lam = config.alpha, config.lam
         self.text_modulation = config.text_modulation
         self.merge_before = config.prototype_merge == "before"
+        self.cosine_eps = config.cosine_eps  # official cos_sim: x.y / (|x||y| + 0.01)
         self.fewshot_scale = config.fewshot_scale
         # Learned frame positions before the transformer (not in the paper, whose order enters through OTAM only).
         self.position = nn.Parameter(torch.randn(config.frames, dim) * 0.02) if config.frame_positions else None
@@ -97,7 +98,7 @@ class CLIPFSAR(Head):
         return frames if self.position is None else frames + self.position[: frames.shape[1]].to(frames.dtype)
 
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:
-        return otam_prototype_logits(query_enc, support_enc, way, self.lam)
+        return otam_prototype_logits(query_enc, support_enc, way, self.lam, self.cosine_eps)
 
     def prototypes(self, support: torch.Tensor, class_text: torch.Tensor) -> torch.Tensor:
         """Merge-before prototypes [E, way, T, D] from raw support frames [E, way * shot, T, D]
@@ -128,8 +129,9 @@ class CLIPFSAR(Head):
 
     def video_text_logits(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Scaled cosine of videos [..., T, D] (see `video`) with class texts [C, D] -> [..., C]."""
-        v = F.normalize(self.video(frames), dim=-1)
-        return self.text_scale * v @ F.normalize(text.to(v.dtype), dim=-1).T
+        v, t = self.video(frames), text.to(frames.dtype)
+        cos = v @ t.T / (v.norm(dim=-1, keepdim=True) * t.norm(dim=-1)[None] + self.cosine_eps)  # (..., C); exact at eps 0
+        return self.text_scale * cos
 
     def video_text_scores(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.video_text_logits(frames, text)
