@@ -86,7 +86,7 @@ def test_support_text_modulates_prototypes_but_not_queries():
 @pytest.mark.parametrize("features", ["backbone", "adapted"])
 def test_fusion_beta_endpoints_are_text_only_and_few_shot_only(features):
     torch.manual_seed(0)
-    head = build_head(TrainConfig(ffn_dim=32, heads=2, text_loss_features=features), 16).eval()
+    head = build_head(TrainConfig(ffn_dim=32, heads=2, text_loss_features=features, cosine_eps=0.0), 16).eval()
     E, W, T, D = 6, 4, 8, 16
     sup, qry, text = torch.randn(E, W, T, D), torch.randn(E, W, T, D), torch.randn(E, W, D)
     batch = EpisodeBatch(sup, qry, text, text, None, None, W)
