@@ -304,7 +304,8 @@ def write_report(results: str | Path) -> Path:
     settings = _settings(rows)
     # The best method at the smallest shot: its confusion matrix is plotted.
     first = _few_shot(rows, *settings[0]) if settings else []
-    best_row = max(first, key=lambda r: r.result["accuracy"]) if first else None
+    main = [r for r in first if r.result.get("checkpoint", "best") == "best"] or first  # selected on val, as every main row
+    best_row = max(main, key=lambda r: r.result["accuracy"]) if main else None
     for way, shot in settings:
         sel = _few_shot(rows, way, shot)
         if not sel:
