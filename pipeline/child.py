@@ -117,7 +117,7 @@ class ChildWorker:
             data = self._conn.recv_bytes()
         except (EOFError, ConnectionResetError, OSError):
             self._proc.wait()
-            raise WorkerDied(f"the worker's process died ({_how(self._proc.returncode)})") from None
+            raise WorkerDied(f"the worker's process died ({describe_exit(self._proc.returncode)})") from None
         status, value, tb, caught = pickle.loads(data)
         for category, message in caught:  # the worker's warnings, as if it ran in this process
             warnings.warn(message, category, stacklevel=3)
@@ -173,7 +173,8 @@ def run_on_child(
             break
 
 
-def _how(exitcode: int | None) -> str:
+def describe_exit(exitcode: int | None) -> str:
+    """How a child process ended, from its exit code ("killed by SIGKILL", "exit code 1")."""
     if exitcode is not None and exitcode < 0:
         try:
             return f"killed by {signal.Signals(-exitcode).name}"

@@ -23,6 +23,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.child import describe_exit
 from tools.gpu_check.config import SECTIONS, CheckConfig, dry_run_config, gpu_config
 from tools.gpu_check.record import Recorder, Skip, reason_of, section_status, stopped
 
@@ -73,7 +74,7 @@ def run_section(name: str, cfg: CheckConfig) -> dict:
     if proc.is_alive():
         why = f"stopped at its budget of {budget:.0f} s"
     elif proc.exitcode:
-        why = f"its process died ({_exit_text(proc.exitcode)})"
+        why = f"its process died ({describe_exit(proc.exitcode)})"
     try:  # everything it started (Ray, pools, pytest) goes with it
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -89,15 +90,6 @@ def run_section(name: str, cfg: CheckConfig) -> dict:
     record["budget_seconds"] = budget
     record["log"] = str(log.relative_to(cfg.out))
     return record
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 def _last_line(log: Path) -> str:
