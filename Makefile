@@ -14,12 +14,13 @@ RESULTS ?= results
 # Extra fsar-reproduce options, e.g. REPRODUCE_ARGS="--splits /path/to/splits --methods clip-fsar".
 REPRODUCE_ARGS ?=
 
-.PHONY: help setup test test-all reproduce report bench bench-decode bench-embed bench-evaluate bench-train clean
+.PHONY: help setup test test-fast test-all reproduce report bench bench-decode bench-embed bench-evaluate bench-train clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark ($(RESULTS)/REPORT.md)"
 	@echo "                 a real dataset: make reproduce DATASET=ssv2 ROOT=/videos BACKBONE=ViT-B/16"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
+	@echo "make test-fast   the default suite without whole-chain and Ray-cluster tests (about 2 minutes)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make report      regenerate $(RESULTS)/REPORT.md from the JSON outputs"
 	@echo "make bench       every benchmark below, one after the other, then docs/benchmarks.md"
@@ -41,6 +42,9 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m 'not gpu and not slow and not chain and not cluster'
 
 test-all: setup
 	$(BIN)/python -m pytest -m 'not gpu'
@@ -64,18 +68,18 @@ $(VENV)/.fsar-bench-installed: $(STAMP)
 	@touch $@
 
 bench-decode: $(VENV)/.fsar-bench-installed
-	$(BIN)/python -m pipeline.bench.decode --out $(RESULTS)/bench-decode
+	$(BIN)/python -m tools.bench.decode --out $(RESULTS)/bench-decode
 
 bench-evaluate: setup
-	$(BIN)/python -m pipeline.bench.evaluate --out $(RESULTS)/bench-evaluate
+	$(BIN)/python -m tools.bench.evaluate --out $(RESULTS)/bench-evaluate
 
 bench-embed: setup
 	@test -f $(SHARDS)/manifest.json || $(MAKE) reproduce
-	$(BIN)/python -m pipeline.bench.embed --shards $(SHARDS) --backbone $(BACKBONE) --out $(RESULTS)/bench-embed
+	$(BIN)/python -m tools.bench.embed --shards $(SHARDS) --backbone $(BACKBONE) --out $(RESULTS)/bench-embed
 
 bench-train: setup
 	@test -f $(CACHE) || $(MAKE) reproduce
-	$(BIN)/python -m pipeline.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
+	$(BIN)/python -m tools.bench.train_step --shards $(SHARDS) --cache $(CACHE) --out $(RESULTS)/bench-train
 
 # One CUDA GPU, at most 8 minutes: every GPU path run and measured (tools/gpu_check/README.md). DRY_RUN=1
 # runs the same script on a CPU with tiny sizes into $(RESULTS)/gpu-check-dry-run, GPU-only steps skipped.
@@ -85,7 +89,7 @@ gpu-check: setup
 
 # Every benchmark, each run's date, commit and machine recorded beside its JSON; then docs/benchmarks.md.
 bench: setup
-	$(BIN)/python -m pipeline.bench.report --results $(RESULTS) --run decode,embed,evaluate,train
+	$(BIN)/python -m tools.bench.report --results $(RESULTS) --run decode,embed,evaluate,train
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

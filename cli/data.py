@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from cli.errors import debug_option, reported
-from cli.progress import console, progress_bar, warnings_to_console
+from fsar.cli.errors import debug_option, reported
+from fsar.cli.progress import console, progress_bar, warnings_to_console
 
 app = typer.Typer(
     name="fsar-data",
@@ -61,8 +61,8 @@ def synth(
     debug: bool = debug_option(),
 ) -> None:
     """Render the procedural few-shot action benchmark (real video files, split lists, class names)."""
-    from pipeline.atomic import check_writable
-    from pipeline.synth.generate import SynthConfig, check_output, generate
+    from fsar.pipeline.atomic import check_writable
+    from fsar.pipeline.synth.generate import SynthConfig, check_output, generate
 
     try:
         props = tuple(int(v) for v in parse_list(splits))
@@ -113,9 +113,9 @@ def shard(
     debug: bool = debug_option(),
 ) -> None:
     """Decode videos, sample frames uniformly and write WebDataset shards (resumable; bad videos are recorded, not fatal)."""
-    from pipeline.atomic import check_writable
-    from pipeline.shard.config import ShardConfig
-    from pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.atomic import check_writable
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
 
     with reported(debug, kept="finished shards are kept"):
         config = ShardConfig(
@@ -165,9 +165,9 @@ def embed(
     debug: bool = debug_option(),
 ) -> None:
     """Embed every stored frame and each split's class names with a frozen open_clip model into HDF5."""
-    from pipeline.atomic import check_writable
-    from pipeline.embed.config import EmbedConfig
-    from pipeline.embed.run import run_embed_stage
+    from fsar.pipeline.atomic import check_writable
+    from fsar.pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.run import run_embed_stage
 
     # RuntimeError: shards that could not be embedded, past --max-failure-rate: the stage failed on its input (exit 1)
     with reported(debug, kept="finished parts are kept", stage_failure=(RuntimeError,)):

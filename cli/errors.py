@@ -14,7 +14,7 @@ from typing import Iterator
 
 import typer
 
-from cli.progress import console
+from fsar.cli.progress import console
 
 DEBUG_HELP = "Show the traceback of an error instead of its one-line message (also: FSAR_DEBUG=1)."
 

@@ -9,8 +9,8 @@ from typing import Callable, Iterator, Optional
 
 import typer
 
-from cli.errors import debug_option, reported
-from cli.progress import console, progress_bar
+from fsar.cli.errors import debug_option, reported
+from fsar.cli.progress import console, progress_bar
 
 app = typer.Typer(name="fsar-eval", add_completion=False, pretty_exceptions_enable=False)
 
@@ -34,10 +34,11 @@ def evaluate(
     debug: bool = debug_option(),
 ) -> None:
     """Score a training run, or a frozen backbone's baselines on the embedding cache, on fixed seeded episodes."""
-    from train.episodes import EpisodeConfig
-    from train.evaluate import evaluate_frozen, write_eval
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.baselines import evaluate_frozen
+    from fsar.train.results import write_eval
 
-    from pipeline.atomic import check_writable
+    from fsar.pipeline.atomic import check_writable
 
     suffix = ""
     t0 = time.perf_counter()
@@ -54,7 +55,7 @@ def evaluate(
                 if protocol == "few-shot":
                     result, correct = evaluate_frozen(cache, method, split, config, prompts)
                 elif protocol == "zero-shot" and method == "zero-shot":
-                    from train.evaluate import evaluate_frozen_classification
+                    from fsar.train.baselines import evaluate_frozen_classification
 
                     result, correct = evaluate_frozen_classification(cache, split, prompts)
                 else:
@@ -62,7 +63,7 @@ def evaluate(
                 n = correct.shape[0]
                 on_progress(n, n)
         else:
-            from train.evaluate_run import KEEP, evaluate_run
+            from fsar.train.evaluate_run import KEEP, evaluate_run
 
             beta = KEEP
             if fusion_beta is not None:

@@ -8,11 +8,15 @@ from typing import List, Optional
 
 import typer
 
-from cli.errors import debug_option, reported
-from cli.progress import console, progress_bar, train_bar, warnings_to_console
+from fsar.cli.errors import debug_option, reported
+from fsar.cli.progress import console, progress_bar, train_bar, warnings_to_console
 
 app = typer.Typer(name="fsar-reproduce", add_completion=False, pretty_exceptions_enable=False)
 report_app = typer.Typer(name="fsar-report", add_completion=False, pretty_exceptions_enable=False)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 @app.command()
@@ -28,8 +32,8 @@ def reproduce(
     pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, or none (default: none for fsar-* backbones, else the model's default tag)."),
     activation: str = typer.Option("auto", help="The backbone's MLP activation: auto (what the weights were trained with), gelu, or quick_gelu (OpenAI's weights in a local file)."),
     short_side: Optional[int] = typer.Option(None, help="Stored frame short side (default: 144 for synth, 256 otherwise)."),
-    methods: str = typer.Option("clip-fsar,ma-clip,actionclip", help="Methods trained in adapter mode on the cache, comma-separated."),
-    peft_methods: str = typer.Option("vita-clip", help="Methods trained in peft mode on the shards (vita-clip, ma-clip), comma-separated; '' for none."),
+    methods: Optional[str] = typer.Option(None, help="Methods trained in adapter mode on the cache, comma-separated (default: each method whose head declares reproduce_mode adapter: clip-fsar, ma-clip, actionclip)."),
+    peft_methods: Optional[str] = typer.Option(None, help="Methods trained in peft mode on the shards, comma-separated; '' for none (default: each method whose head declares reproduce_mode peft: vita-clip)."),
     shots: str = typer.Option("1,2,5", help="Shots to score, comma-separated; each method trains once, at the first, as the paper's 5-shot numbers come from 1-shot training."),
     per_shot_training: bool = typer.Option(False, help="Ours: train clip-fsar and ma-clip once per shot instead."),
     track_test: bool = typer.Option(True, help="Also keep and score each run's checkpoint best on the test episodes (labelled; the main rows are selected on val)."),
@@ -41,13 +45,13 @@ def reproduce(
     debug: bool = debug_option(),
 ) -> None:
     """Run data -> shards -> cache -> baselines and trained methods -> evaluation -> RESULTS/REPORT.md, reusing finished stages."""
-    from pipeline.atomic import check_writable
-    from train.reproduce import ReproduceConfig
-    from train.reproduce import reproduce as run
+    from fsar.pipeline.atomic import check_writable
+    from fsar.train.reproduce import ReproduceConfig
+    from fsar.train.reproduce import reproduce as run
 
     with reported(debug, kept="finished stages are kept"):
         if pretrained is None:
-            from pipeline.backbones import default_pretrained
+            from fsar.pipeline.backbones import default_pretrained
 
             pretrained = "none" if backbone.startswith("fsar-") else default_pretrained(backbone)
         cfg = ReproduceConfig(
@@ -62,8 +66,8 @@ def reproduce(
             pretrained=pretrained,
             activation=activation,
             short_side=short_side or (144 if dataset == "synth" else 256),
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            peft_methods=tuple(m.strip() for m in peft_methods.split(",") if m.strip()),
+            **({} if methods is None else {"methods": _names(methods)}),
+            **({} if peft_methods is None else {"peft_methods": _names(peft_methods)}),
             shots=tuple(int(s) for s in shots.split(",") if s.strip()),
             per_shot_training=per_shot_training,
             track_test=track_test,
@@ -86,8 +90,8 @@ def report(
     debug: bool = debug_option(),
 ) -> None:
     """Regenerate REPORT.md and plots/ in RESULTS (or RUN_DIR) from the JSON outputs."""
-    from pipeline.atomic import check_writable
-    from train.report import write_report
+    from fsar.pipeline.atomic import check_writable
+    from fsar.train.report import write_report
 
     with reported(debug):
         if not results.is_dir():

@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from cli.errors import debug_option, reported
-from cli.progress import console
+from fsar.cli.errors import debug_option, reported
+from fsar.cli.progress import console
 
 app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_enable=False)
 
@@ -18,10 +18,10 @@ app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_ena
 @app.command()
 def train(
     out: Path = typer.Option(..., help="Run directory (config, checkpoints, metrics, curves)."),
-    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs), finetune (shards; the visual encoder trains) or peft (shards; frozen encoder, the method's adapters or prompts train: ma-clip, vita-clip)."),
+    mode: Optional[str] = typer.Option(None, help="adapter (cached embeddings, backbone never runs), finetune (shards; the visual encoder trains) or peft (shards; frozen encoder, the method's adapters or prompts train). Default: the method's own."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache from `fsar-data embed` (adapter mode)."),
     shards: Optional[Path] = typer.Option(None, help="Shard folder from `fsar-data shard` (finetune and peft modes)."),
-    method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip, actionclip or vita-clip (peft mode only)."),
+    method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip, actionclip, vita-clip or any registered one; each declares the modes it trains in."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
     config: str = typer.Option("synth", help="Named config: synth, synth-peft, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
@@ -30,10 +30,10 @@ def train(
     debug: bool = debug_option(),
 ) -> None:
     """Train a few-shot head episodically; the best checkpoint on val is kept for `fsar-eval RUN_DIR`."""
-    from cli.progress import train_bar
-    from train.config import apply_overrides
-    from train.configs import get_config
-    from train.trainer import train as run_training
+    from fsar.cli.progress import train_bar
+    from fsar.train.config import apply_overrides
+    from fsar.train.configs import get_config
+    from fsar.train.trainer import train as run_training
 
     with reported(debug):
         cfg = get_config(config, method)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import atomic_path
+from fsar.pipeline.atomic import atomic_path
 
 CONFIG_DIR = Path(__file__).parent / "backbone_configs"
 _registered = False
@@ -41,6 +41,11 @@ def _open_clip():
 
 def known_backbones() -> list[str]:
     return _open_clip().list_models()
+
+
+def tokenizer(name: str):
+    """open_clip's tokenizer of backbone `name` (OpenAI spellings accepted)."""
+    return _open_clip().get_tokenizer(resolve_name(name))
 
 
 def resolve_name(name: str) -> str:

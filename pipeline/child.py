@@ -16,17 +16,16 @@ import traceback
 import warnings
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import WorkerDied
+from fsar.pipeline.actors import WorkerDied
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `pipeline` is, installed or not
 
 
 class ChildWorker:
     """`worker_cls(*args)` in a child process, its `setup()` run there; methods are called
     one at a time.
 
-    The child is a fresh interpreter (`python -m pipeline.child`), not a fork: the driver
+    The child is a fresh interpreter (`python -m fsar.pipeline.child`), not a fork: the driver
     may run threads, such as a progress bar's, whose locks a forked child would inherit
     held, and unlike multiprocessing's "spawn" it does not run the driver's main script
     again. It dies with the driver, so a killed run leaves no worker writing on behind it.
@@ -49,9 +48,8 @@ class ChildWorker:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.child", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-m", "fsar.pipeline.child", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),),
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))},
             )
         finally:
             theirs.close()

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.atomic import write_bytes_atomic
+from fsar.pipeline.atomic import write_bytes_atomic
 
 SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = frozenset(
@@ -38,6 +38,8 @@ class DatasetSpec:
         folder: its folder name in a split collection (`DIR/<folder>/train.txt`).
         sources: public URL of each split list (empty: the lists come with the data).
         ssv2_labels: class labels are anonymous (`train12`); names come from SSv2's label files.
+        view: the image view `fsar-data embed --view auto` gives it: clip-fsar (the official
+            CLIP-FSAR test view) for the paper's benchmarks, clip (open_clip's eval transform) else.
     """
 
     name: str
@@ -45,6 +47,7 @@ class DatasetSpec:
     folder: str = ""
     sources: dict = field(default_factory=dict)
     ssv2_labels: bool = False
+    view: str = "clip-fsar"
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -58,8 +61,8 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("kinetics100", "Kinetics-100 (CMN split, Zhu & Yang 2018)", "kinetics100", {s: f"{_CMN}/kinetics-100/{s}.list" for s in SPLITS}),
         DatasetSpec("ucf101", "UCF101 (ARN split, Zhang et al. 2020)", "ucf101", {s: f"{_TRX}/ucf_ARN/{s}list03.txt" for s in SPLITS}),
         DatasetSpec("hmdb51", "HMDB51 (ARN split, Zhang et al. 2020)", "hmdb51", {s: f"{_TRX}/hmdb_ARN/{s}list03.txt" for s in SPLITS}),
-        DatasetSpec("synth", "the built-in synthetic benchmark (fsar-data synth)"),
-        DatasetSpec("folder", "any folder of videos with `<class>/<id>` split lists"),
+        DatasetSpec("synth", "the built-in synthetic benchmark (fsar-data synth)", view="clip"),
+        DatasetSpec("folder", "any folder of videos with `<class>/<id>` split lists", view="clip"),
     ]
 }
 

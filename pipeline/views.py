@@ -345,7 +345,7 @@ class ClipView:
     name = "clip"
 
     def __init__(self, model) -> None:
-        from pipeline.backbones import Preprocess
+        from fsar.pipeline.backbones import Preprocess
 
         self.preprocess = Preprocess(model)
 

@@ -29,11 +29,11 @@ def tiny_chain(tmp_path_factory) -> dict[str, Path]:
     """A miniature of the main chain: 24 synthetic classes x 3 videos -> shards -> a micro-ViT cache."""
     import warnings
 
-    from pipeline.embed.config import EmbedConfig
-    from pipeline.embed.run import run_embed_stage
-    from pipeline.shard.config import ShardConfig
-    from pipeline.shard.run import run_shard_stage
-    from pipeline.synth import SynthConfig, generate
+    from fsar.pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.run import run_embed_stage
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("chain")
     generate(SynthConfig(out=root / "synth", classes=24, videos_per_class=3, size=(64, 48), frames=(8, 10), workers=1))

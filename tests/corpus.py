@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.synth import CATALOGUE, VideoParams, render_video
-from pipeline.video.encode import encode_all, write_video
-from pipeline.video.probe import VideoError
+from fsar.pipeline.synth import CATALOGUE, VideoParams, render_video
+from fsar.pipeline.video.encode import encode_all, write_video
+from fsar.pipeline.video.probe import VideoError
 
 
 def clip(frames: int, width: int = 96, height: int = 64, seed: int = 0) -> np.ndarray:
@@ -280,7 +280,9 @@ def write_tagged(path: Path, frames: np.ndarray, codec: str, colorspace: int | N
 
 class RefusingBackend:
     """A GPU-like backend that takes every codec, then refuses this video (as NVDEC refuses
-    H.264 4:4:4), or cannot be set up at all."""
+    H.264 4:4:4), or cannot be set up at all. A `Decoder` (fsar.pipeline.video.decode)."""
+
+    planar = False
 
     def __init__(self, name: str = "dali", setup_error: str | None = None) -> None:
         self.name, self.setup_error, self.calls = name, setup_error, 0

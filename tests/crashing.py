@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from pipeline.embed.worker import EmbedWorker
-from pipeline.shard.worker import ShardWorker
+from fsar.pipeline.embed.worker import EmbedWorker
+from fsar.pipeline.shard.worker import ShardWorker
 
 CRASH_ENV = "FSAR_TEST_CRASH_PLAN"  # the path of the plan file (see `write_crash_plan`)
 HANG_SECONDS = 120  # long past any test's timeout, but bounded: a hang not stopped ends, and its video then decodes

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from pipeline.actors import cpus_per_actor, gpu_share, warn_unplaced, whole_gpu_actors
+from fsar.pipeline.actors import cpus_per_actor, gpu_share, warn_unplaced, whole_gpu_actors
 
 
 @pytest.mark.parametrize("actors,gpus", [(1, 1), (2, 1), (3, 1), (7, 2), (16, 1), (2, 8), (3, 0)])
@@ -59,7 +59,7 @@ def test_a_ray_client_session_whose_server_did_not_start_is_tried_again(monkeypa
     import socket
 
     ray = pytest.importorskip("ray")
-    from pipeline.actors import CLIENT_SESSION_ATTEMPTS, init_ray
+    from fsar.pipeline.actors import CLIENT_SESSION_ATTEMPTS, init_ray
 
     failure = ConnectionAbortedError(
         "Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
@@ -112,7 +112,7 @@ def test_a_head_that_opens_its_port_a_moment_late_is_waited_for(monkeypatch):
 
     ray = pytest.importorskip("ray")
     from corpus import free_port
-    from pipeline.actors import REFUSED_GRACE_SECONDS, init_ray
+    from fsar.pipeline.actors import REFUSED_GRACE_SECONDS, init_ray
 
     joined = []
     monkeypatch.setattr(ray, "init", lambda address, **kw: joined.append(address))

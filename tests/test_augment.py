@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.views import (
+from fsar.pipeline.views import (
     CLIP_MEAN,
     CLIP_STD,
     VIEWS,

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from pipeline.backbones import (
+from fsar.pipeline.backbones import (
     BackboneSpec,
     activation_of_model,
     create_backbone,

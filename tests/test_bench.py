@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.bench import decode as B
-from pipeline.bench.report import _decode
+from tools.bench import decode as B
+from tools.bench.report import _decode
 
 
 def test_a_raw_pass_goes_over_the_whole_corpus_until_it_has_lasted_long_enough(monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import report as R
+from tools.bench import report as R
 
 DECODE = {
     "machine": "2 cores", "pinned_to_core": 0, "repeats": 3,

@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 
-from pipeline.actors import WorkerDied
-from pipeline.child import ChildWorker
+from fsar.pipeline.actors import WorkerDied
+from fsar.pipeline.child import ChildWorker
 
 
 class Echo:
@@ -102,7 +102,7 @@ def test_items_run_through_deaths_errors_and_hangs_on_fresh_children():
     more, then reported), a worker's error is reported and the child goes on."""
     from collections import Counter
 
-    from pipeline.child import run_on_child
+    from fsar.pipeline.child import run_on_child
 
     started, deaths = [], Counter()
 
@@ -137,7 +137,7 @@ def test_a_worker_class_of_a_script_travels_by_value(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(
         "import warnings\n"
-        "from pipeline.child import ChildWorker\n"
+        "from fsar.pipeline.child import ChildWorker\n"
         "class Local:\n"
         "    def setup(self): pass\n"
         "    def twice(self, x): return 2 * x\n"
@@ -160,7 +160,7 @@ def test_without_prctl_an_orphaned_child_notices_and_ends(tmp_path):
     child = (
         "import os, sys, time\n"
         "sys.platform = 'darwin'\n"
-        "from pipeline.child import _die_with_parent\n"
+        "from fsar.pipeline.child import _die_with_parent\n"
         "_die_with_parent(int(sys.argv[1]))\n"
         f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
         "time.sleep(60)\n"

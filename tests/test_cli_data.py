@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.data import app
+from fsar.cli.data import app
 
 runner = CliRunner()
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.datasets import DATASETS, SPLITS, Lookup, VideoIndex, download_splits, find_split_dir, read_split, ssv2_class_names
-from pipeline.shard.plan import safe_key, sample_key
+from fsar.pipeline.datasets import DATASETS, SPLITS, Lookup, VideoIndex, download_splits, find_split_dir, read_split, ssv2_class_names
+from fsar.pipeline.shard.plan import safe_key, sample_key
 
 COUNTS = {  # videos per split, as published
     "ssv2": (67013, 1926, 2857),

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from corpus import RefusingBackend, clip, damage_packet, decodable_frames, faststart_copy, set_display_matrix, stream_copy_cut, write_rotated, write_tagged, write_with_encoder
-from pipeline.sampling import segment_middles
-from pipeline.shard.worker import encode_jpeg
-from pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
-from pipeline.video.encode import CODECS, write_video
-from pipeline.video.headers import declared_size
-from pipeline.video.probe import VideoError, open_video, probe
+from fsar.pipeline.sampling import segment_middles
+from fsar.pipeline.shard.worker import encode_jpeg
+from fsar.pipeline.video.decode import AutoDecoder, DaliDecoder, Planes, PyAVDecoder, make_decoder, resize_frames, scaled_size
+from fsar.pipeline.video.encode import CODECS, write_video
+from fsar.pipeline.video.headers import declared_size
+from fsar.pipeline.video.probe import VideoError, open_video, probe
 
 
 def full_decode(path) -> list[np.ndarray]:
@@ -52,7 +52,7 @@ def test_packed_b_frames_give_the_frame_a_full_decode_gives_at_every_index(real_
     matching by them gave, at one index in three, a neighbouring frame, with nothing to
     show it was wrong. Unpacked and given their frames' timestamps, or left packed and
     decoded in order, every index read alone must be the full decode's frame."""
-    import pipeline.video.probe as probe_module
+    import fsar.pipeline.video.probe as probe_module
 
     if not unpack:  # the filter runs, but its packets are refused, as when it fails on a file
         monkeypatch.setattr(probe_module, "_VOP_START", b"no such start code")
@@ -635,7 +635,7 @@ def test_dali_gpu_matches_pyav_on_real_clips(real_clips):
 
 
 def test_auto_uses_pyav_without_a_gpu(tmp_path):
-    from pipeline.video.decode import cuda_available, read_sampled
+    from fsar.pipeline.video.decode import cuda_available, read_sampled
 
     if cuda_available():
         pytest.skip("a GPU is present")
@@ -679,7 +679,7 @@ class _FakeDriver:
 def test_cuda_available_asks_the_driver(monkeypatch, driver, expected):
     import ctypes
 
-    from pipeline.video.decode import cuda_available
+    from fsar.pipeline.video.decode import cuda_available
 
     def cdll(name):
         assert name == "libcuda.so.1"
@@ -692,7 +692,7 @@ def test_cuda_available_asks_the_driver(monkeypatch, driver, expected):
 
 
 def test_auto_falls_back_to_the_next_backend_for_a_video_the_first_refuses(tmp_path):
-    from pipeline.video.decode import AutoDecoder, read_sampled
+    from fsar.pipeline.video.decode import AutoDecoder, read_sampled
 
     path = write_video(tmp_path / "c.mp4", clip(12, seed=4), 12, "h264", pix_fmt="yuv444p", reproducible=False)
     first = RefusingBackend()
@@ -707,7 +707,7 @@ def test_auto_falls_back_to_the_next_backend_for_a_video_the_first_refuses(tmp_p
 def test_auto_reads_a_damaged_file_with_pyav_once_every_backend_fails_on_it(tmp_path):
     """Decoding with the frame count the probe found fails on a damaged file; `auto` then
     has PyAV count the frames that decode and sample those, as `pyav` alone does."""
-    from pipeline.video.decode import AutoDecoder, read_sampled
+    from fsar.pipeline.video.decode import AutoDecoder, read_sampled
 
     src = write_video(tmp_path / "src.mp4", clip(40, seed=5), 12, "h264", gop=10)
     bad = damage_packet(src, tmp_path / "bad.mp4", 12)
@@ -723,7 +723,7 @@ def test_auto_reads_a_damaged_file_with_pyav_once_every_backend_fails_on_it(tmp_
 
 
 def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):
-    from pipeline.video.decode import AutoDecoder
+    from fsar.pipeline.video.decode import AutoDecoder
 
     path = write_video(tmp_path / "c.mp4", clip(6), 12, "h264")
     auto = AutoDecoder([RefusingBackend("dali"), RefusingBackend("other")])
@@ -737,7 +737,7 @@ def test_auto_reports_every_backends_reason_when_all_fail(tmp_path):
 
 
 def test_auto_leaves_out_a_backend_that_cannot_be_set_up_but_not_the_last():
-    from pipeline.video.decode import AutoDecoder
+    from fsar.pipeline.video.decode import AutoDecoder
 
     auto = AutoDecoder([RefusingBackend(setup_error="CUDA driver too old"), PyAVDecoder()])
     with pytest.warns(UserWarning, match="decoder auto: dali left out: CUDA driver too old"):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from corpus import clip, damage_packet, decodable_frames, remux
 
-from pipeline.sampling import segment_middles
-from pipeline.video.decode import PyAVDecoder
-from pipeline.video.probe import VideoError, probe
-from pipeline.video.encode import write_video
-from pipeline.video.fflog import errors_logged
+from fsar.pipeline.sampling import segment_middles
+from fsar.pipeline.video.decode import PyAVDecoder
+from fsar.pipeline.video.probe import VideoError, probe
+from fsar.pipeline.video.encode import write_video
+from fsar.pipeline.video.fflog import errors_logged
 
 
 def _read(path, segments: int = 8):

@@ -20,14 +20,14 @@ import simplejpeg
 import torch
 import webdataset as wds
 
-from pipeline.backbones import BackboneSpec, Preprocess, create_backbone, resolve_name
-from pipeline.embed.config import EmbedConfig
-from pipeline.embed.reader import LazySplit, load_split
-from pipeline.embed.run import run_embed_stage
-from pipeline.prompts import PROMPT_SETS
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.run import run_shard_stage
-from pipeline.synth import SynthConfig, generate
+from fsar.pipeline.backbones import BackboneSpec, Preprocess, create_backbone, resolve_name
+from fsar.pipeline.embed.config import EmbedConfig
+from fsar.pipeline.embed.cache import LazySplit, load_split
+from fsar.pipeline.embed.run import run_embed_stage
+from fsar.pipeline.prompts import PROMPT_SETS
+from fsar.pipeline.shard.config import ShardConfig
+from fsar.pipeline.shard.run import run_shard_stage
+from fsar.pipeline.synth import SynthConfig, generate
 
 BACKBONE = "fsar-micro-vit"
 
@@ -168,7 +168,7 @@ def test_killed_run_resumes_to_the_same_cache(shards, tmp_path):
     os.mkfifo(victim)
     out = tmp_path / "killed.h5"
     parts = out.with_name("killed.h5.parts")
-    cmd = [sys.executable, "-m", "cli.data", "embed", "--shards", str(blocked), "--cache", str(out), "--backbone", BACKBONE,
+    cmd = [sys.executable, "-m", "fsar.cli.data", "embed", "--shards", str(blocked), "--cache", str(out), "--backbone", BACKBONE,
            "--pretrained", "none", "--batch", "32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -209,6 +209,7 @@ def test_unreadable_shard_is_reported_and_skipped_or_fails(shards, tmp_path):
         assert f["train"]["frames"].shape[0] == expected
 
 
+@pytest.mark.cluster
 def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
     """Three workers, more than this machine's two cores (where a local cluster of its cores
     could place only two, and setting up waited for the third for ever): all start, sharing them."""
@@ -224,6 +225,7 @@ def test_ray_workers_give_the_same_cache(shards, cache, tmp_path):
     assert a == b
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("ray_cluster", [6], indirect=True)
 def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_path, ray_cluster, monkeypatch):
     """Relative paths from another cwd; the workers' threads come from the cluster's 6 CPUs, not this
@@ -236,7 +238,7 @@ def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_p
     # the same through Ray Client, as from a machine outside the cluster, from the CLI
     from typer.testing import CliRunner
 
-    from cli.data import app
+    from fsar.cli.data import app
 
     args = ["embed", "--shards", os.path.relpath(shards), "--cache", "client.h5", "--backbone", BACKBONE, "--pretrained", "none", "--batch", "32"]
     result = CliRunner().invoke(app, [*args, "--workers", "2", "--address", ray_cluster.client], env={"RAY_ADDRESS": None})
@@ -251,7 +253,7 @@ def test_address_joins_a_running_cluster_for_the_same_cache(shards, cache, tmp_p
 def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.data import app
+    from fsar.cli.data import app
 
     result = CliRunner().invoke(app, ["embed", "--shards", str(shards), "--cache", str(tmp_path / "c.h5"), "--backbone", BACKBONE, "--pretrained", "none", "--batch", "32"])
     assert result.exit_code == 0, result.output
@@ -261,6 +263,7 @@ def test_cli_shows_each_warning_once_as_it_comes(shards, tmp_path):
     assert f"sby1workerof{os.cpu_count()}thread" in text  # the CLI's default: every core, in this process
 
 
+@pytest.mark.cluster
 def test_a_shard_whose_ray_worker_dies_goes_to_a_fresh_one_then_counts_as_failed(shards, cache, tmp_path):
     """A worker killed once on a shard (as by the OOM killer) is replaced and the shard
     embedded by the new one: the cache equals the in-process one. A shard that kills every

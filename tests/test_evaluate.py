@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.eval import app
-from pipeline.embed.reader import load_split
-from train.episodes import EpisodeConfig, Episodes, sample_episodes
-from train.evaluate import episode_logits, eval_frames
+from fsar.cli.eval import app
+from fsar.pipeline.embed.cache import load_split
+from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
+from fsar.train.baselines import episode_logits, eval_frames
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_batched_episodes_give_the_per_episode_answers(cache):
 
 
 def test_pixel_baseline_reads_every_shard_sample(cache):
-    from train.pixel_baseline import main, pixel_features
+    from tools.findings.pixel_baseline import main, pixel_features
 
     shards = cache.parent / "shards"
     feats, labels, names = pixel_features(shards, "test")
@@ -73,8 +73,8 @@ def test_bad_eval_arguments_exit_2(cache, tmp_path):
 def test_pixel_cache_reads_back_as_an_embedding_cache(cache, tmp_path):
     import h5py
 
-    from train.data import CacheSource
-    from train.pixel_baseline import pixel_features, write_pixel_cache
+    from fsar.train.data import CacheSource
+    from tools.findings.pixel_baseline import pixel_features, write_pixel_cache
 
     shards = cache.parent / "shards"
     write_pixel_cache(shards, tmp_path / "px.h5")

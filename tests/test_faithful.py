@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.config import TrainConfig
-from train.configs import get_config, tiny
-from train.heads import EpisodeBatch, build_head
+from fsar.train.config import TrainConfig
+from fsar.train.configs import get_config, tiny
+from fsar.train.heads import EpisodeBatch, build_head
 
 # Executed schedule in optimiser steps, worked out by hand from each yaml (S = STEPS_ITER):
 # (warm-up steps, decay steps, total steps, validation every, base lr, warm-up start lr)
@@ -39,8 +39,8 @@ def test_dataset_configs_give_the_schedule_the_official_loop_executes(name):
 
 
 def test_weight_decay_spares_parameters_named_norm_or_bn_only():
-    from train.model import FewShotModel
-    from train.trainer import make_optimizer
+    from fsar.train.model import FewShotModel
+    from fsar.train.trainer import make_optimizer
 
     cfg = dataclasses.replace(tiny(), weight_decay=1e-3)
     head = build_head(cfg, 16)
@@ -68,7 +68,7 @@ def _five_shot_batch(way=3, shot=5, T=4, D=16, seed=0) -> EpisodeBatch:
 
 
 def test_clip_fsar_merges_supports_before_the_transformer_by_default():
-    from train.metrics import otam_logits
+    from fsar.train.metrics import otam_logits
 
     cfg = dataclasses.replace(tiny(), frames=4, heads=2, ffn_dim=32)
     assert cfg.prototype_merge == "before"
@@ -102,7 +102,7 @@ def test_old_runs_keep_averaging_after_the_transformer():
 
 
 def test_validation_scores_the_test_shot_while_training_on_one_shot(tiny_chain, tmp_path, monkeypatch):
-    import train.trainer as trainer
+    import fsar.train.trainer as trainer
 
     shots = []
     real = trainer.sample_episodes
@@ -118,7 +118,7 @@ def test_validation_scores_the_test_shot_while_training_on_one_shot(tiny_chain, 
 
 
 def test_embedding_uses_the_official_view_on_the_papers_benchmarks():
-    from pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.config import EmbedConfig
 
     cfg = EmbedConfig.__new__(EmbedConfig)
     cfg.view = "auto"
@@ -128,9 +128,9 @@ def test_embedding_uses_the_official_view_on_the_papers_benchmarks():
 
 
 def test_finetune_training_crops_and_augments_queries_only(tiny_chain):
-    from pipeline.backbones import BackboneSpec, create_backbone
-    from pipeline.views import build_view
-    from train.data import ShardSource
+    from fsar.pipeline.backbones import BackboneSpec, create_backbone
+    from fsar.pipeline.views import build_view
+    from fsar.train.data import ShardSource
 
     model, _ = create_backbone(BackboneSpec("fsar-micro-vit", "none"))
     view = build_view("clip-fsar", model)
@@ -162,8 +162,8 @@ def test_finetune_training_crops_and_augments_queries_only(tiny_chain):
 def test_report_sets_the_papers_numbers_beside_ours_and_names_departures(tmp_path):
     import json
 
-    from train.configs import departures
-    from train.report import write_report
+    from fsar.train.configs import departures
+    from fsar.train.report import write_report
 
     # A kinetics100 run in the paper's settings but adapter mode, evaluated at 1 and 5 shots.
     cfg = dataclasses.replace(get_config("kinetics100", "clip-fsar"), mode="adapter", cache="/x.h5")
@@ -189,9 +189,9 @@ def test_report_sets_the_papers_numbers_beside_ours_and_names_departures(tmp_pat
 
 
 def test_actionclip_runs_score_zero_shot_over_every_template(tiny_chain, tmp_path, monkeypatch):
-    import train.heads.actionclip as actionclip
-    from train.evaluate_run import evaluate_run
-    from train.trainer import train
+    import fsar.train.heads.actionclip as actionclip
+    from fsar.train.evaluate_run import evaluate_run
+    from fsar.train.trainer import train
 
     cfg = dataclasses.replace(get_config("tiny", "actionclip"), cache=str(tiny_chain["cache"]), way=3, iterations=2, val_every=2, holdout=0.0)
     train(cfg, tmp_path / "run")
@@ -208,7 +208,7 @@ def test_embed_cli_states_the_activation_and_view_and_the_cache_records_them(tin
 
     from typer.testing import CliRunner
 
-    from cli.data import app
+    from fsar.cli.data import app
 
     cache = tmp_path / "c.h5"
     args = ["embed", "--shards", str(tiny_chain["shards"]), "--cache", str(cache), "--backbone", "fsar-micro-vit", "--pretrained", "none"]

@@ -41,6 +41,7 @@ def dry_run(tmp_path_factory) -> tuple[dict, Path, float]:
     return json.loads((out / "GPU.json").read_text()), out, seconds
 
 
+@pytest.mark.chain
 def test_dry_run_writes_every_section_with_a_status(dry_run):
     results, out, _ = dry_run
     assert results["dry_run"] is True
@@ -55,6 +56,7 @@ def test_dry_run_writes_every_section_with_a_status(dry_run):
         assert f"## {name}" in md
 
 
+@pytest.mark.chain
 def test_dry_run_cpu_sections_are_ok_and_gpu_steps_skipped(dry_run):
     sections = dry_run[0]["sections"]
     assert {n: s["status"] for n, s in sections.items()} == {

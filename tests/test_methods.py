@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.configs import get_config
-from train.data import SplitInfo, holdout_rows
-from train.evaluate import classification_result
-from train.heads import EpisodeBatch, build_head
-from train.losses import kl_to_target, multi_positive_target, symmetric_video_text_kl
-from train.metrics import otam_logits
+from fsar.train.configs import get_config
+from fsar.train.data import SplitInfo, holdout_rows
+from fsar.train.evaluate import classification_result
+from fsar.train.heads import EpisodeBatch, build_head
+from fsar.train.losses import kl_to_target, multi_positive_target, symmetric_video_text_kl
+from fsar.train.metrics import otam_logits
 
 
 def _batch(E=2, way=3, shot=2, query=2, T=4, D=16, seed=0) -> EpisodeBatch:
@@ -69,7 +69,7 @@ def test_symmetric_kl_uses_actionclips_softened_target_and_matches_the_formula()
 
 
 def test_actionclip_zero_shot_averages_softmax_over_templates_not_embeddings():
-    from train.heads.actionclip import template_ensemble_scores
+    from fsar.train.heads.actionclip import template_ensemble_scores
 
     g = torch.Generator().manual_seed(0)
     video, text = torch.randn(7, 16, generator=g), torch.randn(4, 5, 16, generator=g)  # 4 templates, 5 classes
@@ -87,7 +87,7 @@ def test_actionclip_zero_shot_averages_softmax_over_templates_not_embeddings():
 
 
 def test_actionclip_fusion_is_the_official_transf_module():
-    from train.heads.actionclip import CLIP_LOGIT_SCALE, QuickGELU
+    from fsar.train.heads.actionclip import CLIP_LOGIT_SCALE, QuickGELU
 
     h = _head("actionclip", temporal_fusion="transformer")
     assert len(h.blocks) == 6 and h.frame_position.weight.shape[1] == 16
@@ -215,8 +215,8 @@ def test_holdout_is_per_class_deterministic_and_order_free():
 
 @pytest.mark.parametrize("method", ["ma-clip", "actionclip"])
 def test_each_method_trains_and_evaluates_through_the_cli(tiny_chain, tmp_path, method):
-    from cli.eval import main as eval_main
-    from cli.train import main as train_main
+    from fsar.cli.eval import main as eval_main
+    from fsar.cli.train import main as train_main
 
     run = tmp_path / method
     args = ["--mode", "adapter", "--cache", str(tiny_chain["cache"]), "--method", method, "--config", "tiny", "--way", "3", "--out", str(run), "--set", "threads=1", "--set", "query=1"]
@@ -242,8 +242,8 @@ def test_each_method_trains_and_evaluates_through_the_cli(tiny_chain, tmp_path, 
 
 
 def test_supervised_protocol_needs_a_holdout(tiny_chain, tmp_path):
-    from cli.eval import main as eval_main
-    from cli.train import main as train_main
+    from fsar.cli.eval import main as eval_main
+    from fsar.cli.train import main as train_main
 
     run = tmp_path / "r"
     with pytest.raises(SystemExit) as e:
@@ -257,11 +257,11 @@ def test_supervised_protocol_needs_a_holdout(tiny_chain, tmp_path):
 def test_peft_ma_clip_trains_adapters_only_and_starts_from_frozen_clip(tiny_chain, tmp_path):
     from safetensors import safe_open
 
-    from pipeline.backbones import BackboneSpec, create_backbone
-    from train.evaluate_run import evaluate_run
-    from train.episodes import EpisodeConfig
-    from train.model import build_model
-    from train.trainer import train
+    from fsar.pipeline.backbones import BackboneSpec, create_backbone
+    from fsar.train.evaluate_run import evaluate_run
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.model import build_model
+    from fsar.train.trainer import train
 
     cfg = dataclasses.replace(
         get_config("tiny", "ma-clip"), mode="peft", shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none",
@@ -296,11 +296,11 @@ def test_peft_ma_clip_trains_adapters_only_and_starts_from_frozen_clip(tiny_chai
 def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_path):
     from safetensors import safe_open
 
-    from pipeline.backbones import BackboneSpec, create_backbone
-    from train.evaluate_run import evaluate_run
-    from train.episodes import EpisodeConfig
-    from train.model import build_model
-    from train.trainer import train
+    from fsar.pipeline.backbones import BackboneSpec, create_backbone
+    from fsar.train.evaluate_run import evaluate_run
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.model import build_model
+    from fsar.train.trainer import train
 
     cfg = dataclasses.replace(
         get_config("tiny", "vita-clip"), shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none",
@@ -358,8 +358,8 @@ def test_vita_clip_loss_is_cross_entropy_over_all_training_classes():
 
 def test_vita_clip_prompts_and_context_fit_a_small_batch(tiny_chain):
     """The prompts, context and scale can learn: a fixed batch of 6 videos of 3 classes is fitted."""
-    from train.model import build_model
-    from train.trainer import make_optimizer
+    from fsar.train.model import build_model
+    from fsar.train.trainer import make_optimizer
 
     cfg = dataclasses.replace(get_config("tiny", "vita-clip"), shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", lr=1e-2, threads=1)
     torch.manual_seed(0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
-from train.evaluate import summarise
-from train.metrics import frame_distances, otam_distance, otam_logits, prototype_logits
+from fsar.train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
+from fsar.train.evaluate import summarise
+from fsar.train.metrics import frame_distances, otam_distance, otam_logits, prototype_logits
 
 
 def otam_scalar(d: list[list[float]], lam: float = 0.5) -> float:

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from train.peft import (
+from fsar.train.peft import (
     MAAdaptedViT,
     VitaPromptedViT,
     VitaTextPrompt,
@@ -21,7 +21,7 @@ ATOL = 1e-5  # adapters make inputs require grad, which moves attention off its 
 
 
 def _backbone(name: str):
-    from pipeline.backbones import BackboneSpec, create_backbone
+    from fsar.pipeline.backbones import BackboneSpec, create_backbone
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -43,7 +43,7 @@ def deep_clip():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from pipeline.backbones import _open_clip, resolve_name
+    from fsar.pipeline.backbones import _open_clip, resolve_name
 
     return _open_clip().get_tokenizer(resolve_name("fsar-micro-vit"))
 

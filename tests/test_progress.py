@@ -7,7 +7,7 @@ import re
 import pytest
 from rich.console import Console
 
-import cli.progress as P
+import fsar.cli.progress as P
 
 
 class Clock:
@@ -141,7 +141,7 @@ def test_the_interval_is_checked(log, monkeypatch):
 def test_fsar_eval_shows_its_progress_in_a_log(tiny_chain, tmp_path, log):
     from typer.testing import CliRunner
 
-    from cli.eval import app
+    from fsar.cli.eval import app
 
     result = CliRunner().invoke(app, [str(tmp_path), "--cache", str(tiny_chain["cache"]), "--method", "otam", "--way", "3", "--episodes", "30"])
     assert result.exit_code == 0, result.output

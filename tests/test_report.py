@@ -10,14 +10,14 @@ import matplotlib.image
 import pytest
 from typer.testing import CliRunner
 
-from train.configs import get_config
-from train.trainer import train
+from fsar.train.configs import get_config
+from fsar.train.trainer import train
 
 
 @pytest.fixture(scope="module")
 def evaluated_run(tiny_chain, tmp_path_factory) -> Path:
     """A miniature 3-way run, evaluated at 1 and 2 shots by `fsar-eval`."""
-    from cli.eval import app
+    from fsar.cli.eval import app
 
     run = tmp_path_factory.mktemp("report") / "run"
     train(dataclasses.replace(get_config("tiny"), cache=str(tiny_chain["cache"]), way=3, shot=1, query=1, threads=1), run)
@@ -56,11 +56,11 @@ def _legend_outside(ax) -> bool | None:
 
 
 def test_fsar_report_on_one_run_names_the_dataset_and_plots_what_a_reader_needs(evaluated_run, monkeypatch):
-    import train.report
-    from cli.reproduce import report_app
+    import fsar.train.report
+    from fsar.cli.reproduce import report_app
 
     figures = Figures()
-    monkeypatch.setattr(train.report, "save", figures.wrap(train.report.save))
+    monkeypatch.setattr(fsar.train.report, "save", figures.wrap(fsar.train.report.save))
     result = CliRunner().invoke(report_app, [str(evaluated_run)])
     assert result.exit_code == 0, result.output
     text = (evaluated_run / "REPORT.md").read_text()
@@ -78,11 +78,11 @@ def test_fsar_report_on_one_run_names_the_dataset_and_plots_what_a_reader_needs(
 
 
 def test_a_runs_own_curves_show_chance_and_a_log_loss(evaluated_run, monkeypatch):
-    import train.plotting
-    from train.runlog import RunLog
+    import fsar.train.plotting
+    from fsar.train.runlog import RunLog
 
     figures = Figures()
-    monkeypatch.setattr(train.plotting, "save", figures.wrap(train.plotting.save))
+    monkeypatch.setattr(fsar.train.plotting, "save", figures.wrap(fsar.train.plotting.save))
     log = RunLog(evaluated_run, 4)
     log.plot()
     log.close()
@@ -91,11 +91,11 @@ def test_a_runs_own_curves_show_chance_and_a_log_loss(evaluated_run, monkeypatch
 
 
 def test_a_long_title_and_long_class_names_are_not_cut_off(tmp_path, monkeypatch):
-    import train.report
-    from train.report import Row, plot_confusion
+    import fsar.train.report
+    from fsar.train.report import Row, plot_confusion
 
     figures = Figures()
-    monkeypatch.setattr(train.report, "save", figures.wrap(train.report.save))
+    monkeypatch.setattr(fsar.train.report, "save", figures.wrap(fsar.train.report.save))
     classes = [f"pretending to put something {i} next to something else" for i in range(6)]
     result = {"way": 5, "shot": 1, "confusion": {"classes": classes, "counts": [[int(i == j) * 9 + 1 for j in range(6)] for i in range(6)]}}
     plot_confusion(Row("clip-fsar (text fusion, beta 0.9)", "clip-fsar", "adapter", result, tmp_path / "eval.json", None), tmp_path / "confusion.png")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-from train.reproduce import ReproduceConfig, reproduce
+import pytest
+
+from fsar.train.reproduce import ReproduceConfig, reproduce
 
 
+@pytest.mark.chain
 def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     cfg = ReproduceConfig(
         data=tmp_path / "data",

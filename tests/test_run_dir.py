@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from train.configs import get_config
-from train.trainer import train
+from fsar.train.configs import get_config
+from fsar.train.trainer import train
 
 
 def tiny(cache, **changes):
@@ -28,13 +28,13 @@ def tiny(cache, **changes):
 
 
 def train_cli(*args: str):
-    from cli.train import app
+    from fsar.cli.train import app
 
     return CliRunner().invoke(app, list(args))
 
 
 def eval_cli(*args: str):
-    from cli.eval import app
+    from fsar.cli.eval import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -91,7 +91,7 @@ def test_a_corrupt_cache_stops_fsar_train_in_one_line_and_leaves_no_run(tiny_cha
 
 
 def test_a_second_run_in_the_same_folder_fails_at_once(tiny_chain, tmp_path):
-    from pipeline.atomic import one_run_at_a_time
+    from fsar.pipeline.atomic import one_run_at_a_time
 
     with one_run_at_a_time(tmp_path / "run", "fsar-train"):  # as a run in another process holds it
         with pytest.raises(RuntimeError, match="in use by another fsar-train run"):
@@ -153,7 +153,7 @@ def test_a_run_finds_its_cache_from_any_directory_and_by_identity_once_it_moved(
 
 
 def test_a_shard_folder_is_recognised_by_identity(tiny_chain, tmp_path):
-    from train.rundata import differences, shard_identity
+    from fsar.train.rundata import differences, shard_identity
 
     copy = tmp_path / "shards"
     shutil.copytree(tiny_chain["shards"], copy)
@@ -174,7 +174,7 @@ def test_eval_says_which_data_a_run_takes(tiny_chain, tmp_path):
 # --- Ctrl-C and permissions ------------------------------------------------------------------
 
 def interrupt_at(step: int):
-    """A stand-in for cli.progress.train_bar whose callback raises Ctrl-C after `step` steps."""
+    """A stand-in for fsar.cli.progress.train_bar whose callback raises Ctrl-C after `step` steps."""
 
     @contextmanager
     def bar(total: int, get_time=None):
@@ -188,12 +188,12 @@ def interrupt_at(step: int):
 
 
 def test_ctrl_c_in_fsar_train_says_what_was_kept_and_the_command_that_resumes(tiny_chain, tmp_path, monkeypatch):
-    import cli.progress
+    import fsar.cli.progress
 
     run = tmp_path / "run"
     args = ["--out", str(run), "--cache", str(tiny_chain["cache"]), "--config", "tiny", "--way", "3", "--set", "query=1", "--set", "threads=1"]
     with monkeypatch.context() as m:
-        m.setattr(cli.progress, "train_bar", interrupt_at(3))
+        m.setattr(fsar.cli.progress, "train_bar", interrupt_at(3))
         cut = train_cli(*args)
     assert cut.exit_code == 130, cut.output
     text = cut.output
@@ -207,7 +207,7 @@ def test_ctrl_c_in_fsar_train_says_what_was_kept_and_the_command_that_resumes(ti
 
     early = tmp_path / "early"
     with monkeypatch.context() as m:
-        m.setattr(cli.progress, "train_bar", interrupt_at(1))
+        m.setattr(fsar.cli.progress, "train_bar", interrupt_at(1))
         stopped = train_cli(*[str(early) if a == str(run) else a for a in args])
     assert stopped.exit_code == 130 and "nothing was kept" in one_line(stopped.output)
     assert not early.exists()

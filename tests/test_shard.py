@@ -18,14 +18,14 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.data import app
+from fsar.cli.data import app
 from corpus import RefusingBackend, bad_input_corpus, free_port, tree_digest, write_lists
-from pipeline.sampling import segment_middles
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.run import run_shard_stage
-from pipeline.synth import SynthConfig, generate
-from pipeline.synth.generate import load_videos
-from pipeline.video.encode import CODECS, write_video
+from fsar.pipeline.sampling import segment_middles
+from fsar.pipeline.shard.config import ShardConfig
+from fsar.pipeline.shard.run import run_shard_stage
+from fsar.pipeline.synth import SynthConfig, generate
+from fsar.pipeline.synth.generate import load_videos
+from fsar.pipeline.video.encode import CODECS, write_video
 
 SYNTH = dict(classes=6, videos_per_class=4, size=(96, 64), frames=(12, 20), codecs=("vp9", "h264", "mpeg4"), workers=1)
 
@@ -91,7 +91,7 @@ def counter_video(n: int) -> np.ndarray:
 def test_tar_writer_writes_what_tarfile_writes(tmp_path):
     import tarfile
 
-    from pipeline.shard.worker import tar_writer
+    from fsar.pipeline.shard.format import tar_writer
 
     def write_tar(path, samples):
         with tar_writer(path) as tar:
@@ -170,6 +170,7 @@ def test_real_clips_store_the_decoded_frames_at_the_sampled_indices(real_clips, 
     assert judged >= 100
 
 
+@pytest.mark.cluster
 def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth_root, tmp_path):
     ray = pytest.importorskip("ray")
     out = tmp_path / "ray"
@@ -196,6 +197,7 @@ def test_ray_workers_give_identical_shards_and_ray_data_reads_them(shards, synth
         ray.shutdown()
 
 
+@pytest.mark.cluster
 def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_root, tmp_path, ray_cluster, monkeypatch):
     """`address`, and the CLI's RAY_ADDRESS (which `ray job submit` sets), put the actors on a
     cluster started apart from the run, as does a Ray Client address ("ray://host:port"): the
@@ -206,7 +208,7 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
     import ray
 
     (tmp_path / "here").mkdir()
-    (tmp_path / "here" / "driver_only_stage.py").write_text("from pipeline.shard.worker import ShardWorker\n\n\nclass DriverOnlyWorker(ShardWorker):\n    pass\n")
+    (tmp_path / "here" / "driver_only_stage.py").write_text("from fsar.pipeline.shard.worker import ShardWorker\n\n\nclass DriverOnlyWorker(ShardWorker):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path / "here"))  # on the driver's path, not the workers'
     from driver_only_stage import DriverOnlyWorker
 
@@ -240,6 +242,7 @@ def test_address_joins_a_running_cluster_and_leaves_it_running(shards, synth_roo
         ray.shutdown()
 
 
+@pytest.mark.cluster
 def test_an_address_where_no_cluster_answers_fails_at_once_and_only_a_given_one_is_used(shards, synth_root, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     nowhere = f"127.0.0.1:{free_port()}"
@@ -274,19 +277,20 @@ def test_an_address_where_no_cluster_answers_fails_at_once_and_only_a_given_one_
      ("dali", True, 16, 1, 0.0625), ("dali", True, 3, 1, 0.3333), ("dali", True, 2, 8, 1.0)],
 )
 def test_each_actor_asks_for_a_share_of_the_gpus(monkeypatch, decoder, dali, actors, gpus, share):
-    import pipeline.shard.run as R
+    import fsar.pipeline.shard.run as R
 
     monkeypatch.setattr(R, "dali_installed", lambda: dali)  # without DALI, `auto` leaves the GPUs to other jobs
     assert R.gpus_per_actor(decoder, actors, gpus) == share
     assert actors * share <= max(gpus, 0)  # never more than the cluster has, or an actor waits for ever
 
 
+@pytest.mark.cluster
 def test_workers_sharing_a_declared_gpu_start_and_a_setup_error_reads_plainly(shards, synth_root, tmp_path):
     """On a cluster declaring one GPU (this machine has none), two `auto` workers each ask for
     half of it (with DALI installed), start, fall back to PyAV and write the in-process output; two `dali` workers
     fail at set-up with the decoder's own message, not Ray's traceback."""
     ray = pytest.importorskip("ray")
-    from pipeline.video.decode import cuda_available
+    from fsar.pipeline.video.decode import cuda_available
 
     if cuda_available():
         pytest.skip("a GPU is present: DALI would set up")
@@ -305,6 +309,7 @@ def samples_by_key(out: Path) -> dict[str, dict]:
     return {s["__key__"]: {k: v for k, v in s.items() if k not in ("__url__", "__local_path__")} for split in ("train", "val", "test") for s in read_split(out, split)}
 
 
+@pytest.mark.cluster
 def test_a_video_that_kills_or_holds_its_ray_worker_is_recorded_failed_and_the_job_goes_on(shards, synth_root, tmp_path):
     """Workers die (SIGSEGV, SIGABRT, SIGKILL as the OOM killer sends) on three videos, two in
     one shard, and hang on a fourth: each is recorded as failed, its shard goes to a fresh
@@ -313,7 +318,7 @@ def test_a_video_that_kills_or_holds_its_ray_worker_is_recorded_failed_and_the_j
     after a second try."""
     ray = pytest.importorskip("ray")
     from crashing import CRASH_ENV, HANG_SECONDS, CrashingWorker, write_crash_plan
-    from pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
+    from fsar.pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
 
     ids = {split: [json.loads(s["json"])["id"] for s in read_split(shards, split)] for split in ("train", "val", "test")}
     crash = {ids["test"][1]: "SIGSEGV", ids["test"][3]: "SIGABRT", ids["train"][-1]: "SIGKILL", ids["val"][2]: "hang"}
@@ -355,9 +360,9 @@ def test_a_video_that_kills_or_holds_its_ray_worker_is_recorded_failed_and_the_j
 def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_root, tmp_path, monkeypatch):
     """The driver times a video from its first sight of it in the marker; a video that ends
     just as its worker is stopped is not blamed, and the shard simply goes again."""
-    import pipeline.shard.run as run
-    from pipeline.shard.plan import plan
-    from pipeline.shard.worker import marker_path
+    import fsar.pipeline.shard.run as run
+    from fsar.pipeline.shard.plan import plan
+    from fsar.pipeline.shard.worker import marker_path
 
     config = shard_config(synth_root, tmp_path / "out", video_timeout=10)
     job = run._Job(plan(config)[1][0], False)
@@ -388,13 +393,14 @@ def test_a_worker_is_overdue_only_after_the_timeout_on_one_video(shards, synth_r
         shard_config(synth_root, tmp_path / "out", video_timeout=-1)
 
 
+@pytest.mark.cluster
 def test_one_worker_without_ray_records_a_crash_and_a_hang_and_goes_on(shards, synth_root, tmp_path, monkeypatch):
     """With --workers 1 the worker is a child process: a video that kills it, and one that
     holds it past --video-timeout, are recorded as failed as under Ray, and every other
     video is written as an uninterrupted run writes it. A worker that dies on a shard
     before any video stops the job after a second try."""
     from crashing import CRASH_ENV, HANG_SECONDS, CrashingWorker, write_crash_plan
-    from pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
+    from fsar.pipeline.shard.run import CRASH_REASON, TIMEOUT_REASON
 
     ids = [json.loads(s["json"])["id"] for s in read_split(shards, "val")]
     crash = {ids[1]: "SIGSEGV", ids[2]: "hang"}
@@ -430,8 +436,8 @@ def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(sha
     script = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from crashing import CrashingWorker\n"
-        "from pipeline.shard.config import ShardConfig\n"
-        "from pipeline.shard.run import run_shard_stage\n"
+        "from fsar.pipeline.shard.config import ShardConfig\n"
+        "from fsar.pipeline.shard.run import run_shard_stage\n"
         f"run_shard_stage(ShardConfig(dataset='synth', root={str(synth_root)!r}, out={str(out)!r}, workers=1, shard_size=5, short_side=48, video_timeout=0), worker_cls=CrashingWorker)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, CRASH_ENV: str(plan)}, stderr=subprocess.PIPE)
@@ -473,8 +479,8 @@ def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(sha
 
 def test_several_videos_stopped_at_once_give_one_warning(shards, synth_root, tmp_path):
     """Markers left in two shards (as when a Ray run is killed mid-way): one warning names both."""
-    from pipeline.shard.plan import plan
-    from pipeline.shard.worker import marker_path
+    from fsar.pipeline.shard.plan import plan
+    from fsar.pipeline.shard.worker import marker_path
 
     config = shard_config(synth_root, tmp_path / "out")
     tasks = plan(config)[1]
@@ -491,9 +497,9 @@ def test_several_videos_stopped_at_once_give_one_warning(shards, synth_root, tmp
 
 
 def test_a_video_the_first_backend_refuses_is_decoded_by_the_next_and_flagged(shards, synth_root, tmp_path):
-    from pipeline.shard.plan import plan
-    from pipeline.shard.worker import ShardWorker
-    from pipeline.video.decode import AutoDecoder, PyAVDecoder
+    from fsar.pipeline.shard.plan import plan
+    from fsar.pipeline.shard.worker import ShardWorker
+    from fsar.pipeline.video.decode import AutoDecoder, PyAVDecoder
 
     config = shard_config(synth_root, tmp_path / "out")
     task = plan(config)[1][0]
@@ -625,7 +631,7 @@ def test_retry_failed_redoes_only_failed_videos(synth_root, shards, tmp_path):
 
 def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
+    cmd = [sys.executable, "-m", "fsar.cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
            "--workers", "1", "--shard-size", "5", "--short-side", "48"]
     for kill_after in (1, 3):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -646,7 +652,7 @@ def test_ctrl_c_stops_with_code_130_and_the_same_command_goes_on(synth_root, sha
     with 130 and a line on how to go on; the two shards finished before it are kept."""
     from contextlib import contextmanager
 
-    import cli.data
+    import fsar.cli.data
 
     @contextmanager
     def interrupting_bar(description, unit):
@@ -656,7 +662,7 @@ def test_ctrl_c_stops_with_code_130_and_the_same_command_goes_on(synth_root, sha
 
         yield update
 
-    monkeypatch.setattr(cli.data, "progress_bar", interrupting_bar)
+    monkeypatch.setattr(fsar.cli.data, "progress_bar", interrupting_bar)
     out = tmp_path / "out"
     args = ["shard", "synth", "--root", str(synth_root), "--out", str(out), "--workers", "1", "--shard-size", "5", "--short-side", "48"]
     result = CliRunner().invoke(app, args)
@@ -677,7 +683,7 @@ def test_output_that_cannot_be_written_stops_the_run_naming_the_file_and_resumes
     limit = (shards / "train" / "shard-000000.tar").stat().st_size - 1  # the first shard cannot be written
     assert limit > 10 * max(p.stat().st_size for p in shards.glob("*.json"))  # the manifest can
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
+    cmd = [sys.executable, "-m", "fsar.cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
            "--workers", "1", "--shard-size", "5", "--short-side", "48"]
 
     def limited():  # in the command and its worker process; Python ignores SIGXFSZ, so writes fail with EFBIG

@@ -16,13 +16,13 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.data import app
+from fsar.cli.data import app
 from corpus import write_lists
-from pipeline.datasets import DATASETS
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.plan import plan
-from pipeline.shard.run import run_shard_stage
-from pipeline.video.encode import write_video
+from fsar.pipeline.datasets import DATASETS
+from fsar.pipeline.shard.config import ShardConfig
+from fsar.pipeline.shard.plan import plan
+from fsar.pipeline.shard.run import run_shard_stage
+from fsar.pipeline.video.encode import write_video
 
 CLASSES = ("cat", "dog", "eel")
 PER_CLASS = 4
@@ -143,7 +143,7 @@ def test_a_video_in_another_class_folder_is_not_taken_by_its_id(tmp_path):
 
 
 def test_two_entries_with_one_key_are_refused_naming_both(numbered, tmp_path, monkeypatch):
-    import pipeline.shard.plan as P
+    import fsar.pipeline.shard.plan as P
 
     monkeypatch.setattr(P, "sample_key", lambda label, vid: P.safe_key(vid))  # keys from the id alone
     root, _ = numbered

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from corpus import tree_digest
-from pipeline.synth import CATALOGUE, SynthConfig, VideoParams, catalogue_by_name, generate, render_video
-from pipeline.synth.generate import SPLITS, assign_splits, load_classes, load_videos, plan, split_sizes
+from fsar.pipeline.synth import CATALOGUE, SynthConfig, VideoParams, catalogue_by_name, generate, render_video
+from fsar.pipeline.synth.generate import SPLITS, assign_splits, load_classes, load_videos, plan, split_sizes
 
 TINY = dict(classes=10, videos_per_class=3, size=(96, 64), frames=(6, 10), codecs=("vp9", "h264", "mpeg4", "vp8", "hevc"))
 
@@ -200,7 +200,7 @@ def test_catalogue_names_are_unique_and_natural_language():
 
 def test_encoder_options_set_the_bitrate(tmp_path):
     """`write_video(options=...)` reaches the encoder: the bench sets UCF101's bitrates so."""
-    from pipeline.video.encode import write_video
+    from fsar.pipeline.video.encode import write_video
 
     rng = np.random.default_rng(0)
     frames = render_video(CATALOGUE[0], VideoParams(320, 240, 50, 25, 0))

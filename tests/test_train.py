@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import TrainConfig, apply_overrides
-from train.configs import CONFIGS, get_config
-from train.episodes import EpisodeConfig, sample_episodes
-from train.heads import EpisodeBatch, build_head
-from train.model import build_model
-from train.trainer import encode_split, episode_batch, head_logits_fn, train
+from fsar.train.checkpoint import load_checkpoint, save_checkpoint
+from fsar.train.config import TrainConfig, apply_overrides
+from fsar.train.configs import CONFIGS, get_config
+from fsar.train.episodes import EpisodeConfig, sample_episodes
+from fsar.train.heads import EpisodeBatch, build_head
+from fsar.train.model import build_model
+from fsar.train.trainer import encode_split, episode_batch, head_logits_fn, train
 
 
 def tiny(cache, **changes) -> TrainConfig:
@@ -184,8 +184,8 @@ def test_resume_continues_exactly(tiny_chain, tmp_path):
 # --- end to end -----------------------------------------------------------------------------
 
 def test_fsar_train_then_fsar_eval_on_the_cache(tiny_chain, tmp_path):
-    from cli.eval import main as eval_main
-    from cli.train import main as train_main
+    from fsar.cli.eval import main as eval_main
+    from fsar.cli.train import main as train_main
 
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
@@ -211,7 +211,7 @@ def test_fsar_train_then_fsar_eval_on_the_cache(tiny_chain, tmp_path):
 
 @pytest.mark.parametrize("method", ["clip-fsar", "ma-clip", "actionclip"])
 def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path, method):
-    from train.configs import for_method
+    from fsar.train.configs import for_method
 
     cfg = dataclasses.replace(
         for_method(tiny(None), method), mode="finetune", cache=None, shards=str(tiny_chain["shards"]), backbone="fsar-micro-vit", pretrained="none", iterations=2, val_every=2
@@ -229,7 +229,7 @@ def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path,
         assert text_params > 0
         with safe_open(str(tmp_path / "ft/checkpoints/last.safetensors"), "pt") as f:
             assert not torch.equal(f.get_tensor("text.ln_final.weight"), model.text.ln_final.weight)
-    from train.evaluate_run import evaluate_run
+    from fsar.train.evaluate_run import evaluate_run
 
     result, correct = evaluate_run(tmp_path / "ft", "test", EpisodeConfig(3, 1, 1, 50, 0))
     assert result["mode"] == "finetune" and correct.shape == (50, 3)
@@ -239,7 +239,7 @@ def test_finetune_mode_trains_the_visual_encoder_on_shards(tiny_chain, tmp_path,
 
 
 def test_feature_stats_separate_static_from_moving_videos():
-    from train.feature_stats import frame_cosines
+    from tools.findings.feature_stats import frame_cosines
 
     torch.manual_seed(0)
     static = torch.randn(10, 1, 32).expand(10, 8, 32)
@@ -300,10 +300,10 @@ def test_clip_fsar_without_modulation_encodes_supports_as_queries_and_fewshot_sc
 
 
 def test_probe_scores_raw_features_as_the_frozen_baselines(tiny_chain, tmp_path):
-    from train.configs import get_config
-    from train.evaluate import evaluate_frozen
-    from train.probe import probe
-    from train.trainer import train
+    from fsar.train.configs import get_config
+    from fsar.train.baselines import evaluate_frozen
+    from tools.findings.probe import probe
+    from fsar.train.trainer import train
 
     cfg = dataclasses.replace(get_config("tiny"), cache=str(tiny_chain["cache"]), way=3, threads=1)
     train(cfg, tmp_path / "run")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from train.configs import get_config
-from train.trainer import train
+from fsar.train.configs import get_config
+from fsar.train.trainer import train
 
 
 def invoke(app, *args: str, env: dict | None = None):
@@ -79,7 +79,7 @@ def corrupt(tiny_chain, tmp_path) -> Path:
 
 
 def test_a_read_only_out_stops_fsar_train_before_it_starts(tiny_chain, read_only):
-    from cli.train import app
+    from fsar.cli.train import app
 
     result = invoke(app, "--out", str(read_only / "run"), "--cache", str(tiny_chain["cache"]), "--config", "tiny", "--way", "3")
     assert result.exit_code == 2, result.output
@@ -88,13 +88,13 @@ def test_a_read_only_out_stops_fsar_train_before_it_starts(tiny_chain, read_only
 
 
 def test_fsar_eval_checks_it_can_write_before_it_evaluates(run, tmp_path, monkeypatch):
-    import train.evaluate_run
-    from cli.eval import app
+    import fsar.train.evaluate_run
+    from fsar.cli.eval import app
 
     ro_run = tmp_path / "run"
     shutil.copytree(run, ro_run)
     called = []
-    monkeypatch.setattr(train.evaluate_run, "evaluate_run", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(fsar.train.evaluate_run, "evaluate_run", lambda *a, **k: called.append(1))
     with unwritable(ro_run):
         result = invoke(app, str(ro_run), "--way", "3", "--episodes", "50")
     assert result.exit_code == 2, result.output
@@ -102,7 +102,7 @@ def test_fsar_eval_checks_it_can_write_before_it_evaluates(run, tmp_path, monkey
 
 
 def test_a_read_only_out_stops_the_shard_stage_in_one_line(tiny_chain, read_only):
-    from cli.data import app
+    from fsar.cli.data import app
 
     result = invoke(app, "shard", "synth", "--root", str(tiny_chain["root"] / "synth"), "--out", str(read_only / "shards"), "--workers", "1")
     assert result.exit_code == 2, result.output
@@ -111,8 +111,8 @@ def test_a_read_only_out_stops_the_shard_stage_in_one_line(tiny_chain, read_only
 
 @pytest.mark.parametrize("command", ["eval-run", "eval-baseline", "train"])
 def test_a_corrupt_cache_is_one_line_naming_it_and_the_remedy(command, run, corrupt, tmp_path):
-    from cli.eval import app as eval_app
-    from cli.train import app as train_app
+    from fsar.cli.eval import app as eval_app
+    from fsar.cli.train import app as train_app
 
     args = {
         "eval-run": (eval_app, str(run), "--cache", str(corrupt)),
@@ -127,7 +127,7 @@ def test_a_corrupt_cache_is_one_line_naming_it_and_the_remedy(command, run, corr
 
 
 def test_debug_and_fsar_debug_show_the_traceback(run, corrupt):
-    from cli.eval import app
+    from fsar.cli.eval import app
 
     plain = invoke(app, str(run), "--cache", str(corrupt))
     assert plain.exit_code == 2 and isinstance(plain.exception, SystemExit)
@@ -137,13 +137,13 @@ def test_debug_and_fsar_debug_show_the_traceback(run, corrupt):
 
 
 def test_an_unexpected_error_is_one_line_too(run, monkeypatch):
-    import train.evaluate_run
-    from cli.eval import app
+    import fsar.train.evaluate_run
+    from fsar.cli.eval import app
 
     def broken(*args, **kwargs):
         return None + 1  # a bug: TypeError
 
-    monkeypatch.setattr(train.evaluate_run, "evaluate_run", broken)
+    monkeypatch.setattr(fsar.train.evaluate_run, "evaluate_run", broken)
     result = invoke(app, str(run), "--way", "3")
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     (line,) = error_lines(result.output)
@@ -151,7 +151,7 @@ def test_an_unexpected_error_is_one_line_too(run, monkeypatch):
 
 
 def test_fsar_report_says_what_to_pass(tmp_path):
-    from cli.reproduce import report_app
+    from fsar.cli.reproduce import report_app
 
     missing = invoke(report_app, str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "no folder" in one_line(missing.output)
@@ -160,11 +160,11 @@ def test_fsar_report_says_what_to_pass(tmp_path):
 
 
 def test_the_debug_option_is_on_every_command():
-    from cli.data import app as data_app
-    from cli.eval import app as eval_app
-    from cli.reproduce import app as reproduce_app
-    from cli.reproduce import report_app
-    from cli.train import app as train_app
+    from fsar.cli.data import app as data_app
+    from fsar.cli.eval import app as eval_app
+    from fsar.cli.reproduce import app as reproduce_app
+    from fsar.cli.reproduce import report_app
+    from fsar.cli.train import app as train_app
 
     for app, args in ((data_app, ["shard"]), (data_app, ["embed"]), (data_app, ["synth"]), (eval_app, []), (train_app, []), (reproduce_app, []), (report_app, [])):
         result = invoke(app, *args, "--help")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import atomic_path, write_text_atomic
-from pipeline.backbones import sha256_file
+from fsar.pipeline.atomic import atomic_path, write_text_atomic
+from fsar.pipeline.backbones import sha256_file
 
 
 def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

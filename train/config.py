@@ -154,7 +154,7 @@ class TrainConfig:
     """CPU threads (0: torch's default)."""
 
     def __post_init__(self) -> None:
-        from train.heads import HEADS
+        from fsar.train.heads import HEADS
 
         self.lr_decay_at = tuple(int(s) for s in self.lr_decay_at)
         if self.method not in HEADS:

@@ -31,7 +31,7 @@ import dataclasses
 import math
 from typing import Callable
 
-from train.config import TrainConfig
+from fsar.train.config import TrainConfig
 
 EPISODES_PER_STEP = 16  # NUM_GPUS 4 x BATCH_SIZE_PER_TASK 4
 ITERATIONS_PER_STEP = 4  # BATCH_SIZE_PER_TASK
@@ -148,54 +148,31 @@ def tiny() -> TrainConfig:
 
 
 def for_method(config: TrainConfig, method: str) -> TrainConfig:
-    """`config` (a dataset's settings) with `method`'s own defaults.
+    """`config` (a dataset's settings) with `method`'s own defaults (`MethodSpec.defaults` on its
+    head: e.g. ma-clip's alpha 0.5, actionclip's prompt ensemble and 6-block fusion, vita-clip's
+    peft mode)."""
+    from fsar.train.heads import method_spec
 
-    - clip-fsar: as the named configs are written.
-    - ma-clip: alpha 0.5 (the weight of the video-text terms in loss and prediction) and no
-      separate fusion (its prediction already mixes text and few-shot probabilities).
-    - actionclip: the 16-template prompt ensemble, the official 6-block transformer fusion, no
-      fusion at test, and 20% of each training class's videos held out for the supervised
-      protocol.
-    - vita-clip (peft mode only): no fusion at test (its prediction is video-text already), and
-      the same 20% holdout.
-    """
-    if method == "ma-clip":
-        return dataclasses.replace(config, method=method, alpha=0.5, fusion_beta=None)
-    if method == "actionclip":
-        return dataclasses.replace(config, method=method, prompts="actionclip", fusion_beta=None, temporal_fusion="transformer", temporal_layers=6, holdout=0.2)
-    if method == "vita-clip":
-        return dataclasses.replace(config, method=method, mode="peft", fusion_beta=None, holdout=0.2)
-    return dataclasses.replace(config, method=method)
+    return dataclasses.replace(config, method=method, **method_spec(method).defaults)
 
 
-# What each method's official code does, for the settings fsar lets a run change: a run's report
-# marks every setting that departs from these as ours. ("mode" is how the backbone trains.)
-PAPER_SETTINGS: dict[str, dict[str, object]] = {
-    "clip-fsar": {
-        "mode": "finetune",  # the official configs fine-tune the whole visual encoder
-        "shot": 1,  # 5-shot numbers come from 1-shot training (SHOT: 1, SHOT_TEST: 5)
-        "prototype_merge": "before",  # MERGE_BEFORE in every 5-shot config
-        "cosine_eps": 0.01,  # cos_sim's + 0.01 (models/base/few_shot.py:1115-1124)
-        "fusion_beta": None,  # TRAIN.COMBINE is never on: OTAM alone at test
-        "text_modulation": True,
-        "frame_positions": False,
-        "fewshot_scale": 1.0,
-        "text_loss_features": "backbone",
-        "episodes_per_step": 16,
-        "query": 5,
-    },
-    "ma-clip": {"mode": "peft", "episodes_per_step": 16, "query": 5},
-    "actionclip": {"mode": "finetune", "temporal_fusion": "transformer", "temporal_layers": 6, "prompts": "actionclip", "text_trains": True},
-    "vita-clip": {"mode": "peft", "global_prompts": 8, "text_context": 8},
-}
+def paper_settings() -> dict[str, dict[str, object]]:
+    """{method: {setting: its official code's value}} for every registered method (`MethodSpec.paper`):
+    a run's report marks every setting that departs from these as ours. ("mode" is how the backbone trains.)"""
+    from fsar.train.heads import HEADS
+
+    return {name: dict(head.spec.paper) for name, head in HEADS.items()}
 
 
 def departures(config: TrainConfig) -> dict[str, tuple[object, object]]:
     """{setting: (this run's value, the paper's)} for every setting of `PAPER_SETTINGS` where
     `config` departs from its method's official code, plus the dataset schedule where the run
     is on one of the paper's benchmarks and its schedule is not the official one."""
+    from fsar.train.heads import method_spec
+
+    spec = method_spec(config.method)
     out = {}
-    for key, paper in PAPER_SETTINGS.get(config.method, {}).items():
+    for key, paper in spec.paper.items():
         if key == "text_trains" and config.mode != "finetune":
             continue
         value = getattr(config, key)
@@ -203,7 +180,7 @@ def departures(config: TrainConfig) -> dict[str, tuple[object, object]]:
             value = "backbone" if config.mode == "finetune" else "adapted"
         if value != paper:
             out[key] = (value, paper)
-    if config.method == "clip-fsar" and config.dataset in CONFIGS and config.dataset in OFFICIAL_DATASETS:
+    if spec.official_schedules and config.dataset in CONFIGS and config.dataset in OFFICIAL_DATASETS:
         official = CONFIGS[config.dataset]()
         for key in ("lr", "warmup_start_lr", "warmup_iterations", "iterations", "lr_decay_at", "weight_decay", "alpha", "image_view", "train_augment"):
             if getattr(config, key) != getattr(official, key):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.sampling import train_candidates
+from fsar.pipeline.sampling import train_candidates
+from fsar.pipeline.shard.format import iter_samples, read_member
 
 
 def frame_positions(stored: int, T: int, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -41,7 +41,7 @@ class CacheSource:
     """One split of an embedding cache, in memory (float16)."""
 
     def __init__(self, cache: str | os.PathLike, split: str, frames: int, prompts: str) -> None:
-        from pipeline.embed.reader import load_split
+        from fsar.pipeline.embed.cache import load_split
 
         data = load_split(cache, split, verbose=False)
         if prompts not in data.text:
@@ -72,12 +72,11 @@ class CacheSource:
 
 
 def _template_text(cache: str | os.PathLike, split: str, prompts: str) -> torch.Tensor | None:
-    """Every template's class-name embeddings [K, C, D] of a prompt set, as the cache stores them ([C, K, D])."""
-    import h5py
+    """Every template's class-name embeddings [K, C, D] of a prompt set (the cache stores [C, K, D])."""
+    from fsar.pipeline.embed.cache import template_text
 
-    with h5py.File(cache, "r") as f:
-        t = f[split]["text"].get(f"{prompts}_templates")
-        return None if t is None else torch.from_numpy(t[()]).float().transpose(0, 1).contiguous()
+    t = template_text(cache, split, prompts)
+    return None if t is None else torch.from_numpy(t).float().transpose(0, 1).contiguous()
 
 
 class ShardSource:
@@ -105,10 +104,11 @@ class ShardSource:
             if not path.exists():
                 continue  # a failed shard: its videos are reported in the shard stage's summary
             self.tars.append(path)
-            for key, cls, jpgs in _index_tar(path):
-                self.members.append((len(self.tars) - 1, jpgs))
-                labels.append(cls)
-                keys.append(key)
+            with open(path, "rb") as f:
+                for sample in iter_samples(path):
+                    self.members.append((len(self.tars) - 1, sample.frames))
+                    labels.append(int(read_member(f, sample.fields["cls"])))
+                    keys.append(sample.key)
         if not keys:
             raise ValueError(f"{self.root}: split {split!r} has no readable samples")
         stored = {len(m[1]) for m in self.members}
@@ -154,30 +154,6 @@ class ShardSource:
                 out.append(self.view.test(frames))
         x = torch.stack(out)
         return x.view(*np.shape(rows), *x.shape[1:])
-
-
-def _index_tar(path: Path):
-    """Yield (key, class index, [(offset, size) of each frame JPEG in order]) per sample of a shard."""
-    with tarfile.open(path) as tar:
-        sample: dict[str, tarfile.TarInfo] = {}
-        key = None
-        for m in tar:
-            k, _, field = m.name.partition(".")
-            if key is not None and k != key:
-                yield _entry(tar, path, key, sample)
-                sample = {}
-            key = k
-            sample[field] = m
-        if key is not None:
-            yield _entry(tar, path, key, sample)
-
-
-def _entry(tar: tarfile.TarFile, path: Path, key: str, sample: dict):
-    if "cls" not in sample:
-        raise ValueError(f"{path}: sample {key!r} has no .cls member")
-    cls = int(tar.extractfile(sample["cls"]).read())
-    jpgs = [(sample[f].offset_data, sample[f].size) for f in sorted(f for f in sample if f.endswith(".jpg"))]
-    return key, cls, jpgs
 
 
 def holdout_rows(info: SplitInfo, fraction: float) -> np.ndarray:

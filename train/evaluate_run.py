@@ -10,12 +10,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from train.checkpoint import load_checkpoint
-from train.config import TrainConfig
-from train.episodes import EpisodeConfig, sample_episodes
-from train.evaluate import classification_result, protocol_result
-from train.model import build_model, resolve_device
-from train.trainer import encode_split, head_logits_fn
+from fsar.train.checkpoint import load_checkpoint
+from fsar.train.config import TrainConfig
+from fsar.train.episodes import EpisodeConfig, sample_episodes
+from fsar.train.evaluate import classification_result, protocol_result
+from fsar.train.model import build_model, resolve_device
+from fsar.train.trainer import encode_split, head_logits_fn
 
 KEEP = object()  # fusion_beta default: the run's own setting
 
@@ -43,7 +43,7 @@ class Counting:
 def episodes_total(config: EpisodeConfig, class_names: list[str], dataset: str | None) -> int:
     """The episodes `protocol_result` scores: the test episodes, and on the synthetic benchmark
     up to 2,000 two-way episodes of time-reversed class pairs."""
-    from train.evaluate import reversal_pairs
+    from fsar.train.evaluate import reversal_pairs
 
     pairs = reversal_pairs(class_names) if dataset == "synth" else []
     return config.episodes + (min(config.episodes, 2000) if pairs else 0)
@@ -65,10 +65,12 @@ def counting_episodes(logits_fn, on_progress: Callable[[str, int, int], None], t
 
 
 def zero_shot_text(model, source, cfg: TrainConfig, text: torch.Tensor) -> torch.Tensor:
-    """The class texts the video-text protocols score against: ActionCLIP's official zero-shot
-    scores every template apart ([K, C, D]: the cache's per-template embeddings, or its trained
+    """The class texts the video-text protocols score against: a method with `template_zero_shot`
+    (ActionCLIP's official zero-shot) scores every template apart ([K, C, D]: the cache's per-template embeddings, or its trained
     text tower's); the other methods the prompt ensemble `text` [C, D]."""
-    if cfg.method != "actionclip":
+    from fsar.train.heads import method_spec
+
+    if not method_spec(cfg.method).template_zero_shot:
         return text
     if hasattr(model.text, "templates"):  # finetune: the trained text tower
         with torch.no_grad():
@@ -112,7 +114,7 @@ def evaluate_run(
         FileNotFoundError: not a run, or its data is not where it was (pass `data`).
         ValueError: `data` is other data than the run trained on.
     """
-    from train import rundata
+    from fsar.train import rundata
 
     run_dir = Path(run_dir).resolve()
     cfg_path = run_dir / "config.json"

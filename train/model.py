@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.config import TrainConfig
-from train.data import CacheSource, ShardSource
-from train.heads import Head, build_head
-from train.peft import MAAdaptedViT, VitaPromptedViT, VitaTextPrompt
+from fsar.train.config import TrainConfig
+from fsar.train.data import CacheSource, ShardSource
+from fsar.train.heads import Head, build_head, head_class, method_spec, methods_with
 
 
 class FewShotModel(nn.Module):
@@ -95,7 +94,7 @@ class RunData:
                 src = CacheSource(c.cache, name, c.frames, c.prompts)
                 self.text[name] = src.text
             else:
-                from pipeline.views import build_view
+                from fsar.pipeline.views import build_view
 
                 if not c.shards:
                     raise ValueError(f"{c.mode} mode needs --shards")
@@ -104,7 +103,7 @@ class RunData:
                 self.text[name] = self._finetune_text(name, src.info.class_names)
             self.sources[name] = src
             if name == "train" and c.holdout > 0:
-                from train.data import SubsetSource, holdout_rows
+                from fsar.train.data import SubsetSource, holdout_rows
 
                 held = holdout_rows(src.info, c.holdout)
                 self.sources["train"] = SubsetSource(src, np.flatnonzero(~held))
@@ -120,18 +119,17 @@ class RunData:
         """Class-name embeddings from the frozen text encoder, computed once and kept in the run directory."""
         from safetensors.torch import load_file, save_file
 
-        from pipeline.atomic import atomic_path
+        from fsar.pipeline.atomic import atomic_path
 
         stored = load_file(str(self._text_file)) if self._text_file and self._text_file.exists() else {}
         if split in stored:
             return stored[split]
         if self._visual_model is None or not hasattr(self._visual_model, "encode_text"):
             raise RuntimeError(f"no text embeddings for split {split!r} in {self._text_file} and no text encoder to compute them")
-        from pipeline.backbones import _open_clip, resolve_name
-        from pipeline.embed.run import encode_prompts, ensemble
-        from pipeline.prompts import PROMPT_SETS
+        from fsar.pipeline.backbones import tokenizer
+        from fsar.pipeline.prompts import PROMPT_SETS, encode_prompts, ensemble
 
-        tok = _open_clip().get_tokenizer(resolve_name(self.config.backbone))
+        tok = tokenizer(self.config.backbone)
         per = encode_prompts(self._visual_model, tok, names, PROMPT_SETS[self.config.prompts], "cpu")
         text = torch.from_numpy(ensemble(per).astype(np.float32))
         if self._text_file is not None:
@@ -141,43 +139,14 @@ class RunData:
         return text
 
 
-PEFT_METHODS = ("ma-clip", "vita-clip")
-PEFT_ONLY = ("vita-clip",)  # methods whose prompts live inside the backbone and its text tower
-
-
-class VitaFrames(VitaPromptedViT):
-    """Vita-CLIP's prompted ViT giving per-frame embeddings (B, T, D); the head pools them."""
-
-    takes_video, takes_text = True, False
-
-    def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode_frames(frames)
-
-
 def peft_visual(config: TrainConfig, clip_model) -> nn.Module:
     """The frozen visual tower wrapped with `config.method`'s trainable adapters or prompts (peft mode)."""
-    if config.method not in PEFT_METHODS:
-        raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(PEFT_METHODS)})")
+    spec = method_spec(config.method)
+    if "peft" not in spec.modes:
+        raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(methods_with('peft'))})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        if config.method == "ma-clip":
-            visual = MAAdaptedViT(clip_model, config.frames, clip_model.visual.output_dim)
-            visual.takes_video, visual.takes_text = True, True
-        else:
-            visual = VitaFrames(clip_model, config.frames, global_prompts=config.global_prompts)
-    return visual
-
-
-def peft_text(config: TrainConfig, clip_model, class_names: list[str]) -> nn.Module | None:
-    """The method's trainable text prompt over the frozen text tower, for the training classes (Vita-CLIP), or None."""
-    if config.method != "vita-clip":
-        return None
-    from pipeline.backbones import _open_clip, resolve_name
-
-    tokenizer = _open_clip().get_tokenizer(resolve_name(config.backbone))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 1)
-        return VitaTextPrompt(clip_model, class_names, tokenizer, config.text_context)
+        return head_class(config.method).peft_visual(config, clip_model)
 
 
 def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
@@ -189,10 +158,15 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     come from the checkpoint) and the text is read from that file.
     """
     visual, full, text = None, None, None
-    if config.method in PEFT_ONLY and config.mode != "peft":
-        raise ValueError(f"{config.method} trains prompts inside the frozen backbone and its text tower, so it runs in peft mode only (--mode peft --shards DIR), not {config.mode}")
+    spec = method_spec(config.method)
+    if config.mode not in spec.modes:
+        if spec.modes == ("peft",):
+            raise ValueError(f"{config.method} trains prompts inside the frozen backbone and its text tower, so it runs in peft mode only (--mode peft --shards DIR), not {config.mode}")
+        if config.mode == "peft":
+            raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(methods_with('peft'))})")
+        raise ValueError(f"{config.method} trains in {' or '.join(spec.modes)} mode, not {config.mode}")
     if config.mode in ("finetune", "peft"):
-        from pipeline.backbones import BackboneSpec, create_backbone
+        from fsar.pipeline.backbones import BackboneSpec, create_backbone
 
         activation = config.activation
         if for_eval:  # the weights come from the checkpoint: build the activation the run trained with
@@ -221,15 +195,8 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         head = build_head(config, dim)
-    if full is not None and config.mode == "peft":
-        text = peft_text(config, full, data.split("train").info.class_names)
-    if full is not None and config.mode == "finetune" and config.method == "actionclip" and config.text_trains:
-        from pipeline.backbones import _open_clip, resolve_name
-        from pipeline.prompts import PROMPT_SETS
-        from train.text_tower import PromptText
-
-        tokenizer = _open_clip().get_tokenizer(resolve_name(config.backbone))
-        text = PromptText(full, data.split("train").info.class_names, PROMPT_SETS[config.prompts], tokenizer)
+    if full is not None:  # the method's trainable text over the backbone's text tower, if any
+        text = head_class(config.method).trainable_text(config, full, data.split("train").info.class_names)
     if text is not None and hasattr(full, "logit_scale"):
         with torch.no_grad():
             head.logit_scale.copy_(full.logit_scale)  # Vita-CLIP's and ActionCLIP's scale starts at CLIP's own
@@ -242,7 +209,7 @@ BACKBONE_ATTRS = ("backbone", "pretrained", "random_init", "activation", "activa
 def record_backbone(run_dir: Path, source: dict) -> None:
     """Write RUN_DIR/backbone.json: which backbone, weights and activation the run used (for
     finetune and peft modes the weights it started from; for adapter mode the cache's)."""
-    from pipeline.atomic import write_json_atomic
+    from fsar.pipeline.atomic import write_json_atomic
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run_dir) / "backbone.json", {k: v for k, v in source.items()})

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import write_text_atomic
-from train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
+from fsar.pipeline.atomic import write_text_atomic
+from fsar.train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
+from fsar.train.results import RUNS_DIR, is_run_dir, iter_eval_files
 
-PAPER = "CLIP-FSAR ViT-B/16, 5-way, without text fusion (the official configs' test), as reported by Wang et al. (IJCV 2023, Tables 1 and 2); its numbers fine-tune the backbone on real data and select the checkpoint on the test episodes"
 
 
 @dataclass
@@ -56,21 +56,13 @@ def _variant(path: Path) -> str:
     return (" (no text fusion)" if m.group(1) == "nofusion" else f" (text fusion, beta {m.group(1)[4:]})") + label
 
 
-def is_run_dir(folder: Path) -> bool:
-    """Whether `folder` is one training run's folder (`fsar-train --out`), not a results folder."""
-    return (Path(folder) / "config.json").exists() and (Path(folder) / "checkpoints").is_dir()
-
-
 def load_rows(results: Path) -> list[Row]:
     """Every evaluation JSON under RESULTS/baselines and RESULTS/runs/*, or of one run (RESULTS is a run's folder)."""
-    from train.reproduce import iter_eval_files
-
     single = is_run_dir(results)
-    files = sorted(results.glob("eval-*.json")) if single else iter_eval_files(results)
     rows = []
-    for path in files:
+    for path in iter_eval_files(results):
         r = json.loads(path.read_text())
-        run_dir = path.parent if single or path.parent.parent.name == "runs" else None
+        run_dir = path.parent if single or path.parent.parent.name == RUNS_DIR else None
         mode = r.get("mode", "frozen")
         label = r["method"] + _variant(path) if run_dir else f"{r['method']} (frozen backbone)"
         rows.append(Row(label, r["method"], mode, r, path, run_dir))
@@ -234,7 +226,7 @@ def _machine_line(timings: dict) -> str:
 def dataset_title(name: str, root: str | None = None) -> str:
     """How the report's title names a dataset: its name and what papers call it, or for a folder
     of the user's own videos, where they are."""
-    from pipeline.datasets import DATASETS
+    from fsar.pipeline.datasets import DATASETS
 
     if name == "folder":
         return f"your videos under {root}" if root else "a folder of your videos"
@@ -254,13 +246,13 @@ def _run_dataset(rows: list[Row]) -> str | None:
 
 def _settings_section(rows: list[Row]) -> list[str]:
     """Which settings of each trained run are the paper's, and which are ours."""
-    from train.config import TrainConfig
-    from train.configs import departures
+    from fsar.train.config import TrainConfig
+    from fsar.train.configs import departures
 
     runs = sorted({r.run_dir for r in rows if r.run_dir is not None and (r.run_dir / "config.json").exists()})
     if not runs:
         return []
-    md = ["## Settings: the paper's and ours", "", "Each trained run against its method's official code (`train.configs.PAPER_SETTINGS`, and for the paper's benchmarks the official schedule). Every setting not listed is the paper's. Selection is on val for every run (ours: the official code keeps the checkpoint best on its test episodes; rows marked so show that choice).", ""]
+    md = ["## Settings: the paper's and ours", "", "Each trained run against its method's official code (the `paper` settings each method declares on its head, and for the paper's benchmarks the official schedule). Every setting not listed is the paper's. Selection is on val for every run (ours: the official code keeps the checkpoint best on its test episodes; rows marked so show that choice).", ""]
     md += ["| run | departs from the paper in (this run → the paper's) |", "|---|---|"]
     for run in runs:
         cfg = TrainConfig.from_json((run / "config.json").read_text())
@@ -271,11 +263,23 @@ def _settings_section(rows: list[Row]) -> list[str]:
     return md
 
 
+def paper_number(method: str, dataset: str, shot: int) -> float | None:
+    """The published 5-way accuracy of `method` on `dataset` at `shot` (`MethodSpec.paper_numbers`), or None."""
+    from fsar.train.heads import HEADS
+
+    head = HEADS.get(method)
+    return head.spec.paper_numbers.get(dataset, {}).get(shot) if head is not None else None
+
+
+def paper_source(method: str) -> str:
+    from fsar.train.heads import HEADS
+
+    return HEADS[method].spec.paper_source
+
+
 def write_report(results: str | Path) -> Path:
     """Write RESULTS/REPORT.md and RESULTS/plots/*.png from the outputs under RESULTS (a results
     folder of `fsar-reproduce`, or one run's folder with its evaluations)."""
-    from train.reproduce import PAPER_CLIP_FSAR
-
     results = Path(results)
     rows = load_rows(results)
     if not rows:
@@ -310,17 +314,18 @@ def write_report(results: str | Path) -> Path:
         sel = _few_shot(rows, way, shot)
         if not sel:
             continue
-        paper = way == 5 and shot in PAPER_CLIP_FSAR.get(dataset, {})
+        numbers = {r.method: n for r in sel if (n := paper_number(r.method, dataset, shot)) is not None}
+        paper = way == 5 and bool(numbers)
         md += [f"## {way}-way {shot}-shot ({sel[0].result['episodes']:,} test episodes)", ""]
         head = "| method | mode | trainable parameters | accuracy (%) | train time | eval time |" + (" paper (%) |" if paper else "")
         md += [head, "|---|---|---:|---:|---:|---:|" + ("---:|" if paper else "")]
         for r in sel:
             cell = ""
             if paper:
-                cell = f" {PAPER_CLIP_FSAR[dataset][shot]} |" if r.method == "clip-fsar" and r.result.get("fusion_beta") is None else " |"
+                cell = f" {numbers[r.method]} |" if r.method in numbers and r.result.get("fusion_beta") is None else " |"
             md.append(f"| {r.label} | {r.mode} | {r.trainable:,} | {_acc(r.result)} | {_secs(r.train_seconds)} | {_secs(r.result.get('seconds'))} |{cell}")
         if paper:
-            md += ["", f"Paper: {PAPER}."]
+            md += [""] + [f"Paper: {paper_source(m)}." for m in numbers]
         md.append("")
 
     md += _settings_section(rows)

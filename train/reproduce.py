@@ -15,24 +15,28 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from pipeline.atomic import write_json_atomic, write_text_atomic
+from fsar.pipeline.atomic import write_json_atomic, write_text_atomic
+from fsar.train.results import BASELINES, BASELINES_DIR, eval_path, run_dir, write_eval
 
-BASELINES = ("protonet", "otam", "zero-shot")
-METHODS = ("clip-fsar", "ma-clip", "actionclip")
-PEFT = ("vita-clip",)
-# Trained once whatever the shot (their training is not episodic in nature); evaluated at every shot.
-SHOT_FREE = ("actionclip", "vita-clip")
-# CLIP-FSAR, ViT-B/16, 5-way, as reported in its paper (Wang et al., IJCV 2023, Tables 1 and 2):
-# the rows without text fusion (OTAM alone, the official configs' test), {dataset: {shot: accuracy}}.
-PAPER_CLIP_FSAR = {
-    "ssv2": {1: 61.9, 5: 72.1},
-    "ssv2-small": {1: 54.5, 5: 61.8},
-    "kinetics100": {1: 89.7, 5: 95.0},
-    "ucf101": {1: 96.6, 5: 99.0},
-    "hmdb51": {1: 75.8, 5: 87.7},
-}
+
+def _default_methods(reproduce_mode: str) -> Callable[[], tuple[str, ...]]:
+    """The registered methods that reproduce trains in `reproduce_mode` by default (`MethodSpec.reproduce_mode`)."""
+
+    def factory() -> tuple[str, ...]:
+        from fsar.train.heads import methods_with
+
+        return methods_with(reproduce_mode=reproduce_mode)
+
+    return factory
+
+
+def _shot_free(method: str) -> bool:
+    """Trained once whatever the shot (`MethodSpec.shot_free`); evaluated at every shot."""
+    from fsar.train.heads import method_spec
+
+    return method_spec(method).shot_free
 
 
 @dataclass
@@ -69,9 +73,9 @@ class ReproduceConfig:
     """Largest frame size of the synthetic benchmark."""
     synth_frames: tuple[int, int] = (24, 40)
     """Frames per synthetic video (a range)."""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=_default_methods("adapter"))
     """Trained methods (adapter mode, on the cache)."""
-    peft_methods: tuple[str, ...] = PEFT
+    peft_methods: tuple[str, ...] = field(default_factory=_default_methods("peft"))
     """Methods trained in peft mode, on the shards through the frozen backbone (with `backbone`
     and `pretrained`), their prompts or adapters training."""
     baselines: tuple[str, ...] = BASELINES
@@ -98,30 +102,27 @@ class ReproduceConfig:
     train_overrides: tuple[str, ...] = ()
     """`key=value` overrides of every training config."""
     fused_beta: float | None = 0.9
-    """Also evaluate CLIP-FSAR with text fusion at this beta (None: skip)."""
+    """Also evaluate the methods that fuse with text (`MethodSpec.fused_row`: CLIP-FSAR) at this beta (None: skip)."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Ray workers of the shard stage."""
     threads: int = 0
     """CPU threads of embedding and training (0: all)."""
 
     def __post_init__(self) -> None:
-        from pipeline.datasets import DATASETS
+        from fsar.pipeline.datasets import DATASETS
 
         if self.dataset != "synth" and self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: synth, {', '.join(d for d in DATASETS if d != 'synth')}")
         if self.dataset not in ("synth", "folder") and self.root is None:
             raise ValueError(f"dataset {self.dataset} needs the folder of its videos (ROOT=/path)")
-        from train.heads import HEADS
-        from train.model import PEFT_METHODS, PEFT_ONLY
+        from fsar.train.heads import method_spec, methods_with
 
         for m in self.methods:
-            if m not in HEADS:
-                raise ValueError(f"unknown method {m!r}; known: {', '.join(HEADS)}")
-            if m in PEFT_ONLY:
-                raise ValueError(f"{m} runs in peft mode only: list it in peft_methods (--peft-methods)")
+            if "adapter" not in method_spec(m).modes:
+                raise ValueError(f"{m} runs in {' or '.join(method_spec(m).modes)} mode only: list it in peft_methods (--peft-methods)")
         for m in self.peft_methods:
-            if m not in PEFT_METHODS:
-                raise ValueError(f"{m!r} has no peft mode; peft methods: {', '.join(PEFT_METHODS)}")
+            if "peft" not in method_spec(m).modes:
+                raise ValueError(f"{m!r} has no peft mode; peft methods: {', '.join(methods_with('peft'))}")
         for b in self.baselines:
             if b not in BASELINES:
                 raise ValueError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
@@ -136,28 +137,28 @@ class ReproduceConfig:
         if self.train_config is None:
             self.train_config = self.dataset
         if self.peft_config is None:
-            from train.configs import CONFIGS
+            from fsar.train.configs import CONFIGS
 
             self.peft_config = f"{self.train_config}-peft" if f"{self.train_config}-peft" in CONFIGS else self.train_config
 
     def train_shots(self, method: str) -> list[int]:
         """The shots `method` trains at: the first only, unless `per_shot_training` (episodic methods)."""
-        return list(self.shots) if self.per_shot_training and method not in SHOT_FREE else [self.shots[0]]
+        return list(self.shots) if self.per_shot_training and not _shot_free(method) else [self.shots[0]]
 
     def run_dir(self, method: str, shot: int, mode: str = "adapter") -> Path:
         """The run that scores `method` at `shot` (shot-free methods train once; the others
         once at the first shot, unless trained per shot)."""
-        if method in SHOT_FREE:
-            return self.results / "runs" / f"{method}-{mode}"
+        if _shot_free(method):
+            return run_dir(self.results, method, mode)
         trained = shot if self.per_shot_training else self.shots[0]
-        return self.results / "runs" / f"{method}-{mode}-{self.way}w{trained}s"
+        return run_dir(self.results, method, mode, self.way, trained)
 
 
 class Timings:
     """RESULTS/timings.json: per stage, the wall time and work of the last run that did work."""
 
     def __init__(self, results: Path) -> None:
-        from pipeline.machine import machine_info
+        from fsar.pipeline.machine import machine_info
 
         self.path = results / "timings.json"
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
@@ -207,7 +208,7 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
 
     # 1. Data.
     if c.dataset == "synth":
-        from pipeline.synth.generate import SynthConfig, generate
+        from fsar.pipeline.synth.generate import SynthConfig, generate
 
         scfg = SynthConfig(out=c.root, classes=c.synth_classes, videos_per_class=c.synth_videos_per_class, size=c.synth_size, frames=c.synth_frames, workers=c.workers)
         commands.add("fsar-data", "synth", c.root, "--classes", c.synth_classes, "--videos-per-class", c.synth_videos_per_class, "--size", "%dx%d" % c.synth_size, "--frames", "%d-%d" % c.synth_frames)
@@ -218,8 +219,8 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
         _say(log, f"synth: {s.videos} videos ({s.rendered} rendered) in {s.seconds:.1f} s")
 
     # 2. Shards.
-    from pipeline.shard.config import ShardConfig
-    from pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
 
     shard_cfg = ShardConfig(dataset=c.dataset, root=c.root, out=c.shards, splits_dir=c.splits, short_side=c.short_side, workers=c.workers)
     commands.add("fsar-data", "shard", c.dataset, "--root", c.root, "--out", c.shards, "--short-side", c.short_side, *(["--splits", c.splits] if c.splits else []))
@@ -234,8 +235,8 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
         raise RuntimeError(f"the shard stage's failure rate {s['failure_rate']:.2%} exceeds {s['max_failure_rate']:.2%}; see {c.shards}/summary.json")
 
     # 3. Embedding cache.
-    from pipeline.embed.config import EmbedConfig
-    from pipeline.embed.run import run_embed_stage
+    from fsar.pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.run import run_embed_stage
 
     act = [] if c.activation == "auto" else ["--activation", c.activation]
     commands.add("fsar-data", "embed", "--shards", c.shards, "--cache", c.cache, "--backbone", c.backbone, "--pretrained", c.pretrained, *act)
@@ -248,15 +249,15 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
         _say(log, f"embed: {r['frames']} frames in {r['seconds']:.1f} s")
 
     # 4. Frozen-backbone baselines.
-    from train.episodes import EpisodeConfig
-    from train.evaluate import evaluate_frozen, evaluate_frozen_classification, write_eval
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.baselines import evaluate_frozen, evaluate_frozen_classification
 
-    base_dir = c.results / "baselines"
+    base_dir = c.results / BASELINES_DIR
     for shot in c.shots:
         ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
         for m in c.baselines:
             commands.add("fsar-eval", base_dir, "--cache", c.cache, "--method", m, "--shot", shot, "--way", c.way, "--episodes", c.episodes)
-            if (base_dir / f"eval-test-{c.way}w{shot}s-{m}.json").exists():
+            if eval_path(base_dir, "test", way=c.way, shot=shot, baseline=m).exists():
                 continue
             t0 = time.perf_counter()
             result, correct = evaluate_frozen(c.cache, m, "test", ep)
@@ -266,15 +267,16 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
             _say(log, f"{m} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")
     if "zero-shot" in c.baselines:
         commands.add("fsar-eval", base_dir, "--cache", c.cache, "--method", "zero-shot", "--protocol", "zero-shot")
-        if not (base_dir / "eval-test-zero-shot-zero-shot.json").exists():
+        if not eval_path(base_dir, "test", "zero-shot", baseline="zero-shot").exists():
             result, correct = evaluate_frozen_classification(c.cache, "test")
             write_eval(base_dir, result, correct)
 
     # 5. Trained methods, then their evaluation.
-    from train.configs import get_config
-    from train.config import apply_overrides
-    from train.evaluate_run import evaluate_run
-    from train.trainer import train
+    from fsar.train.configs import get_config
+    from fsar.train.config import apply_overrides
+    from fsar.train.evaluate_run import evaluate_run
+    from fsar.train.heads import method_spec
+    from fsar.train.trainer import train
 
     for method, mode in [(m, "adapter") for m in c.methods] + [(m, "peft") for m in c.peft_methods]:
         for shot in c.train_shots(method):
@@ -300,10 +302,10 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
         for shot in c.shots:
             run = c.run_dir(method, shot, mode)
             ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
-            from train.evaluate_run import KEEP
+            from fsar.train.evaluate_run import KEEP
 
             variants = [(KEEP, "", "best")]
-            if method == "clip-fsar" and c.fused_beta is not None:
+            if method_spec(method).fused_row and c.fused_beta is not None:
                 # The run's own setting, and the other of (no fusion, fusion at fused_beta).
                 own = json.loads((run / "config.json").read_text())["fusion_beta"]
                 variants.append((None, "-nofusion", "best") if own is not None else (c.fused_beta, f"-beta{c.fused_beta:g}", "best"))
@@ -313,7 +315,7 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
                 flag = [] if beta is KEEP else ["--fusion-beta", "none" if beta is None else beta]
                 flag += [] if checkpoint == "best" else ["--checkpoint", checkpoint]
                 commands.add("fsar-eval", run, "--shot", shot, "--way", c.way, "--episodes", c.episodes, *flag)
-                if (run / f"eval-test-{c.way}w{shot}s{suffix}.json").exists():
+                if eval_path(run, "test", way=c.way, shot=shot, suffix=suffix).exists():
                     continue
                 t0 = time.perf_counter()
                 result, correct = evaluate_run(run, "test", ep, beta, checkpoint)
@@ -325,21 +327,16 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
         protocols = ["zero-shot"] + (["supervised"] if json.loads((run / "config.json").read_text()).get("holdout", 0) > 0 else [])
         for protocol in protocols:
             commands.add("fsar-eval", run, "--protocol", protocol)
-            name = "eval-test-zero-shot.json" if protocol == "zero-shot" else "eval-train-holdout-supervised.json"
-            if not (run / name).exists():
+            split = "test" if protocol == "zero-shot" else "train-holdout"
+            if not eval_path(run, split, protocol).exists():
                 result, correct = evaluate_run(run, "test", protocol=protocol)
                 write_eval(run, result, correct)
 
     # 6. The report.
-    from train.report import write_report
+    from fsar.train.report import write_report
 
     commands.add("fsar-report", c.results)
     path = write_report(c.results)
     _say(log, f"report written to {path}")
     return path
 
-
-def iter_eval_files(results: Path) -> Iterator[Path]:
-    """Every evaluation JSON under RESULTS (baselines and runs)."""
-    yield from sorted(results.glob("baselines/eval-*.json"))
-    yield from sorted(results.glob("runs/*/eval-*.json"))

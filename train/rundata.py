@@ -3,7 +3,7 @@
 RUN_DIR/data.json holds the absolute path of the run's embedding cache (adapter mode) or
 shard folder (finetune and peft modes) and that data's identity:
 
-- a cache: `pipeline.embed.reader.cache_identity` (the embedding weights' checksum, the
+- a cache: `pipeline.embed.cache.cache_identity` (the embedding weights' checksum, the
   shard manifest's identity, the videos of every split and a checksum of a sample of
   their frames);
 - a shard folder: the manifest's identity (dataset, sampling, decoder, split lists) and,
@@ -20,8 +20,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.atomic import write_json_atomic
-from train.config import TrainConfig
+from fsar.pipeline.atomic import write_json_atomic
+from fsar.train.config import TrainConfig
 
 DATA_FILE = "data.json"
 HEAD_BYTES = 1 << 14  # of each shard file, hashed into its identity: the tar headers, the first sample's json and class, the start of its first frame
@@ -50,7 +50,7 @@ def with_absolute_data(config: TrainConfig) -> TrainConfig:
 
 def shard_identity(path: str | Path) -> dict:
     """The identity of a shard folder (see the module)."""
-    from pipeline.shard.plan import identity
+    from fsar.pipeline.shard.plan import identity
 
     root = Path(path)
     manifest_path = root / "manifest.json"
@@ -74,7 +74,7 @@ def shard_identity(path: str | Path) -> dict:
 def identity(kind: str, path: str | Path) -> dict:
     """The identity of a cache or a shard folder."""
     if kind == "cache":
-        from pipeline.embed.reader import cache_identity
+        from fsar.pipeline.embed.cache import cache_identity
 
         return cache_identity(path)
     return shard_identity(path)

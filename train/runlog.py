@@ -68,7 +68,7 @@ class RunLog:
         """Write RUN_DIR/curves.png: training loss (log scale) and accuracy, validation accuracy,
         against chance for the run's episodes (its config.json's `way`)."""
         try:
-            from train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
+            from fsar.train.plotting import chance_line, integer_steps, legend_outside, log_loss_axis, pyplot, save
 
             plt = pyplot()
         except ImportError:

@@ -16,13 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.atomic import check_writable, one_run_at_a_time, write_text_atomic
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import TrainConfig
-from train.episodes import EpisodeConfig, Episodes, sample_episodes
-from train.heads import EpisodeBatch
-from train.model import FewShotModel, build_model, resolve_device
-from train.runlog import RunLog
+from fsar.pipeline.atomic import check_writable, one_run_at_a_time, write_text_atomic
+from fsar.train.checkpoint import load_checkpoint, save_checkpoint
+from fsar.train.config import TrainConfig
+from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
+from fsar.train.heads import EpisodeBatch
+from fsar.train.model import FewShotModel, build_model, resolve_device
+from fsar.train.runlog import RunLog
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -108,7 +108,7 @@ def validate(model: FewShotModel, data, config: TrainConfig, device, split: str 
     """Accuracy on the fixed validation episodes, with the few-shot logits alone and fused with
     text. With `split="test"`: the first `val_episodes` of the fixed test episodes (seed 0, the
     prefix of fsar-eval's), for `track_test`."""
-    from train.evaluate import score_with, summarise
+    from fsar.train.evaluate import score_with, summarise
 
     source = data.split(split)
     with torch.no_grad():
@@ -200,7 +200,7 @@ def prepare_run(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig
     only `iterations` may grow, and the data may have moved (it is recognised by its
     identity). Anything an earlier start left before its first checkpoint is removed.
     """
-    from train import rundata
+    from fsar.train import rundata
 
     config = rundata.with_absolute_data(config)
     kind = rundata.data_kind(config)

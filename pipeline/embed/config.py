@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.paths import absolute
-from pipeline.prompts import PROMPT_SETS
+from fsar.pipeline.paths import absolute
+from fsar.pipeline.prompts import PROMPT_SETS
 
 
 @dataclass
@@ -58,7 +58,7 @@ class EmbedConfig:
         self.templates = tuple(self.templates)
         if not (self.shards / "manifest.json").exists():
             raise ValueError(f"{self.shards} has no manifest.json: run `fsar-data shard` first")
-        from pipeline.backbones import ACTIVATIONS
+        from fsar.pipeline.backbones import ACTIVATIONS
 
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
@@ -91,7 +91,9 @@ class EmbedConfig:
         """The view for a shard folder of `dataset` (its manifest's dataset name)."""
         if self.view != "auto":
             return self.view
-        return "clip-fsar" if dataset in ("ssv2", "ssv2-small", "kinetics100", "ucf101", "hmdb51") else "clip"
+        from fsar.pipeline.datasets import DATASETS
+
+        return DATASETS[dataset].view if dataset in DATASETS else "clip"
 
     def resolved_device(self) -> str:
         if self.device != "auto":

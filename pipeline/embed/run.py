@@ -12,15 +12,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline import __version__
-from pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
-from pipeline.atomic import atomic_path, one_run_at_a_time, remove_stale_partials, write_json_atomic
-from pipeline.backbones import BackboneSpec, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
-from pipeline.embed.config import EmbedConfig
-from pipeline.embed.worker import EmbedWorker, ShardReadError
-from pipeline.paths import absolute
-from pipeline.prompts import PROMPT_SETS
-from pipeline.views import build_view
+from fsar.pipeline import __version__
+from fsar.pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
+from fsar.pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
+from fsar.pipeline.backbones import BackboneSpec, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
+from fsar.pipeline.embed.cache import cache_writer, read_part
+from fsar.pipeline.embed.config import EmbedConfig
+from fsar.pipeline.embed.worker import EmbedWorker
+from fsar.pipeline.shard.format import ShardReadError
+from fsar.pipeline.paths import absolute
+from fsar.pipeline.prompts import PROMPT_SETS, encode_prompts, ensemble
+from fsar.pipeline.views import build_view
 
 Progress = Callable[[int, int, int], None]  # (shards done, shards total, shards failed)
 
@@ -214,72 +216,38 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
     return summary
 
 
-def encode_prompts(model, tokenizer, names: list[str], templates: tuple[str, ...], device: str) -> np.ndarray:
-    """encode_text of every (class, template) prompt: float32 (C, K, D)."""
-    import torch
-
-    prompts = [t.format(n) for n in names for t in templates]
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(prompts), 256):
-            out.append(model.encode_text(tokenizer(prompts[i : i + 256]).to(device)).float().cpu())
-    return torch.cat(out).view(len(names), len(templates), -1).numpy()
-
-
-def ensemble(per_template: np.ndarray) -> np.ndarray:
-    """(C, K, D) -> (C, D): mean of L2-normalised template embeddings, normalised again."""
-    x = per_template / np.linalg.norm(per_template, axis=-1, keepdims=True)
-    m = x.mean(axis=1)
-    return m / np.linalg.norm(m, axis=-1, keepdims=True)
-
-
 def join_cache(config, manifest, tasks, failed, model, source, preprocess, precision) -> None:
     """Copy the part files, in shard order, into one HDF5 file with text embeddings and attributes."""
-    import h5py
-
-    from pipeline.backbones import _open_clip
+    from fsar.pipeline.backbones import _open_clip
 
     tokenizer = _open_clip().get_tokenizer(source["backbone"])
     device = next(model.parameters()).device.type
-    config.cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(config.cache) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = "fsar-embedding-cache/1"
-        f.attrs["tool_version"] = __version__
-        f.attrs["backbone"] = source["backbone"]
-        f.attrs["pretrained"] = source["pretrained"]
-        f.attrs["random_init"] = bool(source.get("random_init", False))
-        f.attrs["weights_sha256"] = source.get("sha256", "")
-        f.attrs["weights_file"] = source.get("weights_file", "")
-        f.attrs["weights_state_sha256"] = source["state_sha256"]  # of the loaded weights, for any source
-        f.attrs["activation"] = source["activation"]
-        f.attrs["activation_from"] = source["activation_from"]
-        f.attrs["seed"] = int(source.get("seed", -1))
-        f.attrs["precision"] = precision
-        f.attrs["preprocess"] = json.dumps(preprocess.describe())
-        f.attrs["shard_manifest"] = json.dumps(manifest, ensure_ascii=False)
-        f.attrs["skipped_shards"] = json.dumps(failed)
-        f.attrs["prompt_sets"] = json.dumps({t: PROMPT_SETS[t] for t in config.templates})
+    attrs = {
+        "tool_version": __version__,
+        "backbone": source["backbone"],
+        "pretrained": source["pretrained"],
+        "random_init": bool(source.get("random_init", False)),
+        "weights_sha256": source.get("sha256", ""),
+        "weights_file": source.get("weights_file", ""),
+        "weights_state_sha256": source["state_sha256"],  # of the loaded weights, for any source
+        "activation": source["activation"],
+        "activation_from": source["activation_from"],
+        "seed": int(source.get("seed", -1)),
+        "precision": precision,
+        "preprocess": json.dumps(preprocess.describe()),
+        "shard_manifest": json.dumps(manifest, ensure_ascii=False),
+        "skipped_shards": json.dumps(failed),
+        "prompt_sets": json.dumps({t: PROMPT_SETS[t] for t in config.templates}),
+    }
+    with cache_writer(config.cache, attrs) as cache:
         for split, info in manifest["splits"].items():
-            parts = [t[2] for t in tasks if t[0] == split and str(t[1]) not in failed]
-            g = f.create_group(split)
-            arrays = {"frames": [], "labels": [], "keys": [], "ids": []}
-            for p in parts:
-                with h5py.File(p, "r") as pf:
-                    if "frames" in pf:
-                        arrays["frames"].append(pf["frames"][()])
-                    arrays["labels"].append(pf["labels"][()])
-                    arrays["keys"] += [k.decode() for k in pf["keys"][()]]
-                    arrays["ids"] += [k.decode() for k in pf["ids"][()]]
-            frames = np.concatenate(arrays["frames"]) if arrays["frames"] else np.zeros((0, info["frames_per_video"], 0), np.float16)
-            n = frames.shape[0]
-            g.create_dataset("frames", data=frames, chunks=(max(1, min(n, 16)),) + frames.shape[1:] if n else None, track_times=False)
-            g.create_dataset("labels", data=np.concatenate(arrays["labels"]) if arrays["labels"] else np.zeros(0, np.int64), track_times=False)
-            g.create_dataset("keys", data=arrays["keys"], dtype=h5py.string_dtype(), track_times=False)
-            g.create_dataset("ids", data=arrays["ids"], dtype=h5py.string_dtype(), track_times=False)
+            parts = [read_part(t[2]) for t in tasks if t[0] == split and str(t[1]) not in failed]
+            frames = [p["frames"] for p in parts if "frames" in p]
+            frames = np.concatenate(frames) if frames else np.zeros((0, info["frames_per_video"], 0), np.float16)
+            labels = np.concatenate([p["labels"] for p in parts]) if parts else np.zeros(0, np.int64)
             names = [c["name"] for c in sorted(info["classes"], key=lambda c: c["index"])]
-            g.create_dataset("class_names", data=names, dtype=h5py.string_dtype(), track_times=False)
-            t = g.create_group("text")
+            texts = {}
             for set_name in config.templates:
                 per = encode_prompts(model, tokenizer, names, PROMPT_SETS[set_name], device)
-                t.create_dataset(set_name, data=ensemble(per).astype(np.float32), track_times=False)
-                t.create_dataset(f"{set_name}_templates", data=per.astype(np.float32), track_times=False)
+                texts[set_name] = (ensemble(per), per)
+            cache.split(split, frames, labels, [k for p in parts for k in p["keys"]], [k for p in parts for k in p["ids"]], names, texts)

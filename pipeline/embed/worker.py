@@ -6,9 +6,7 @@ and preprocessing run in a background thread that stays ahead of the forward pas
 
 from __future__ import annotations
 
-import json
 import queue
-import tarfile
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,40 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_path
-from pipeline.backbones import BackboneSpec, create_backbone
-from pipeline.views import build_view
-
-
-
-class ShardReadError(Exception):
-    """A shard that cannot be read (corrupt or truncated tar, missing members)."""
-
-
-def iter_shard(path: Path):
-    """Yield (key, meta, [jpeg bytes in frame order], class index) for each sample of a shard tar."""
-    try:
-        with tarfile.open(path) as tar:
-            sample: dict[str, bytes] = {}
-            key = None
-            for m in tar:
-                k, _, field = m.name.partition(".")
-                if key is not None and k != key:
-                    yield _sample(path, key, sample)
-                    sample = {}
-                key = k
-                sample[field] = tar.extractfile(m).read()
-            if key is not None:
-                yield _sample(path, key, sample)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ShardReadError(f"{path}: {type(e).__name__}: {e}") from None
-
-
-def _sample(path: Path, key: str, sample: dict[str, bytes]):
-    if "json" not in sample or "cls" not in sample:
-        raise ShardReadError(f"{path}: sample {key!r} lacks its .json or .cls member")
-    jpgs = [sample[f] for f in sorted(f for f in sample if f.endswith(".jpg"))]
-    return key, json.loads(sample["json"]), jpgs, int(sample["cls"])
+from fsar.pipeline.backbones import BackboneSpec, create_backbone
+from fsar.pipeline.embed.cache import write_part
+from fsar.pipeline.shard.format import iter_sample_data
+from fsar.pipeline.views import build_view
 
 
 def autocast_for(device: str, precision: str):
@@ -120,7 +88,6 @@ class EmbedWorker:
 
     def process(self, shard: Path, part: Path) -> dict:
         """Embed every sample of `shard` into the part file `part` (written atomically)."""
-        import h5py
         import simplejpeg
 
         if self.model is None:
@@ -128,16 +95,10 @@ class EmbedWorker:
         metas: list[tuple[str, str, int]] = []
 
         def videos():
-            for key, meta, jpgs, cls in iter_shard(shard):
+            for key, meta, jpgs, cls in iter_sample_data(shard):
                 metas.append((key, meta["id"], cls))
                 yield np.stack([simplejpeg.decode_jpeg(b, colorspace="RGB") for b in jpgs])
 
         embs = list(self.embed_videos(videos()))
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(part) as tmp, h5py.File(tmp, "w") as f:
-            if embs:
-                f.create_dataset("frames", data=np.stack(embs), track_times=False)  # (N, F, D)
-            f.create_dataset("labels", data=np.asarray([m[2] for m in metas], dtype=np.int64), track_times=False)
-            f.create_dataset("keys", data=[m[0] for m in metas], dtype=h5py.string_dtype(), track_times=False)
-            f.create_dataset("ids", data=[m[1] for m in metas], dtype=h5py.string_dtype(), track_times=False)
+        write_part(part, embs, [m[2] for m in metas], [m[0] for m in metas], [m[1] for m in metas])
         return {"shard": str(shard), "part": str(part), "videos": len(metas), "frames": int(sum(e.shape[0] for e in embs))}

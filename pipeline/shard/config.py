@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.datasets import DATASETS, SPLITS
-from pipeline.paths import absolute
-from pipeline.video.decode import BACKENDS
+from fsar.pipeline.datasets import DATASETS, SPLITS
+from fsar.pipeline.paths import absolute
+from fsar.pipeline.video.decode import BACKENDS
 
 
 @dataclass

@@ -15,10 +15,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import __version__
-from pipeline.atomic import write_json_atomic
-from pipeline.datasets import SPLITS, Lookup, VideoIndex, dataset_spec, find_split_dir, read_split, ssv2_class_names
-from pipeline.shard.config import ShardConfig
+from fsar.pipeline import __version__
+from fsar.pipeline.atomic import write_json_atomic
+from fsar.pipeline.datasets import SPLITS, Lookup, VideoIndex, dataset_spec, find_split_dir, read_split, ssv2_class_names
+from fsar.pipeline.shard.config import ShardConfig
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pipeline.actors import gpu_share, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced
-from pipeline.child import ChildWorker, run_on_child
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.plan import ShardTask, plan, write_manifest
-from pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
-from pipeline.shard.worker import ShardWorker, marker_path, read_marker
-from pipeline.video.decode import dali_installed
+from fsar.pipeline.actors import gpu_share, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced
+from fsar.pipeline.child import ChildWorker, run_on_child
+from fsar.pipeline.shard.config import ShardConfig
+from fsar.pipeline.shard.plan import ShardTask, plan, write_manifest
+from fsar.pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
+from fsar.pipeline.shard.worker import ShardWorker, marker_path, read_marker
+from fsar.pipeline.video.decode import dali_installed
 
 Progress = Callable[[int, int, int], None]  # (videos done, videos total, failures so far)
 

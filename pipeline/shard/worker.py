@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, write_json_atomic
-from pipeline.sampling import segment_middles
-from pipeline.shard.config import ShardConfig
-from pipeline.shard.plan import ShardTask, VideoEntry
-from pipeline.video.decode import Planes, make_decoder, read_sampled, scaled_size
-from pipeline.video.probe import VideoError
+from fsar.pipeline.atomic import write_json_atomic
+from fsar.pipeline.sampling import segment_middles
+from fsar.pipeline.shard.config import ShardConfig
+from fsar.pipeline.shard.format import read_tar_samples, sample_members, tar_writer
+from fsar.pipeline.shard.plan import ShardTask, VideoEntry
+from fsar.pipeline.video.decode import Planes, make_decoder, read_sampled, scaled_size
+from fsar.pipeline.video.probe import VideoError
 
 
 def encode_jpeg(frame: np.ndarray | Planes, quality: int) -> bytes:
@@ -94,78 +92,6 @@ class _Marker:
 def _failed(entry: VideoEntry, reason: str = "", detail: str = "") -> dict:
     """A video's status record, as failed (a video that succeeds updates it to ok)."""
     return {"id": entry.id, "label": entry.label, "key": entry.key, "status": "failed", "reason": reason, "detail": detail}
-
-
-_BLOCK = tarfile.BLOCKSIZE  # 512
-
-
-def _tar_header(name: str, size: int) -> bytes:
-    """The 512-byte header tarfile writes for a regular file of mode 0o444, mtime 0, owner 0.
-
-    Built by hand because tarfile's header code is about half the cost of writing a
-    shard's small members; names that need a PAX record (non-ASCII or over 100 bytes) go
-    through tarfile itself.
-    """
-    raw = name.encode("ascii", "strict") if name.isascii() else b""
-    if not raw or len(raw) > 100 or size > 0o77777777777:  # a PAX record, or no ustar header holds it
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = size, 0, 0o444
-        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    h = bytearray(_BLOCK)
-    h[0 : len(raw)] = raw
-    h[100:148] = b"0000444\x000000000\x000000000\x00%011o\x0000000000000\x00" % size  # mode uid gid size mtime
-    h[148:156] = b" " * 8  # the checksum counts its own field as spaces
-    h[156:157] = tarfile.REGTYPE
-    h[257:265] = tarfile.POSIX_MAGIC
-    h[148:155] = b"%06o\x00" % sum(h)
-    return bytes(h)
-
-
-_ZEROS = bytes(_BLOCK)
-_WRITE_BUFFER = 1 << 20  # few large writes instead of three small ones per member
-
-
-class TarWriter:
-    """Appends samples to a binary file as tar members, in the bytes `tarfile` writes in PAX
-    format (members of mode 0o444 and mtime 0); `finish()` adds the two zero blocks and pads
-    to tarfile's 10240-byte record. Each sample goes to the file as it comes, so a shard's
-    frames are never all held in memory."""
-
-    def __init__(self, f) -> None:
-        self.f = f
-        self.written = 0
-
-    def add(self, members: list[tuple[str, bytes]]) -> None:
-        for name, data in members:
-            header = _tar_header(name, len(data))
-            pad = -len(data) % _BLOCK
-            self.f.write(header)
-            self.f.write(data)
-            self.f.write(_ZEROS[:pad])
-            self.written += len(header) + len(data) + pad
-
-    def finish(self) -> None:
-        end = self.written + 2 * _BLOCK
-        self.f.write(bytes(2 * _BLOCK + -end % tarfile.RECORDSIZE))
-
-
-@contextmanager
-def tar_writer(path: Path) -> Iterator[TarWriter]:
-    """A `TarWriter` on `path`, written atomically: the tar appears, finished, when the block succeeds."""
-    with atomic_path(path) as tmp, open(tmp, "wb", buffering=_WRITE_BUFFER) as f:
-        tar = TarWriter(f)
-        yield tar
-        tar.finish()
-
-
-def read_tar_samples(path: Path) -> dict[str, list[tuple[str, bytes]]]:
-    """Members of a shard grouped by sample key, in file order."""
-    out: dict[str, list[tuple[str, bytes]]] = {}
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            key = m.name.split(".", 1)[0]
-            out.setdefault(key, []).append((m.name, tar.extractfile(m).read()))
-    return out
 
 
 class ShardWorker:
@@ -285,8 +211,6 @@ class ShardWorker:
             "decoder": backend,
             "flags": flags,
         }
-        members = [(f"{entry.key}.{j:03d}.jpg", b) for j, b in enumerate(jpegs)]
-        members.append((f"{entry.key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
-        members.append((f"{entry.key}.cls", str(entry.class_index).encode("ascii")))
+        members = sample_members(entry.key, jpegs, meta, entry.class_index)
         record.update(status="ok", decoder=meta["decoder"], flags=flags, num_frames=info.num_frames, detail=fallback)
         return members, record

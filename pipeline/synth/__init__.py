@@ -5,9 +5,9 @@ time-reversal pairs (the same frames in reverse order), so a model that ignores
 frame order cannot tell them apart.
 """
 
-from pipeline.synth.catalogue import CATALOGUE, ClassSpec, catalogue_by_name
-from pipeline.synth.generate import SynthConfig, generate
-from pipeline.synth.render import VideoParams, render_video
+from fsar.pipeline.synth.catalogue import CATALOGUE, ClassSpec, catalogue_by_name
+from fsar.pipeline.synth.generate import SynthConfig, generate
+from fsar.pipeline.synth.render import VideoParams, render_video
 
 __all__ = [
     "CATALOGUE",

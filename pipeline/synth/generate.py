@@ -25,11 +25,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from pipeline import __version__
-from pipeline.atomic import write_text_atomic
-from pipeline.synth.catalogue import CATALOGUE, ClassSpec
-from pipeline.synth.render import VideoParams, render_video
-from pipeline.video.encode import CODECS, check_frame_size, codec_spec, write_video
+from fsar.pipeline import __version__
+from fsar.pipeline.atomic import write_text_atomic
+from fsar.pipeline.synth.catalogue import CATALOGUE, ClassSpec
+from fsar.pipeline.synth.render import VideoParams, render_video
+from fsar.pipeline.video.encode import CODECS, check_frame_size, codec_spec, write_video
 
 SPLITS = ("train", "val", "test")
 FPS_CHOICES = (12, 15, 24, 25, 30)

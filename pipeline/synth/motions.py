@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.synth.raster import Appearance, Track
-from pipeline.synth.scene import DIRECTIONS, Ctx
+from fsar.pipeline.synth.raster import Appearance, Track
+from fsar.pipeline.synth.scene import DIRECTIONS, Ctx
 
 TAU = 2 * np.pi
 FAMILIES: dict[str, Callable[..., list[Track]]] = {}

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.synth.catalogue import ClassSpec
-from pipeline.synth.motions import FAMILIES
-from pipeline.synth.raster import rasterise
-from pipeline.synth.scene import Ctx
+from fsar.pipeline.synth.catalogue import ClassSpec
+from fsar.pipeline.synth.motions import FAMILIES
+from fsar.pipeline.synth.raster import rasterise
+from fsar.pipeline.synth.scene import Ctx
 
 
 @dataclass(frozen=True)

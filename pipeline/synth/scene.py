@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.synth.raster import BACKGROUNDS, PATTERNS, SHAPES, Appearance, Background, Track
+from fsar.pipeline.synth.raster import BACKGROUNDS, PATTERNS, SHAPES, Appearance, Background, Track
 
 # Unit vectors in screen coordinates (y grows downwards).
 _S = float(np.sqrt(0.5))

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.video.frames import check_indices, coded_size, resize_frames, turn
-from pipeline.video.probe import VideoError, VideoInfo
+from fsar.pipeline.video.frames import check_indices, coded_size, resize_frames, turn
+from fsar.pipeline.video.probe import VideoError, VideoInfo
 
 class DaliDecoder:
     """NVIDIA DALI's video decoder, fed with the file's bytes and the exact frame indices.
@@ -18,6 +18,8 @@ class DaliDecoder:
 
     GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mpeg4", "av1", "mjpeg"})
     CPU_CODECS = frozenset({"vp8", "vp9"})
+
+    planar = False  # RGB only
 
     def __init__(self, device: str = "gpu", device_id: int = 0, threads: int = 1) -> None:
         if device not in ("gpu", "cpu"):

@@ -6,27 +6,66 @@ frame a full decode yields). The same file and indices give the same frames what
 the backend, up to the decoders' colour conversion.
 
 The backends live in `pyav.py` and `dali.py`, the frame geometry they share in
-`frames.py`; this module picks one by name and, with `auto`, one per video.
+`frames.py`. Each implements `Decoder`; `DECODERS` names them, and `make_decoder` is the one
+place that chooses: by name, or with `auto` one per video. A new backend is a class with
+`Decoder`'s members and an entry in `DECODERS`.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from pipeline.video.dali import DaliDecoder, cuda_available, dali_installed
-from pipeline.video.frames import Planes, resize_frames, scaled_size
-from pipeline.video.probe import VideoError, VideoInfo, probe
-from pipeline.video.pyav import DAMAGE_REASONS, PyAVDecoder
+from fsar.pipeline.video.dali import DaliDecoder, cuda_available, dali_installed
+from fsar.pipeline.video.frames import Planes, resize_frames, scaled_size
+from fsar.pipeline.video.probe import VideoError, VideoInfo, probe
+from fsar.pipeline.video.pyav import DAMAGE_REASONS, PyAVDecoder
 
 __all__ = [
-    "BACKENDS", "AutoDecoder", "DaliDecoder", "Planes", "PyAVDecoder", "Sampled", "cuda_available", "dali_installed",
-    "make_decoder", "read_sampled", "resize_frames", "scaled_size",
+    "BACKENDS", "DECODERS", "AutoDecoder", "DaliDecoder", "Decoder", "OnePassDecoder", "Planes", "PyAVDecoder", "Sampled",
+    "cuda_available", "dali_installed", "make_decoder", "read_sampled", "resize_frames", "scaled_size",
 ]
 
-BACKENDS = ("auto", "dali", "dali-cpu", "pyav")
+
+@runtime_checkable
+class Decoder(Protocol):
+    """What every backend implements. One instance per worker: `setup()` once (load libraries,
+    open the GPU), then `decode` many times; nothing in it knows whether it runs under Ray."""
+
+    name: str
+    """The backend's name in summaries and status files (`pyav`, `dali`, `dali-cpu`)."""
+    planar: bool
+    """Whether `decode(..., planar=True)` may give `Planes` (YUV planes the JPEG encoder takes as they are)."""
+
+    def setup(self) -> None:
+        """Prepare the backend; raise RuntimeError saying what is missing (library, GPU) if it cannot run."""
+
+    def supports(self, info: VideoInfo) -> bool:
+        """Whether it can decode this video's codec and format (probed)."""
+
+    def decode(self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int] | None = None, **kw) -> np.ndarray:
+        """RGB uint8 frames (N, H, W, 3) at `indices` (presentation order), resized to `size` (W, H)
+        when given; raise `VideoError` with a reason when the video cannot be read."""
+
+
+@runtime_checkable
+class OnePassDecoder(Decoder, Protocol):
+    """A backend that also probes, samples and decodes in one pass over the file, and reads
+    damaged files, counting the frames that do decode (PyAV)."""
+
+    def read(self, path, sample: Callable[[int], list[int]], size_for: Callable[[int, int], tuple | None], planar: bool = False):
+        """(info, indices, frames) of `path`: `sample(num_frames)` chooses the indices, `size_for(w, h)` the size."""
+
+
+# Every backend by name: a factory of a fresh instance given decoding threads.
+DECODERS: dict[str, Callable[[int], Decoder]] = {
+    "dali": lambda threads: DaliDecoder("gpu", threads=threads),
+    "dali-cpu": lambda threads: DaliDecoder("cpu", threads=threads),
+    "pyav": lambda threads: PyAVDecoder(threads=threads),
+}
+BACKENDS = ("auto", *DECODERS)
 
 
 class AutoDecoder:
@@ -72,7 +111,7 @@ class AutoDecoder:
             if not b.supports(info):
                 continue
             try:
-                kw = {"planar": True} if planar and isinstance(b, PyAVDecoder) else {}
+                kw = {"planar": True} if planar and b.planar else {}
                 return b.decode(info, indices, size, **kw), b.name, "; ".join(f"{n}: {e}" for n, e in failed)
             except VideoError as e:
                 failed.append((b.name, e))
@@ -99,7 +138,7 @@ def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Ca
     """
     if isinstance(decoder, AutoDecoder) and len(decoder.backends) == 1:
         decoder = decoder.backends[0]
-    if isinstance(decoder, PyAVDecoder):
+    if isinstance(decoder, OnePassDecoder):
         info, indices, frames = decoder.read(path, sample, size_for, planar)
         return Sampled(info, indices, frames, decoder.name, "")
     info = probe(path)
@@ -109,7 +148,7 @@ def read_sampled(decoder, path, sample: Callable[[int], list[int]], size_for: Ca
         try:
             return Sampled(info, indices, *decoder.decode_any(info, indices, size, planar))
         except VideoError as e:  # a damaged file: PyAV counts the frames that do decode and samples those
-            pyav = next((b for b in decoder.backends if isinstance(b, PyAVDecoder)), None)
+            pyav = next((b for b in decoder.backends if isinstance(b, OnePassDecoder)), None)
             if pyav is None or e.reason not in DAMAGE_REASONS:
                 raise
             info, indices, frames = pyav.read(path, sample, size_for, planar)
@@ -123,13 +162,9 @@ def make_decoder(name: str, threads: int = 1):
     `auto` prefers DALI on the GPU for the codecs NVDEC reads when a GPU is present, and
     PyAV otherwise (on CPU, PyAV was faster than DALI's CPU decoder on VP9).
     """
-    if name == "pyav":
-        return PyAVDecoder(threads=threads)
-    if name == "dali":
-        return DaliDecoder("gpu", threads=threads)
-    if name == "dali-cpu":
-        return DaliDecoder("cpu", threads=threads)
+    if name in DECODERS:
+        return DECODERS[name](threads)
     if name == "auto":
-        backends = [DaliDecoder("gpu", threads=threads)] if cuda_available() and dali_installed() else []
-        return AutoDecoder(backends + [PyAVDecoder(threads=threads)])
+        backends = [DECODERS["dali"](threads)] if cuda_available() and dali_installed() else []
+        return AutoDecoder(backends + [DECODERS["pyav"](threads)])
     raise ValueError(f"unknown decoder {name!r}; known: {', '.join(BACKENDS)}")

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from fsar.pipeline.atomic import atomic_path
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.video.probe import VideoInfo
+from fsar.pipeline.video.probe import VideoInfo
 
 INTERPOLATION = "BILINEAR"  # FFmpeg scaler; antialiased when shrinking, about 6x faster than PIL bicubic here
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.video.fflog import errors_logged, ffmpeg_message
-from pipeline.video.headers import declared_size, file_truncated, mp4_orientation
+from fsar.pipeline.video.fflog import errors_logged, ffmpeg_message
+from fsar.pipeline.video.headers import declared_size, file_truncated, mp4_orientation
 
 
 class VideoError(Exception):

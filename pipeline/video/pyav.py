@@ -9,9 +9,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.video.fflog import errors_logged, ffmpeg_message
-from pipeline.video.frames import INTERPOLATION, Planes, check_indices, coded_size, turn
-from pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, info_from_packets, open_video, recount_if_damaged
+from fsar.pipeline.video.fflog import errors_logged, ffmpeg_message
+from fsar.pipeline.video.frames import INTERPOLATION, Planes, check_indices, coded_size, turn
+from fsar.pipeline.video.probe import VideoError, VideoInfo, count_decodable, demux_packets, info_from_packets, open_video, recount_if_damaged
 
 # Why a decode of a stream that probed fine fails when the file is damaged: the decoder
 # refused a packet, or fewer frames came out than the stream has. PyAV then counts the frames
@@ -48,6 +48,7 @@ class PyAVDecoder:
     """
 
     name = "pyav"
+    planar = True  # decode and read give YUV planes on request
 
     def __init__(self, skip_nonref: bool = True, threads: int = 1) -> None:
         self.skip_nonref = skip_nonref

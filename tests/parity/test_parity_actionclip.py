@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from parity_io import load_fixture
-from train.config import TrainConfig
-from train.heads import EpisodeBatch
+from fsar.train.config import TrainConfig
+from fsar.train.heads import EpisodeBatch
 
 TOL = dict(rtol=1e-5, atol=1e-5, check_dtype=False)
 
@@ -28,7 +28,7 @@ def fx():
 
 def build_head(fx):
     """Our ActionCLIP head at the fixture's shapes with their weights, float64, eval mode."""
-    from train.heads.actionclip import ActionCLIP
+    from fsar.train.heads.actionclip import ActionCLIP
 
     m = fx.meta
     cfg = TrainConfig(method="actionclip", heads=m["heads"], temporal_layers=m["layers_kept"], frames=m["frames"], temporal_fusion="transformer")
@@ -49,8 +49,8 @@ def test_fusion_matches_official(fx):
 
 def test_default_fusion_has_the_official_depth(fx):
     """The dataset configs' ActionCLIP builds as many blocks as their constructor (the fixture keeps 2 of them)."""
-    from train.configs import get_config
-    from train.heads.actionclip import ActionCLIP
+    from fsar.train.configs import get_config
+    from fsar.train.heads.actionclip import ActionCLIP
 
     head = ActionCLIP(fx.meta["dim"], get_config("kinetics100", "actionclip"))
     assert len(head.blocks) == fx.meta["layers_built"]
@@ -60,7 +60,7 @@ def test_default_fusion_has_the_official_depth(fx):
 def test_symmetric_kl_matches_official_loss(fx, text):
     """On their logits (one text per video: its class's, or a random template's), our loss
     equals (loss_imgs + loss_texts) / 2 with their softmax(10 x ground truth) target."""
-    from train.losses import symmetric_video_text_kl
+    from fsar.train.losses import symmetric_video_text_kl
 
     labels = fx["input.labels"]
     loss = symmetric_video_text_kl(fx[f"output.{text}.logits_per_image"], labels, labels)
@@ -81,7 +81,7 @@ def test_head_loss_matches_official(fx):
 
 
 def test_zero_shot_scores_match_official(fx):
-    from train.heads.actionclip import template_ensemble_scores
+    from fsar.train.heads.actionclip import template_ensemble_scores
 
     m = fx.meta
     head = build_head(fx)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import train.metrics
+import fsar.train.metrics
 from parity_io import load_fixture
-from train.config import TrainConfig
-from train.heads import EpisodeBatch
-from train.heads.clip_fsar import CLIPFSAR
+from fsar.train.config import TrainConfig
+from fsar.train.heads import EpisodeBatch
+from fsar.train.heads.clip_fsar import CLIPFSAR
 
 TOL = dict(rtol=1e-5, atol=1e-5, check_dtype=False)
 @pytest.fixture(scope="module")

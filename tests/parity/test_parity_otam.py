@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from parity_io import load_fixture
-from train.metrics import otam_distance, otam_logits, otam_prototype_logits
+from fsar.train.metrics import otam_distance, otam_logits, otam_prototype_logits
 
 TOL = dict(rtol=1e-5, atol=1e-5, check_dtype=False)
 

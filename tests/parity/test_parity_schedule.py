@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from parity_io import load_fixture
-from train.configs import get_config
+from fsar.train.configs import get_config
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_weight_decay_per_parameter_matches_official(fx):
     (0 on their norm-named parameters), for CLIP-FSAR fine-tuning a CLIP ViT."""
     from open_clip.model import CLIP
 
-    from train.heads.clip_fsar import CLIPFSAR
-    from train.model import FewShotModel
-    from train.trainer import make_optimizer
+    from fsar.train.heads.clip_fsar import CLIPFSAR
+    from fsar.train.model import FewShotModel
+    from fsar.train.trainer import make_optimizer
 
     decay_by_name = fx.meta["weight_decay_by_name"]
     config = get_config("ssv2")

@@ -44,7 +44,7 @@ def text():
 @pytest.fixture(scope="module")
 def prompted(vision, text):
     """Our VitaPromptedViT holding their vision weights."""
-    from train.peft.vita import VitaPromptedViT
+    from fsar.train.peft.vita import VitaPromptedViT
 
     model = tiny_clip(vision.meta, text.meta)
     w = vision.weights()
@@ -111,7 +111,7 @@ def test_video_embedding_matches_official(vision, prompted):
 def test_text_context_matches_official(vision, text):
     import open_clip
 
-    from train.peft.vita import VitaTextPrompt
+    from fsar.train.peft.vita import VitaTextPrompt
 
     model = tiny_clip(vision.meta, text.meta)
     w = text.weights()
@@ -150,9 +150,9 @@ def test_trainable_parameters_match_official_at_vit_b16():
     import open_clip
     from open_clip.model import CLIP
 
-    from train.config import TrainConfig
-    from train.heads.vita_clip import VitaCLIP
-    from train.peft.vita import VitaPromptedViT, VitaTextPrompt
+    from fsar.train.config import TrainConfig
+    from fsar.train.heads.vita_clip import VitaCLIP
+    from fsar.train.peft.vita import VitaPromptedViT, VitaTextPrompt
 
     fx = load_fixture("vita_counts")
     shapes, counts = fx.meta["shapes"], fx.meta["counts"]

@@ -32,7 +32,7 @@ class CheckConfig:
     embed_batch: int = 256
     """Frames per encode_image call."""
     corpus: Path | None = None
-    """The decode benchmark's corpus folder (`pipeline.bench.decode.build_corpus`, reused when whole);
+    """The decode benchmark's corpus folder (`tools.bench.decode.build_corpus`, reused when whole);
     None: the decode section reads the synthetic videos of `data` instead (the dry run)."""
     corpus_scale: float = 0.1
     """`build_corpus`'s scale: clips per corpus are repeated as often as a timed pass needs."""

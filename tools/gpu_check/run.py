@@ -23,7 +23,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.child import describe_exit
+from fsar.pipeline.child import describe_exit
 from tools.gpu_check.config import SECTIONS, CheckConfig, dry_run_config, gpu_config
 from tools.gpu_check.record import Recorder, Skip, reason_of, section_status, stopped
 
@@ -104,7 +104,7 @@ def _gpu_visible() -> bool:
     """Whether the CUDA driver shows a GPU, asked in a throwaway process: CUDA initialised here
     would be unusable in the forked sections."""
     def probe() -> None:
-        from pipeline.video.dali import cuda_available
+        from fsar.pipeline.video.dali import cuda_available
 
         os._exit(0 if cuda_available() else 1)
 

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "pack":
         if not CORPUS.is_dir() or not any(CORPUS.glob("corpus*.spec.json")):
             print(f"building the decode corpus (scale {CORPUS_SCALE}) in {CORPUS}: minutes, once ...", flush=True)
-        from pipeline.bench.decode import build_corpus
+        from tools.bench.decode import build_corpus
 
         build_corpus(CORPUS, CORPUS_SCALE)  # reused when already there: the GPU run finds it whole
         plan = pack()

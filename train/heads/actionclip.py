@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.heads.base import EpisodeBatch, Head
-from train.losses import symmetric_video_text_kl
+from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.losses import symmetric_video_text_kl
+from fsar.train.heads.spec import MethodSpec
 
 CLIP_LOGIT_SCALE = 100.0  # exp of a trained CLIP's logit_scale: ActionCLIP starts from the model's own
 
@@ -77,6 +78,29 @@ def template_ensemble_scores(video: torch.Tensor, text: torch.Tensor, scale: flo
 
 class ActionCLIP(Head):
     """ActionCLIP's video encoder and video-text loss on frame embeddings of width `dim`."""
+
+    spec = MethodSpec(
+        "actionclip",
+        modes=("adapter", "finetune"),
+        # the 16-template prompt ensemble, the official 6-block fusion transformer, no fusion at
+        # test, and 20% of each training class's videos held out for the supervised protocol
+        defaults={"prompts": "actionclip", "fusion_beta": None, "temporal_fusion": "transformer", "temporal_layers": 6, "holdout": 0.2},
+        paper={"mode": "finetune", "temporal_fusion": "transformer", "temporal_layers": 6, "prompts": "actionclip", "text_trains": True},
+        shot_free=True,
+        template_zero_shot=True,
+    )
+
+    @classmethod
+    def trainable_text(cls, config, clip_model, class_names: list[str]) -> nn.Module | None:
+        """In finetune mode (with `text_trains`, the official) the text tower trains too, each
+        video paired with a random template of its class each step."""
+        if config.mode != "finetune" or not config.text_trains:
+            return None
+        from fsar.pipeline.backbones import tokenizer
+        from fsar.pipeline.prompts import PROMPT_SETS
+        from fsar.train.text_tower import PromptText
+
+        return PromptText(clip_model, class_names, PROMPT_SETS[config.prompts], tokenizer(config.backbone))
 
     def __init__(self, dim: int, config) -> None:
         super().__init__()

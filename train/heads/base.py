@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from fsar.train.heads.spec import MethodSpec
 
 
 @dataclass
@@ -42,7 +45,27 @@ class Head(nn.Module):
     Support and query encodings depend on one video each (and, for supports, its class
     text), so evaluation encodes every video of a split once and scores any number of
     episodes from those encodings.
+
+    A method is a subclass with a `spec` (what it declares about itself), registered with
+    `fsar.train.heads.register`. Methods with peft in their modes implement `peft_visual`;
+    methods that train text through the backbone's text tower implement `trainable_text`.
     """
+
+    spec: ClassVar[MethodSpec]
+
+    @classmethod
+    def peft_visual(cls, config, clip_model) -> nn.Module:
+        """The frozen visual tower of `clip_model` wrapped with this method's trainable adapters
+        or prompts (peft mode), built under the caller's seed. It maps frames (n, T, 3, S, S) and,
+        where `takes_text`, each video's class text (n, D) to frame embeddings (n, T, D)."""
+        raise NotImplementedError(f"{cls.spec.name} declares no peft mode")
+
+    @classmethod
+    def trainable_text(cls, config, clip_model, class_names: list[str]) -> nn.Module | None:
+        """A trainable text module over `clip_model`'s text tower for the training classes
+        `class_names` in `config.mode`, replacing the frozen class-name embeddings, or None
+        (the default: the class text is the frozen prompt-ensemble embedding)."""
+        return None
 
     def encode_support(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """[N, T, D] frames and [N, D] class text -> [N, T, D'] support encodings."""

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.heads.base import EpisodeBatch, Head
-from train.metrics import otam_prototype_logits
+from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.spec import MethodSpec
+from fsar.train.metrics import otam_prototype_logits
 
 
 class SelfAttention(nn.Module):
@@ -69,6 +70,37 @@ class TemporalTransformer(nn.Module):
 
 class CLIPFSAR(Head):
     """The CLIP-FSAR head on frame embeddings of width `dim`."""
+
+    spec = MethodSpec(
+        "clip-fsar",
+        modes=("adapter", "finetune"),
+        official_schedules=True,  # the named dataset configs are CLIP-FSAR's official ones
+        fused_row=True,
+        # What the official code does, for each setting a run may change ("mode": how the backbone trains).
+        paper={
+            "mode": "finetune",  # the official configs fine-tune the whole visual encoder
+            "shot": 1,  # 5-shot numbers come from 1-shot training (SHOT: 1, SHOT_TEST: 5)
+            "prototype_merge": "before",  # MERGE_BEFORE in every 5-shot config
+            "cosine_eps": 0.01,  # cos_sim's + 0.01 (models/base/few_shot.py:1115-1124)
+            "fusion_beta": None,  # TRAIN.COMBINE is never on: OTAM alone at test
+            "text_modulation": True,
+            "frame_positions": False,
+            "fewshot_scale": 1.0,
+            "text_loss_features": "backbone",
+            "episodes_per_step": 16,
+            "query": 5,
+        },
+        # ViT-B/16, 5-way, as reported in the paper (Wang et al., IJCV 2023, Tables 1 and 2): the
+        # rows without text fusion (OTAM alone, the official configs' test).
+        paper_numbers={
+            "ssv2": {1: 61.9, 5: 72.1},
+            "ssv2-small": {1: 54.5, 5: 61.8},
+            "kinetics100": {1: 89.7, 5: 95.0},
+            "ucf101": {1: 96.6, 5: 99.0},
+            "hmdb51": {1: 75.8, 5: 87.7},
+        },
+        paper_source="CLIP-FSAR ViT-B/16, 5-way, without text fusion (the official configs' test), as reported by Wang et al. (IJCV 2023, Tables 1 and 2); its numbers fine-tune the backbone on real data and select the checkpoint on the test episodes",
+    )
 
     def __init__(self, dim: int, config) -> None:
         super().__init__()

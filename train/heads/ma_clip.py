@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.heads.base import EpisodeBatch, Head
-from train.losses import kl_to_target, multi_positive_target
-from train.metrics import otam_prototype_logits
+from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.spec import MethodSpec
+from fsar.train.losses import kl_to_target, multi_positive_target
+from fsar.train.metrics import otam_prototype_logits
 
 
 class CrossAttentionBlock(nn.Module):
@@ -62,6 +63,23 @@ class TextGuidedPrototype(nn.Module):
 
 class MACLIP(Head):
     """MA-CLIP's prototype module, losses and prediction on frame embeddings of width `dim`."""
+
+    spec = MethodSpec(
+        "ma-clip",
+        modes=("adapter", "finetune", "peft"),
+        # alpha weighs the video-text terms in loss and prediction; its prediction already
+        # mixes text and few-shot probabilities, so no separate fusion
+        defaults={"alpha": 0.5, "fusion_beta": None},
+        paper={"mode": "peft", "episodes_per_step": 16, "query": 5},
+    )
+
+    @classmethod
+    def peft_visual(cls, config, clip_model) -> nn.Module:
+        from fsar.train.peft import MAAdaptedViT
+
+        visual = MAAdaptedViT(clip_model, config.frames, clip_model.visual.output_dim)
+        visual.takes_video, visual.takes_text = True, True  # the multimodal adapter reads each support's class text
+        return visual
 
     def __init__(self, dim: int, config) -> None:
         super().__init__()

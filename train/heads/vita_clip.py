@@ -22,8 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.heads.actionclip import ActionCLIP
-from train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.actionclip import ActionCLIP
+from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.spec import MethodSpec
+from fsar.train.peft.vita import VitaPromptedViT
+
+
+class VitaFrames(VitaPromptedViT):
+    """Vita-CLIP's prompted ViT giving per-frame embeddings (B, T, D); the head pools them."""
+
+    takes_video, takes_text = True, False
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode_frames(frames)
 
 
 class VitaCLIP(ActionCLIP):
@@ -32,6 +43,31 @@ class VitaCLIP(ActionCLIP):
     `logit_scale` (log space) starts at log(1 / 0.07); `train.model.build_model` replaces that
     with the backbone's own CLIP logit scale.
     """
+
+    spec = MethodSpec(
+        "vita-clip",
+        modes=("peft",),  # its prompts live inside the frozen backbone and its text tower
+        reproduce_mode="peft",
+        # no fusion at test (its prediction is video-text already), and a 20% holdout of the
+        # training videos for the supervised protocol
+        defaults={"mode": "peft", "fusion_beta": None, "holdout": 0.2},
+        paper={"mode": "peft", "global_prompts": 8, "text_context": 8},
+        shot_free=True,
+    )
+
+    @classmethod
+    def peft_visual(cls, config, clip_model) -> nn.Module:
+        return VitaFrames(clip_model, config.frames, global_prompts=config.global_prompts)
+
+    @classmethod
+    def trainable_text(cls, config, clip_model, class_names: list[str]) -> nn.Module | None:
+        """The learnable class-specific text context (`VitaTextPrompt`), seeded apart from the video prompts."""
+        from fsar.pipeline.backbones import tokenizer
+        from fsar.train.peft.vita import VitaTextPrompt
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)
+            return VitaTextPrompt(clip_model, class_names, tokenizer(config.backbone), config.text_context)
 
     def __init__(self, dim: int, config) -> None:
         Head.__init__(self)

@@ -5,8 +5,8 @@
 - `vita.VitaPromptedViT` / `vita.VitaTextPrompt`: Vita-CLIP's video prompts and learnable text context.
 """
 
-from train.peft.ma_clip import MAAdaptedViT
-from train.peft.vit import count_parameters, encode_frozen_images
-from train.peft.vita import VitaPromptedViT, VitaTextPrompt
+from fsar.train.peft.ma_clip import MAAdaptedViT
+from fsar.train.peft.vit import count_parameters, encode_frozen_images
+from fsar.train.peft.vita import VitaPromptedViT, VitaTextPrompt
 
 __all__ = ["MAAdaptedViT", "VitaPromptedViT", "VitaTextPrompt", "count_parameters", "encode_frozen_images"]

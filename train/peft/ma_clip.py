@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.peft.vit import _FrozenBackbone, _split_frames, attend, check_visual, embed_tokens, pool_class_token
+from fsar.train.peft.vit import _FrozenBackbone, _split_frames, attend, check_visual, embed_tokens, pool_class_token
 
 # ---------------------------------------------------------------------------------------------
 # MA-CLIP

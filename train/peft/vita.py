@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from train.peft.vit import _FrozenBackbone, _split_frames, check_visual, embed_tokens, pool_class_token, run_block
+from fsar.train.peft.vit import _FrozenBackbone, _split_frames, check_visual, embed_tokens, pool_class_token, run_block
 
 # ---------------------------------------------------------------------------------------------
 # Vita-CLIP, video side

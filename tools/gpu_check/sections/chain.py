@@ -22,9 +22,9 @@ def cli(main, argv: list[str]) -> None:
 
 
 def run(cfg: CheckConfig, rec: Recorder) -> None:
-    from cli.data import main as data_main
-    from cli.eval import main as eval_main
-    from cli.train import main as train_main
+    from fsar.cli.data import main as data_main
+    from fsar.cli.eval import main as eval_main
+    from fsar.cli.train import main as train_main
 
     root = cfg.work / "chain"
     videos, shards, cache = root / "synth", root / "shards", root / "cache.h5"

@@ -22,9 +22,9 @@ def shards(cfg: CheckConfig) -> Path:
 
 
 def run(cfg: CheckConfig, rec: Recorder) -> None:
-    from pipeline.shard.config import ShardConfig
-    from pipeline.shard.run import run_shard_stage
-    from pipeline.synth import SynthConfig, generate
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.synth import SynthConfig, generate
 
     with rec.part("render") as part:
         summary = generate(SynthConfig(

@@ -1,6 +1,6 @@
 """Decode throughput, videos/s per GPU: DALI's NVDEC against PyAV on every core and torchcodec's
 CUDA decoder, each returning the 8 segment-middle frames of a video resized to a 256-pixel short
-side, on the decode benchmark's corpora (`pipeline.bench.decode`: its corpus builder and readers)."""
+side, on the decode benchmark's corpora (`tools.bench.decode`: its corpus builder and readers)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ _DALI = None
 def dali_gpu(path: Path, idx: list[int]) -> list[np.ndarray]:
     """DALI's NVDEC decoder (the shard stage's `--decoder dali`), set up once per process, fed the file's bytes."""
     global _DALI
-    from pipeline.bench.decode import SHORT_SIDE, resize_short_side
-    from pipeline.video.decode import DaliDecoder
+    from tools.bench.decode import SHORT_SIDE, resize_short_side
+    from fsar.pipeline.video.decode import DaliDecoder
 
     if _DALI is None:
         _DALI = DaliDecoder("gpu")
@@ -34,14 +34,14 @@ def torchcodec_cuda(path: Path, idx: list[int]) -> list[np.ndarray]:
     """torchcodec's CUDA decoder; the frames come back to the CPU for the same resize as the others."""
     from torchcodec.decoders import VideoDecoder
 
-    from pipeline.bench.decode import SHORT_SIDE, resize_short_side
+    from tools.bench.decode import SHORT_SIDE, resize_short_side
 
     frames = VideoDecoder(str(path), device="cuda", seek_mode="approximate").get_frames_at(idx).data  # (N, 3, H, W) uint8 on the GPU
     return [resize_short_side(f, SHORT_SIDE) for f in frames.permute(0, 2, 3, 1).cpu().numpy()]
 
 
 def _readers() -> dict:
-    from pipeline.bench.decode import pyav_every_frame
+    from tools.bench.decode import pyav_every_frame
 
     return {"pyav": pyav_every_frame, "dali": dali_gpu}
 
@@ -81,7 +81,7 @@ def _rate(value: float | str, unavailable_skips: bool) -> float:
 
 def corpora(cfg: CheckConfig) -> dict[str, list[Path]]:
     """The bench corpora (`build_corpus`, reused when whole), or in the dry run the synthetic videos."""
-    from pipeline.bench.decode import CORPORA, build_corpus
+    from tools.bench.decode import CORPORA, build_corpus
 
     if cfg.corpus is None:
         from tools.gpu_check.sections.data import shards, videos
@@ -95,10 +95,10 @@ def corpora(cfg: CheckConfig) -> dict[str, list[Path]]:
 
 
 def run(cfg: CheckConfig, rec: Recorder) -> None:
-    from pipeline.bench.decode import T, time_raw
-    from pipeline.sampling import segment_middles
-    from pipeline.video.decode import DaliDecoder, dali_installed
-    from pipeline.video.probe import probe
+    from tools.bench.decode import T, time_raw
+    from fsar.pipeline.sampling import segment_middles
+    from fsar.pipeline.video.decode import DaliDecoder, dali_installed
+    from fsar.pipeline.video.probe import probe
 
     found = corpora(cfg)
     infos = {p: probe(p) for paths in found.values() for p in paths}

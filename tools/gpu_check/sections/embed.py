@@ -1,6 +1,6 @@
 """Embedding: the backbone's encode_image frames/s in fp32 and bf16, how far bf16 moves the
 embeddings, model FLOP utilisation against the GPU's bf16 peak, and the embed stage against a
-bare encode_image loop (`pipeline.bench.embed`)."""
+bare encode_image loop (`tools.bench.embed`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def frames_per_second(model, x, device: str, precision: str, seconds: float) -> 
     """encode_image on the batch `x` call after call for at least `seconds`, after one warm-up call."""
     import torch
 
-    from pipeline.embed.worker import autocast_for
+    from fsar.pipeline.embed.worker import autocast_for
 
     sync = _sync(device)
     with torch.no_grad(), autocast_for(device, precision):
@@ -59,9 +59,9 @@ def run(cfg: CheckConfig, rec: Recorder) -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.backbones import BackboneSpec, Preprocess, activation_of_model, create_backbone
-    from pipeline.bench.embed import flops_per_frame
-    from pipeline.embed.worker import autocast_for
+    from fsar.pipeline.backbones import BackboneSpec, Preprocess, activation_of_model, create_backbone
+    from tools.bench.embed import flops_per_frame
+    from fsar.pipeline.embed.worker import autocast_for
 
     dev = cfg.device
     model, source = create_backbone(BackboneSpec(cfg.backbone, "none", activation=cfg.activation), dev)
@@ -107,7 +107,7 @@ def run(cfg: CheckConfig, rec: Recorder) -> None:
     if dev == "cuda":
         torch.cuda.empty_cache()
     with rec.part("embed stage vs bare encode_image") as part:
-        from pipeline.bench.embed import main as bench_embed
+        from tools.bench.embed import main as bench_embed
         from tools.gpu_check.sections.data import shards
 
         out = bench_embed([

@@ -35,7 +35,7 @@ def nvidia_smi() -> dict:
 def run(cfg: CheckConfig, rec: Recorder) -> None:
     import torch
 
-    from pipeline.machine import machine_info
+    from fsar.pipeline.machine import machine_info
 
     rec.set("machine", machine_info())
     rec.set("versions", {p: _version(p) for p in PACKAGES})

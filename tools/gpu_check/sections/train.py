@@ -20,7 +20,7 @@ RUNS = (("clip-fsar", "finetune"), ("ma-clip", "peft"), ("vita-clip", "peft"))
 def step_config(cfg: CheckConfig, method: str, mode: str, shards: str):
     """The method's official settings (the SSv2 schedule's, as `fsar-train --config ssv2`) on the
     check's backbone, batch and device."""
-    from train.configs import get_config
+    from fsar.train.configs import get_config
 
     return dataclasses.replace(
         get_config("ssv2", method), mode=mode, shards=shards, backbone=cfg.backbone, pretrained="none", activation=cfg.activation,
@@ -35,8 +35,8 @@ class Stepper:
     def __init__(self, config) -> None:
         import torch
 
-        from train.model import build_model, resolve_device
-        from train.trainer import make_optimizer
+        from fsar.train.model import build_model, resolve_device
+        from fsar.train.trainer import make_optimizer
 
         self.config = config
         self.device = resolve_device(config.device)
@@ -52,8 +52,8 @@ class Stepper:
     def step(self, k: int, episodes: int) -> None:
         import torch
 
-        from train.episodes import EpisodeConfig, sample_episodes
-        from train.trainer import episode_batch, step_seed
+        from fsar.train.episodes import EpisodeConfig, sample_episodes
+        from fsar.train.trainer import episode_batch, step_seed
 
         c, model = self.config, self.model
         torch.manual_seed(step_seed(c.seed + 1, k))  # dropout

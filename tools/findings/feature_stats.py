@@ -1,6 +1,6 @@
 """How much of a cache's frame embeddings is motion: cosine between frames of one video vs between videos.
 
-    python -m train.feature_stats --cache data/synth-cache.h5 [--split test]
+    python -m tools.findings.feature_stats --cache data/synth-cache.h5 [--split test]
 
 Few-shot heads that match frames (OTAM, CLIP-FSAR) need frames of one video to differ;
 when frames of a video are near-identical in embedding space, what a clip shows over
@@ -40,7 +40,7 @@ def frame_cosines(frames: torch.Tensor, labels: np.ndarray | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from train.data import CacheSource
+    from fsar.train.data import CacheSource
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", required=True)

@@ -1,6 +1,6 @@
 """Evaluation benchmark: batched OTAM episodes against a straightforward per-episode loop.
 
-    python -m pipeline.bench.evaluate [--episodes 10000] [--loop-episodes 200] [--dim 512] [--frames 8]
+    python -m tools.bench.evaluate [--episodes 10000] [--loop-episodes 200] [--dim 512] [--frames 8]
 
 Both score the same seeded 5-way 1-shot episodes on the same embeddings (random unit
 vectors shaped like a cache split, or `--cache C.h5 --split test`). Two loops: one
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.episodes import EpisodeConfig, Episodes, sample_episodes
-from train.evaluate import episode_logits, eval_frames, score
-from train.metrics import frame_distances, otam_distance
+from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
+from fsar.train.baselines import episode_logits, eval_frames, score
+from fsar.train.metrics import frame_distances, otam_distance
 
 
 def loop_logits(frames: torch.Tensor, eps: Episodes, e: int) -> torch.Tensor:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("results/bench-evaluate"))
     args = ap.parse_args(argv)
     if args.cache:
-        from pipeline.embed.reader import load_split
+        from fsar.pipeline.embed.cache import load_split
 
         data = load_split(args.cache, args.split)
         frames, labels = eval_frames(data), data.labels

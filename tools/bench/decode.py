@@ -1,6 +1,6 @@
 """Decode benchmark: the shard stage against raw decoders doing the same sampling, in one run.
 
-    python -m pipeline.bench.decode [--out results/bench-decode] [--scale 1.0] [--repeats 3]
+    python -m tools.bench.decode [--out results/bench-decode] [--scale 1.0] [--repeats 3]
 
 Builds (once, cached) a corpus like the benchmarks' videos, then measures videos/s on
 one core (the process is pinned to it): our shard stage (decode, resize, JPEG, tar) and
@@ -27,11 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.sampling import segment_middles
-from pipeline.video.decode import resize_frames, scaled_size
-from pipeline.synth import CATALOGUE, VideoParams, render_video
-from pipeline.video.encode import CODECS, write_video
-from pipeline.video.probe import probe
+from fsar.pipeline.sampling import segment_middles
+from fsar.pipeline.video.decode import resize_frames, scaled_size
+from fsar.pipeline.synth import CATALOGUE, VideoParams, render_video
+from fsar.pipeline.video.encode import CODECS, write_video
+from fsar.pipeline.video.probe import probe
 
 SHORT_SIDE = 256
 T = 8
@@ -177,7 +177,7 @@ def fsar_decoder(path: Path, idx: list[int]) -> list:
     It separates the work every reader does from the encoding only the stage does."""
     global _DECODER
     if _DECODER is None:
-        from pipeline.video.decode import PyAVDecoder
+        from fsar.pipeline.video.decode import PyAVDecoder
 
         _DECODER = PyAVDecoder()
         _DECODER.setup()
@@ -192,7 +192,7 @@ def fsar_decoder_jpeg(path: Path, idx: list[int]) -> list[bytes]:
     """The stage's decoding, resizing and JPEG encoding, at the stage's quality, with no tar,
     metadata or bookkeeping: the most videos/s any stage writing these JPEGs can reach with
     this decoder, so a stage ratio above this one's cannot be had by trimming overheads."""
-    from pipeline.shard.worker import encode_jpeg
+    from fsar.pipeline.shard.worker import encode_jpeg
 
     return [encode_jpeg(f, JPEG_QUALITY) for f in fsar_decoder(path, idx)]
 
@@ -208,7 +208,7 @@ def dali_cpu(path: Path, idx: list[int]) -> list[np.ndarray]:
     if path.suffix not in (".webm", ".mkv"):
         raise ValueError("reads VP8 and VP9 (WebM) only")
     if _DALI_CPU is None:
-        from pipeline.video.decode import DaliDecoder
+        from fsar.pipeline.video.decode import DaliDecoder
 
         _DALI_CPU = DaliDecoder("cpu")
         _DALI_CPU.setup()
@@ -269,8 +269,8 @@ def _best(old, new):
 
 
 def time_stage(paths: list[Path], out: Path, workers: int) -> dict:
-    from pipeline.shard.config import ShardConfig
-    from pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
 
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     lists = out / "lists"

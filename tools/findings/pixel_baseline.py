@@ -1,7 +1,7 @@
 """How solvable is a sharded benchmark without any model? Few-shot baselines on raw pixels.
 
-    python -m train.pixel_baseline --shards data/synth-shards [--split test] [--shot 5] [--episodes 3000]
-    python -m train.pixel_baseline --shards data/synth-shards --write-cache data/pixel-cache.h5
+    python -m tools.findings.pixel_baseline --shards data/synth-shards [--split test] [--shot 5] [--episodes 3000]
+    python -m tools.findings.pixel_baseline --shards data/synth-shards --write-cache data/pixel-cache.h5
 
 Each stored frame is shrunk to 16x12 pixels; features are those pixels, and the same
 minus the clip's first frame (which removes the static scene and keeps the motion).
@@ -28,7 +28,7 @@ def pixel_features(shards: Path, split: str, size=(16, 12)) -> tuple[torch.Tenso
     import simplejpeg
     from PIL import Image
 
-    from pipeline.embed.worker import iter_shard
+    from fsar.pipeline.shard.format import iter_sample_data as iter_shard
 
     manifest = json.loads((shards / "manifest.json").read_text())
     names = [c["name"] for c in sorted(manifest["splits"][split]["classes"], key=lambda c: c["index"])]
@@ -43,28 +43,22 @@ def pixel_features(shards: Path, split: str, size=(16, 12)) -> tuple[torch.Tenso
 
 def write_pixel_cache(shards: Path, path: Path) -> None:
     """All splits' "pixels minus first frame" features as an embedding cache (float16, zero text)."""
-    import h5py
-
-    from pipeline.atomic import atomic_path
+    from fsar.pipeline.embed.cache import cache_writer
 
     manifest = json.loads((shards / "manifest.json").read_text())
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(format="fsar-embedding-cache/1", backbone="pixels-16x12-minus-first-frame", pretrained="none", random_init=False)
-        f.attrs["shard_manifest"] = json.dumps(manifest)
+    attrs = {"backbone": "pixels-16x12-minus-first-frame", "pretrained": "none", "random_init": False, "shard_manifest": json.dumps(manifest)}
+    with cache_writer(path, attrs) as cache:
         for split in manifest["splits"]:
             raw, labels, names = pixel_features(shards, split)
-            g = f.create_group(split)
-            g.create_dataset("frames", data=(raw - raw[:, :1]).numpy().astype(np.float16))
-            g.create_dataset("labels", data=labels.astype(np.int64))
-            g.create_dataset("keys", data=[str(i) for i in range(len(labels))], dtype=h5py.string_dtype())
-            g.create_dataset("ids", data=[str(i) for i in range(len(labels))], dtype=h5py.string_dtype())
-            g.create_dataset("class_names", data=names, dtype=h5py.string_dtype())
-            g.create_group("text").create_dataset("clip-fsar", data=np.zeros((len(names), raw.shape[-1]), np.float32))
+            ids = [str(i) for i in range(len(labels))]
+            zero = np.zeros((len(names), raw.shape[-1]), np.float32)
+            cache.split(split, (raw - raw[:, :1]).numpy().astype(np.float16), labels.astype(np.int64), ids, ids, names, {"clip-fsar": (zero, None)}, chunked=False)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
-    from train.evaluate import reversal_pairs, score, summarise
+    from fsar.train.episodes import EpisodeConfig, sample_episodes, sample_pair_episodes
+    from fsar.train.baselines import score
+    from fsar.train.evaluate import reversal_pairs, summarise
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=Path, default=Path("data/synth-shards"))

@@ -1,6 +1,6 @@
 """Embed benchmark: the embed stage against a bare encode_image loop, same device and batch size.
 
-    python -m pipeline.bench.embed --shards data/synth-shards [--split test] [--backbone fsar-tiny-vit]
+    python -m tools.bench.embed --shards data/synth-shards [--split test] [--backbone fsar-tiny-vit]
         [--pretrained none] [--batch 256] [--device auto] [--precision auto]
 
 The bare loop runs encode_image on preprocessed frames already in memory; the stage
@@ -38,10 +38,11 @@ def flops_per_frame(model, size: int) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     import simplejpeg
 
-    from pipeline.embed.config import EmbedConfig
-    from pipeline.embed.run import resolve_weights, run_embed_stage
-    from pipeline.embed.worker import autocast_for, iter_shard
-    from pipeline.backbones import Preprocess, create_backbone
+    from fsar.pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.run import resolve_weights, run_embed_stage
+    from fsar.pipeline.embed.worker import autocast_for
+    from fsar.pipeline.shard.format import iter_sample_data as iter_shard
+    from fsar.pipeline.backbones import Preprocess, create_backbone
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=Path, default=Path("data/synth-shards"))

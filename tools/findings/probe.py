@@ -6,7 +6,7 @@ video, support or query, encoded as a query, i.e. without class text). Comparing
 `fsar-eval RUN_DIR` separates what the head learnt about videos from what its prediction
 adds (for CLIP-FSAR: the class-text token of prototype modulation). Runs on the CPU.
 
-    python -m train.probe RUN_DIR [--checkpoint best|last] [--shot 1] [--episodes 10000]
+    python -m tools.findings.probe RUN_DIR [--checkpoint best|last] [--shot 1] [--episodes 10000]
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from train.checkpoint import load_checkpoint
-from train.config import TrainConfig
-from train.episodes import EpisodeConfig, Episodes, sample_episodes
-from train.evaluate import score_with, summarise
-from train.metrics import otam_logits, prototype_logits
-from train.model import build_model
-from train.trainer import encode_split
+from fsar.train.checkpoint import load_checkpoint
+from fsar.train.config import TrainConfig
+from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
+from fsar.train.evaluate import score_with, summarise
+from fsar.train.metrics import otam_logits, prototype_logits
+from fsar.train.model import build_model
+from fsar.train.trainer import encode_split
 
 
 def probe(run_dir: str | Path, checkpoint: str = "best", split: str = "test", config: EpisodeConfig = EpisodeConfig()) -> dict:
@@ -54,7 +54,7 @@ def probe(run_dir: str | Path, checkpoint: str = "best", split: str = "test", co
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.findings.probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--checkpoint", default="best", choices=("best", "last"))
     ap.add_argument("--split", default="test")

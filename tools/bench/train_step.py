@@ -1,7 +1,7 @@
 """Train-step benchmark: time per training episode in adapter mode vs finetune mode, same episode,
 same head, same tiny backbone.
 
-    python -m pipeline.bench.train_step --shards data/synth-shards --cache data/synth-cache.h5
+    python -m tools.bench.train_step --shards data/synth-shards --cache data/synth-cache.h5
         [--config synth] [--shot 1] [--repeats 5] [--threads 0] [--out DIR]
 
 Adapter mode reads the episode's cached embeddings; finetune mode reads the same videos'
@@ -26,7 +26,7 @@ import torch
 
 def _time_steps(model, source, text, eps, config, repeats: int) -> tuple[float, float]:
     """Seconds per step (total, of which data loading)."""
-    from train.trainer import episode_batch, make_optimizer
+    from fsar.train.trainer import episode_batch, make_optimizer
 
     opt = make_optimizer(model, config)
     base = text
@@ -56,9 +56,9 @@ def _time_steps(model, source, text, eps, config, repeats: int) -> tuple[float, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from train.configs import get_config
-    from train.episodes import EpisodeConfig, sample_episodes
-    from train.model import build_model
+    from fsar.train.configs import get_config
+    from fsar.train.episodes import EpisodeConfig, sample_episodes
+    from fsar.train.model import build_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=Path, required=True)

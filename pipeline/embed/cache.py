@@ -1,5 +1,15 @@
-"""Read an embedding cache: a whole split in memory, or lazily, one handle per process; and
-its identity, which a training run records to recognise its cache later."""
+"""The embedding cache's one owner: its layout, the writer (the embed stage's part files and
+the cache joined from them), and the readers (a whole split in memory, or lazily, one
+handle per process; and the cache's identity, which a training run records to recognise its
+cache later). The layout is described in docs/cache.md.
+
+A cache is one HDF5 file: attributes (`format`, the backbone, its weights and activation,
+the image view, the shard manifest, ...), and per split a group with `frames` (N, F, D)
+float16, `labels` (N,) int64, `keys` and `ids` (N,) strings, `class_names` (C,) and a `text`
+group holding, per prompt set, the ensemble (C, D) and every template's embedding (C, K, D)
+as `<set>_templates`. A part file (one shard's embeddings, joined into the cache at the end
+of the stage) holds `frames`, `labels`, `keys` and `ids` of its videos.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +38,83 @@ class CachedSplit:
 
 
 REMEDY = "re-run `fsar-data embed` to write it again"
+FORMAT = "fsar-embedding-cache/1"
+
+
+def write_part(part: Path, frames: list[np.ndarray], labels: list[int], keys: list[str], ids: list[str]) -> None:
+    """Write one shard's embeddings, frames (F, D) per video, to the part file `part` (atomically)."""
+    import h5py
+
+    from fsar.pipeline.atomic import atomic_path
+
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(part) as tmp, h5py.File(tmp, "w") as f:
+        if frames:
+            f.create_dataset("frames", data=np.stack(frames), track_times=False)  # (N, F, D)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64), track_times=False)
+        f.create_dataset("keys", data=keys, dtype=h5py.string_dtype(), track_times=False)
+        f.create_dataset("ids", data=ids, dtype=h5py.string_dtype(), track_times=False)
+
+
+def read_part(part: Path) -> dict:
+    """A part file's arrays: frames (absent if it holds no video), labels, keys and ids."""
+    import h5py
+
+    with h5py.File(part, "r") as pf:
+        out = {"labels": pf["labels"][()], "keys": [k.decode() for k in pf["keys"][()]], "ids": [k.decode() for k in pf["ids"][()]]}
+        if "frames" in pf:
+            out["frames"] = pf["frames"][()]
+    return out
+
+
+class CacheWriter:
+    """Writes the splits of a cache opened by `cache_writer`."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def split(self, name: str, frames: np.ndarray, labels: np.ndarray, keys: list[str], ids: list[str], class_names: list[str],
+              texts: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, chunked: bool = True) -> None:
+        """One split: frames (N, F, D), labels (N,), keys and ids (N,), class names (C,), and per
+        prompt set its (ensemble (C, D), per-template (C, K, D)) text embeddings."""
+        import h5py
+
+        g = self.f.create_group(name)
+        n = frames.shape[0]
+        chunks = (max(1, min(n, 16)),) + frames.shape[1:] if (n and chunked) else None
+        g.create_dataset("frames", data=frames, chunks=chunks, track_times=False)
+        g.create_dataset("labels", data=labels, track_times=False)
+        g.create_dataset("keys", data=keys, dtype=h5py.string_dtype(), track_times=False)
+        g.create_dataset("ids", data=ids, dtype=h5py.string_dtype(), track_times=False)
+        g.create_dataset("class_names", data=class_names, dtype=h5py.string_dtype(), track_times=False)
+        t = g.create_group("text")
+        for set_name, (mean, per) in (texts or {}).items():
+            t.create_dataset(set_name, data=mean.astype(np.float32), track_times=False)
+            if per is not None:
+                t.create_dataset(f"{set_name}_templates", data=per.astype(np.float32), track_times=False)
+
+
+@contextmanager
+def cache_writer(path: Path, attrs: dict):
+    """A `CacheWriter` on a new cache at `path` with `attrs` (the format's added first), written
+    atomically: the file appears, complete, when the block succeeds."""
+    import h5py
+
+    from fsar.pipeline.atomic import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        yield CacheWriter(f)
+
+
+def template_text(path: str | os.PathLike, split: str, prompts: str) -> np.ndarray | None:
+    """Every template's class-name embeddings (C, K, D) of prompt set `prompts`, or None if the cache has none."""
+    with open_cache(path) as f:
+        t = f[split]["text"].get(f"{prompts}_templates")
+        return None if t is None else t[()]
 
 
 @contextmanager
@@ -118,7 +205,7 @@ def cache_identity(path: str | os.PathLike) -> dict:
     import h5py
     import numpy as np
 
-    from pipeline.shard.plan import identity as shard_identity
+    from fsar.pipeline.shard.plan import identity as shard_identity
 
     with open_cache(path) as f:
         a = f.attrs

@@ -1,7 +1,7 @@
 """docs/benchmarks.md from the JSON each benchmark writes: every figure beside its in-run
 baseline, and each table with the date, commit, machine and command of its run.
 
-    python -m pipeline.bench.report [--results results] [--out docs/benchmarks.md] [--run decode,embed,evaluate,train]
+    python -m tools.bench.report [--results results] [--out docs/benchmarks.md] [--run decode,embed,evaluate,train]
 
 `--run` runs the named benchmarks (`make bench-NAME`) one after the other and records where
 and when each ran in RESULTS/bench-NAME/provenance.json; `make bench` runs them all that way.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.atomic import write_json_atomic, write_text_atomic
+from fsar.pipeline.atomic import write_json_atomic, write_text_atomic
 
 PAGE = Path("docs/benchmarks.md")
 PROVENANCE = "provenance.json"
@@ -106,7 +106,7 @@ def _git(*args: str) -> str | None:
 
 def describe_machine() -> str:
     """CPU, memory, GPU and torch version in one line, with the load when the run started."""
-    from pipeline.machine import machine_info
+    from fsar.pipeline.machine import machine_info
 
     m = machine_info()
     gpu = f"{m['gpu']['count']}x {m['gpu']['name']}" if m["gpu"] else "no GPU"
@@ -178,7 +178,7 @@ def write_bench_page(results: str | Path, out: str | Path = PAGE) -> Path:
     md = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`pipeline/bench/report.py`) from the JSON each benchmark leaves under `results/bench-*/`. "
+        "Written by `make bench` (`tools/bench/report.py`) from the JSON each benchmark leaves under `results/bench-*/`. "
         "Each figure is measured beside its baseline in the same run. A benchmark that has not run since keeps its last section, "
         "with the date, commit, machine and command of that run. What the figures mean and how each benchmark works: "
         "[shard](shard.md#speed), [embed](embed.md#speed), [eval](eval.md#speed), [train](train.md#speed).",
