@@ -10,6 +10,9 @@ import typer
 
 from fsar.cli.errors import debug_option, reported
 from fsar.cli.progress import console, progress_bar, warnings_to_console
+from fsar.pipeline.datasets import DATASETS
+
+_PAPER_VIEW = ", ".join(n for n, d in DATASETS.items() if d.view == "clip-fsar")
 
 app = typer.Typer(
     name="fsar-data",
@@ -94,7 +97,7 @@ def synth(
 
 @app.command()
 def shard(
-    dataset: str = typer.Argument(..., help="ssv2, ssv2-small, kinetics100, ucf101, hmdb51, synth or folder."),
+    dataset: str = typer.Argument(..., help=f"{', '.join(DATASETS)}."),
     root: Path = typer.Option(..., help="Folder of the videos: a listed <class>/<id> is looked up as ROOT/<class>/<id>.<ext>, then in a folder named for the class at any depth, then by an id unique under ROOT."),
     out: Path = typer.Option(..., help="Output folder for shards, manifest.json and summary.json."),
     splits: Optional[Path] = typer.Option(None, help="Folder with train.txt/val.txt/test.txt (or <dataset>/ sub-folders); default: the data's own or a one-time download."),
@@ -154,7 +157,7 @@ def embed(
     backbone: str = typer.Option("ViT-B/16", help="open_clip model (OpenAI spellings accepted); fsar-tiny-vit for CPU runs."),
     pretrained: Optional[str] = typer.Option(None, help="Pretrained tag, checkpoint file, or none (random) (default: openai)."),
     activation: str = typer.Option("auto", help="The model's MLP activation: auto (what the weights were trained with: from the tag's open_clip config, or the file), gelu, or quick_gelu (OpenAI's weights, e.g. a local ViT-B-16.pt)."),
-    view: str = typer.Option("auto", help="How frames are prepared: clip (open_clip's eval transform), clip-fsar (the official CLIP-FSAR test view: 256x256, centre 224), or auto (clip-fsar on ssv2, ssv2-small, kinetics100, ucf101, hmdb51; clip otherwise)."),
+    view: str = typer.Option("auto", help="How frames are prepared: clip (open_clip's eval transform), clip-fsar (the official CLIP-FSAR test view: 256x256, centre 224), or auto (clip-fsar on " + _PAPER_VIEW + "; clip otherwise)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)."),
     batch: int = typer.Option(256, help="Frames per forward pass."),

@@ -10,6 +10,7 @@ import typer
 
 from fsar.cli.errors import debug_option, reported
 from fsar.cli.progress import console, progress_bar, train_bar, warnings_to_console
+from fsar.pipeline.datasets import DATASETS
 
 app = typer.Typer(name="fsar-reproduce", add_completion=False, pretty_exceptions_enable=False)
 report_app = typer.Typer(name="fsar-report", add_completion=False, pretty_exceptions_enable=False)
@@ -21,7 +22,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 @app.command()
 def reproduce(
-    dataset: str = typer.Option("synth", help="synth (rendered here), or ssv2, ssv2-small, kinetics100, ucf101, hmdb51 with --root."),
+    dataset: str = typer.Option("synth", help="synth (rendered here), or " + ", ".join(d for d in DATASETS if d != "synth") + " with --root."),
     root: Optional[Path] = typer.Option(None, help="Video root of a real dataset (synth: where it is rendered, default DATA/synth)."),
     splits: Optional[Path] = typer.Option(None, help="Split lists of a real dataset (default: downloaded once)."),
     data: Path = typer.Option(Path("data"), help="Where shards and the embedding cache go."),

@@ -11,6 +11,7 @@ import typer
 
 from fsar.cli.errors import debug_option, reported
 from fsar.cli.progress import console
+from fsar.train.configs import CONFIGS
 
 app = typer.Typer(name="fsar-train", add_completion=False, pretty_exceptions_enable=False)
 
@@ -24,7 +25,7 @@ def train(
     method: Optional[str] = typer.Option(None, help="Method (head): clip-fsar, ma-clip, actionclip, vita-clip or any registered one; each declares the modes it trains in."),
     way: Optional[int] = typer.Option(None, help="Classes per episode."),
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
-    config: str = typer.Option("synth", help="Named config: synth, synth-peft, ssv2, ssv2-small, kinetics100, ucf101, hmdb51, tiny."),
+    config: str = typer.Option("synth", help="Named config: " + ", ".join(CONFIGS) + "."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: --set key=value (repeatable)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     debug: bool = debug_option(),
