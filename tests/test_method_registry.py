@@ -44,6 +44,25 @@ def test_a_new_method_trains_evaluates_and_reports_through_the_commands(toy, tin
     assert "episodes_per_step" in report  # the tiny config departs from its declared paper setting
 
 
+def test_a_method_that_encodes_each_episode_together_scores_as_one_that_encodes_once(toy, tiny_chain, tmp_path, monkeypatch):
+    """The per-episode path (`encodes_independently=False`) against the encode-once path, on a
+    head for which both must give the same predictions."""
+    import dataclasses
+
+    from fsar.train.configs import get_config
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.evaluate_run import evaluate_run
+    from fsar.train.trainer import train
+
+    run = tmp_path / "run"
+    train(dataclasses.replace(get_config("tiny", "toy-proto"), cache=str(tiny_chain["cache"]), way=3, query=1, threads=1), run)
+    ep = EpisodeConfig(way=3, shot=2, query=1, episodes=300, seed=0)
+    once, correct_once = evaluate_run(run, "test", ep)
+    monkeypatch.setattr(toy, "spec", dataclasses.replace(toy.spec, encodes_independently=False))
+    per_episode, correct_per_episode = evaluate_run(run, "test", ep)
+    assert (correct_once == correct_per_episode).all() and once["accuracy"] == per_episode["accuracy"]
+
+
 def test_a_method_is_refused_in_a_mode_it_does_not_declare(toy, tiny_chain, tmp_path):
     from fsar.cli.train import main as train_main
 

@@ -68,6 +68,7 @@ def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk:
     `support` / `query` are empty."""
     was_training = model.training
     model.eval()
+    head = head and model.head.spec.encodes_independently  # else episodes are encoded as they are scored
     labels = torch.from_numpy(source.info.labels)
     raw, sup, qry = [], [], []
     text = text.to(device)
@@ -92,14 +93,22 @@ def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk:
 def head_logits_fn(model: FewShotModel, enc: EncodedSplit, fusion_beta: float | None) -> Callable[[Episodes], torch.Tensor]:
     """`logits_fn(episodes)` for `train.evaluate.score_with`, from precomputed encodings."""
 
+    independent = model.head.spec.encodes_independently
+
     def fn(eps: Episodes) -> torch.Tensor:
         E, W, K = eps.support.shape
         Q = eps.query.shape[2]
         dev = enc.raw.device
         sup = torch.from_numpy(eps.support.reshape(E, W * K)).to(dev)
         qry = torch.from_numpy(eps.query.reshape(E, W * Q)).to(dev)
-        batch = EpisodeBatch(enc.raw[sup], enc.raw[qry], None, enc.text[torch.from_numpy(eps.classes).to(dev)], None, None, W)
-        return model.head.predict(batch, enc.query[qry], enc.support[sup], fusion_beta)
+        class_text = enc.text[torch.from_numpy(eps.classes).to(dev)]  # (E, W, D)
+        if independent:
+            batch = EpisodeBatch(enc.raw[sup], enc.raw[qry], None, class_text, None, None, W)
+            return model.head.predict(batch, enc.query[qry], enc.support[sup], fusion_beta)
+        support_text = class_text.repeat_interleave(K, dim=1)  # (E, W*K, D): supports are class by class
+        batch = EpisodeBatch(enc.raw[sup], enc.raw[qry], support_text, class_text, None, None, W)
+        support_enc, query_enc = model.head.encode_episodes(batch)  # each episode's videos together
+        return model.head.predict(batch, query_enc, support_enc, fusion_beta)
 
     return fn
 

@@ -79,8 +79,9 @@ class Head(nn.Module):
         """Support and query encodings [E, Ns, T, D'] and [E, Nq, T, D'] of a batch of episodes."""
         E, Ns, T, D = batch.support.shape
         Nq = batch.query.shape[1]
-        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D)).view(E, Ns, T, -1)
-        q = self.encode_query(batch.query.reshape(E * Nq, T, D)).view(E, Nq, T, -1)
+        s = self.encode_support(batch.support.reshape(E * Ns, T, D), batch.support_text.reshape(E * Ns, D))
+        q = self.encode_query(batch.query.reshape(E * Nq, T, D))
+        s, q = s.view(E, Ns, *s.shape[1:]), q.view(E, Nq, *q.shape[1:])  # an encoding may have fewer tokens than frames
         return s, q
 
     def episode_logits(self, query_enc: torch.Tensor, support_enc: torch.Tensor, way: int) -> torch.Tensor:

@@ -36,6 +36,11 @@ class MethodSpec:
     official_schedules: bool = False
     """The paper benchmarks' named configs (ssv2, kinetics100, ...) hold this method's official
     schedules, so a run that changes one departs from the paper."""
+    encodes_independently: bool = True
+    """A video's encoding depends on that video alone (and a support's on its class text), so
+    evaluation encodes every video of a split once and scores any number of episodes from those
+    encodings. False: each episode's videos are encoded together (`Head.encode_episodes`), as
+    methods that attend across an episode's videos need."""
     shot_free: bool = False
     """Its training is not episodic in nature: trained once whatever the shot, scored at every shot."""
     fused_row: bool = False
