@@ -70,7 +70,11 @@ def reported(debug: bool, kept: str | None = None, stage_failure: tuple[type, ..
 
 def classify(e: Exception, kept: str | None = None, stage_failure: tuple[type, ...] = ()) -> tuple[int, str]:
     """The exit code and the line for an exception."""
+    from fsar.pipeline.lock import FolderBusy
+
     text = message(e)
+    if isinstance(e, FolderBusy):  # refused: another process holds the output
+        return 2, text
     if stage_failure and isinstance(e, stage_failure):
         return 1, text
     if isinstance(e, OSError) and e.errno in FULL_ERRNOS:

@@ -38,13 +38,17 @@ def evaluate(
     from fsar.train.baselines import evaluate_frozen
     from fsar.train.results import write_eval
 
+    from contextlib import ExitStack
+
     from fsar.pipeline.atomic import check_writable
+    from fsar.pipeline.lock import hold
 
     suffix = ""
     t0 = time.perf_counter()
-    with reported(debug):
+    with reported(debug), ExitStack() as held:
         config = EpisodeConfig(way=way, shot=shot, query=query, episodes=episodes, seed=seed)
         check_writable(run_dir, "RUN_DIR")  # before minutes of evaluation, not after
+        held.enter_context(hold(run_dir, "fsar-eval"))  # a run still training there, or another fsar-eval, is refused
         if method is not None:
             if cache is None:
                 raise ValueError("--method evaluates a frozen backbone and needs --cache CACHE.h5")

@@ -92,13 +92,15 @@ def report(
 ) -> None:
     """Regenerate REPORT.md and plots/ in RESULTS (or RUN_DIR) from the JSON outputs."""
     from fsar.pipeline.atomic import check_writable
+    from fsar.pipeline.lock import hold
     from fsar.train.report import write_report
 
     with reported(debug):
         if not results.is_dir():
             raise FileNotFoundError(f"no folder {results}: pass the results folder of `fsar-reproduce`, or a run folder of `fsar-train`")
         check_writable(results, "RESULTS")
-        path = write_report(results)
+        with hold(results, "fsar-report"):
+            path = write_report(results)
     typer.echo(f"report: {path.resolve()}")
 
 

@@ -2,7 +2,7 @@
 
 Writers fill a hidden sibling (`.NAME.partial`) and rename it into place; a killed
 process can leave only such partial files, which the next run removes. A run holds its
-output folder (`one_run_at_a_time`), so that no second run removes them while it writes.
+output folder (`fsar.pipeline.lock.hold`), so that no second run removes them while it writes.
 """
 
 from __future__ import annotations
@@ -95,42 +95,3 @@ def remove_stale_partials(root: str | os.PathLike) -> None:
     """Delete partial files left under `root` by a killed run (only one run may use `root` at a time)."""
     for stale in Path(root).rglob(".*.partial"):
         stale.unlink()
-
-
-@contextmanager
-def one_run_at_a_time(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold `folder` (made if need be) for the length of a run: another run that asks for it
-    meanwhile fails at once, instead of removing this one's partial files and writing the
-    same files beside it.
-
-    The lock is the kernel's (flock on the folder itself: no file is added), released when
-    the process ends however it ends, so a killed run leaves none behind. Where the file
-    system has no such locks (some network mounts) runs go unguarded.
-
-    Raises:
-        RuntimeError: another run holds `folder`.
-    """
-    folder = Path(folder)
-    made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no such lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)  # not inherited by child processes (PEP 446)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{folder} is in use by another {what} run, still going; let it end, or choose another folder") from None
-        except OSError:  # no locks here
-            pass
-        yield
-    finally:
-        os.close(fd)
-        if made:  # a run that stopped before writing leaves no empty folder
-            try:
-                folder.rmdir()
-            except OSError:  # not empty: the run's output
-                pass

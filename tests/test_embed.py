@@ -174,7 +174,7 @@ def test_killed_run_resumes_to_the_same_cache(shards, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and len(list(parts.glob("train/*.h5"))) < 5:
         time.sleep(0.05)
-    with pytest.raises(RuntimeError, match=rf"^{re.escape(str(parts))} is in use by another fsar-data embed run, still going"):
+    with pytest.raises(RuntimeError, match=rf"^{re.escape(str(parts))} is in use by fsar-data embed \(pid {proc.pid} on .*\): let it end"):
         run_embed_stage(embed_config(blocked, out))  # a second run meanwhile is refused; the killed one leaves no lock
     assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)

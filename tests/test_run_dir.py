@@ -91,10 +91,10 @@ def test_a_corrupt_cache_stops_fsar_train_in_one_line_and_leaves_no_run(tiny_cha
 
 
 def test_a_second_run_in_the_same_folder_fails_at_once(tiny_chain, tmp_path):
-    from fsar.pipeline.atomic import one_run_at_a_time
+    from fsar.pipeline.lock import hold
 
-    with one_run_at_a_time(tmp_path / "run", "fsar-train"):  # as a run in another process holds it
-        with pytest.raises(RuntimeError, match="in use by another fsar-train run"):
+    with hold(tmp_path / "run", "fsar-train"):  # as a run in another process holds it
+        with pytest.raises(RuntimeError, match=rf"in use by fsar-train \(pid {os.getpid()} on "):
             train(tiny(tiny_chain["cache"]), tmp_path / "run")
 
 

@@ -450,7 +450,7 @@ def test_a_killed_run_takes_its_worker_down_and_the_next_run_names_the_video(sha
     # A second run on the same OUT meanwhile would remove the first's partial files: it stops at once.
     partial = out / "val" / ".shard-000000.tar.partial"
     assert partial.exists()
-    with pytest.raises(RuntimeError, match=rf"^{re.escape(str(out))} is in use by another fsar-data shard run, still going; let it end, or choose another folder$"):
+    with pytest.raises(RuntimeError, match=rf"^{re.escape(str(out))} is in use by fsar-data shard \(pid {proc.pid} on .*, since .*\): let it end, or choose another folder$"):
         run_shard_stage(shard_config(synth_root, out))
     assert partial.exists() and proc.poll() is None
     proc.kill()

@@ -199,8 +199,15 @@ def reproduce(config: ReproduceConfig, progress=None, train_progress=None, log: 
     """
     from contextlib import nullcontext
 
+    from fsar.pipeline.lock import hold
+
     progress = progress or (lambda *a: nullcontext(None))
     train_progress = train_progress or (lambda *a: nullcontext(None))
+    with hold(config.results, "fsar-reproduce"):
+        return _reproduce(config, progress, train_progress, log)
+
+
+def _reproduce(config: ReproduceConfig, progress, train_progress, log) -> Path:
     c = config
     c.results.mkdir(parents=True, exist_ok=True)
     timings, commands = Timings(c.results), Commands(c.results)

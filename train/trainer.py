@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fsar.pipeline.atomic import check_writable, one_run_at_a_time, write_text_atomic
+from fsar.pipeline.lock import hold
+from fsar.pipeline.atomic import check_writable, write_text_atomic
 from fsar.train.checkpoint import load_checkpoint, save_checkpoint
 from fsar.train.config import TrainConfig
 from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
@@ -272,7 +273,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
     """
     run_dir = Path(run_dir)
     check_writable(run_dir, "--out")
-    with one_run_at_a_time(run_dir, "fsar-train"):
+    with hold(run_dir, "fsar-train"):
         found = {p.name for p in run_dir.iterdir()}
         try:
             return _train(config, run_dir, resume, on_step)

@@ -172,22 +172,86 @@ def load_split(path: str | os.PathLike, split: str, verbose: bool = True) -> Cac
         if "shard_manifest" not in f.attrs:
             raise ValueError(f"{path} records no shard manifest, so it was not written by `fsar-data embed`: {REMEDY}")
         if split in groups:
+            check_attrs(path, f.attrs)
             g = f[split]
+            check_split(path, split, g)
             if verbose:
                 size = g["frames"].size * g["frames"].dtype.itemsize
                 print(f"loading {split} of {path}: {g['frames'].shape} {g['frames'].dtype}, {size / 2**20:.1f} MiB", file=sys.stderr)
             data = CachedSplit(
                 frames=g["frames"][()],
                 labels=g["labels"][()],
-                keys=[k.decode() for k in g["keys"][()]],
-                ids=[k.decode() for k in g["ids"][()]],
-                class_names=[k.decode() for k in g["class_names"][()]],
+                keys=[_text(k) for k in g["keys"][()]],
+                ids=[_text(k) for k in g["ids"][()]],
+                class_names=[_text(k) for k in g["class_names"][()]],
                 text={k: g["text"][k][()] for k in g["text"] if not k.endswith("_templates")},
                 attrs=dict(f.attrs),
             )
+            check_values(path, split, data)
     if split not in groups:  # outside the block, which reads a KeyError as a damaged file
         raise KeyError(f"{path} has no split {split!r}; it has: {', '.join(groups)}")
     return data
+
+
+REQUIRED_ATTRS = ("backbone", "weights_state_sha256", "activation", "preprocess", "shard_manifest")
+"""What a cache must record of how it was made: a run refuses a cache whose record differs from its own."""
+
+
+def _text(k) -> str:
+    return k.decode() if isinstance(k, bytes) else str(k)
+
+
+def _bad(path, split: str, dataset: str, what: str) -> ValueError:
+    where = f"{split}/{dataset}" if split else dataset
+    return ValueError(f"{path}: {where} {what}, not what `fsar-data embed` writes: {REMEDY}")
+
+
+def check_attrs(path, attrs) -> None:
+    """The attributes every cache records (`REQUIRED_ATTRS`)."""
+    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing:
+        raise _bad(path, "", "attributes", f"lack {', '.join(missing)}")
+
+
+def check_split(path, split: str, g) -> None:
+    """Datasets, dtypes and shapes of a split group, from its headers (no data read): frames
+    [N, T, D] floating point; labels [N] integers; keys, ids [N]; class_names [C]; each text
+    array [C, D] (templates [C, K, D])."""
+    import h5py
+
+    for name in ("frames", "labels", "keys", "ids", "class_names", "text"):
+        if name not in g:
+            raise _bad(path, split, name, "is missing")
+    frames, labels = g["frames"], g["labels"]
+    if not isinstance(frames, h5py.Dataset) or frames.ndim != 3 or frames.dtype.kind != "f":
+        raise _bad(path, split, "frames", f"is {getattr(frames, 'dtype', '?')} of shape {getattr(frames, 'shape', '?')}, not floating point [videos, frames, dim]")
+    N, _, D = frames.shape
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.shape[0] != N:
+        raise _bad(path, split, "labels", f"is {labels.dtype} of shape {labels.shape}, not {N} integers (one per video)")
+    for name in ("keys", "ids"):
+        if g[name].shape != (N,):
+            raise _bad(path, split, name, f"has shape {g[name].shape}, not ({N},) (one per video)")
+    C = g["class_names"].shape[0] if g["class_names"].ndim == 1 else -1
+    if C < 1:
+        raise _bad(path, split, "class_names", f"has shape {g['class_names'].shape}, not one name per class")
+    for name, t in g["text"].items():
+        want = 3 if name.endswith("_templates") else 2
+        if t.ndim != want or t.shape[0] != C or t.shape[-1] != D or t.dtype.kind != "f":
+            raise _bad(path, split, f"text/{name}", f"is {t.dtype} of shape {t.shape}, not floating point [{C} classes, {'templates, ' if want == 3 else ''}{D}] (the frames' width)")
+
+
+def check_values(path, split: str, data: "CachedSplit") -> None:
+    """What only the data shows, checked on the arrays just read (no second pass over the file):
+    labels in [0, C), unique keys, finite frames (the first bad video is named)."""
+    C = len(data.class_names)
+    if len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= C):
+        raise _bad(path, split, "labels", f"hold {int(data.labels.min())}..{int(data.labels.max())}, outside [0, {C}) ({C} classes)")
+    if len(set(data.keys)) != len(data.keys):
+        raise _bad(path, split, "keys", "repeat a video")
+    finite = np.concatenate([np.isfinite(data.frames[i : i + 4096]).all(axis=(1, 2)) for i in range(0, len(data.frames), 4096)] or [np.ones(0, bool)])
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise _bad(path, split, "frames", f"of video {data.ids[i]!r} (and {int((~finite).sum()) - 1} more) are not finite")
 
 
 IDENTITY_SAMPLE = 32  # videos per split whose frames enter a cache's identity
@@ -252,6 +316,8 @@ class LazySplit:
     def __init__(self, path: str | os.PathLike, split: str) -> None:
         self.path, self.split = Path(path), split
         with open_cache(self.path) as f:
+            check_attrs(self.path, f.attrs)
+            check_split(self.path, split, f[split])
             self.labels = f[split]["labels"][()]
             self.shape = f[split]["frames"].shape
         self._file = None

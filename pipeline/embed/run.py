@@ -14,7 +14,8 @@ import numpy as np
 
 from fsar.pipeline import __version__
 from fsar.pipeline.actors import WorkerDied, cpus_per_actor, node_cpus, ray_session, run_on_actors, set_up, warn_unplaced, whole_gpu_actors
-from fsar.pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
+from fsar.pipeline.lock import hold
+from fsar.pipeline.atomic import remove_stale_partials, write_json_atomic
 from fsar.pipeline.backbones import BackboneSpec, create_backbone, default_pretrained, resolve_name, save_weights, sha256_file
 from fsar.pipeline.embed.cache import cache_writer, read_part
 from fsar.pipeline.embed.config import EmbedConfig
@@ -112,7 +113,7 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
         RuntimeError: too many shards failed (above), or another run is using the cache's
             part files.
     """
-    with one_run_at_a_time(config.parts, "fsar-data embed"):
+    with hold(config.parts, "fsar-data embed"):
         return _embed(config, on_progress, worker_cls)
 
 

@@ -14,7 +14,8 @@ from fsar.pipeline.actors import gpu_share, node_cpus, ray_session, run_on_actor
 from fsar.pipeline.child import ChildWorker, run_on_child
 from fsar.pipeline.shard.config import ShardConfig
 from fsar.pipeline.shard.plan import ShardTask, plan, write_manifest
-from fsar.pipeline.atomic import one_run_at_a_time, remove_stale_partials, write_json_atomic
+from fsar.pipeline.lock import hold
+from fsar.pipeline.atomic import remove_stale_partials, write_json_atomic
 from fsar.pipeline.shard.worker import ShardWorker, marker_path, read_marker
 from fsar.pipeline.video.decode import dali_installed
 
@@ -205,7 +206,7 @@ def run_shard_stage(config: ShardConfig, on_progress: Progress | None = None, wo
     """
     t0 = time.perf_counter()
     manifest, tasks = plan(config)
-    with one_run_at_a_time(config.out, "fsar-data shard"):
+    with hold(config.out, "fsar-data shard"):
         return _shard(config, manifest, tasks, t0, on_progress, worker_cls)
 
 

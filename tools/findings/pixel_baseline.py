@@ -46,7 +46,8 @@ def write_pixel_cache(shards: Path, path: Path) -> None:
     from fsar.pipeline.embed.cache import cache_writer
 
     manifest = json.loads((shards / "manifest.json").read_text())
-    attrs = {"backbone": "pixels-16x12-minus-first-frame", "pretrained": "none", "random_init": False, "shard_manifest": json.dumps(manifest)}
+    attrs = {"backbone": "pixels-16x12-minus-first-frame", "pretrained": "none", "random_init": False, "weights_state_sha256": "none",
+             "activation": "none", "preprocess": json.dumps({"name": "pixels-16x12-minus-first-frame"}), "shard_manifest": json.dumps(manifest)}
     with cache_writer(path, attrs) as cache:
         for split in manifest["splits"]:
             raw, labels, names = pixel_features(shards, split)
