@@ -181,6 +181,24 @@ def test_resume_continues_exactly(tiny_chain, tmp_path):
         train(dataclasses.replace(cfg, lr=0.5), tmp_path / "cut", resume=True)
 
 
+@pytest.mark.parametrize("val_every,log_every,cut", [(5, 10, 7), (5, 3, 11), (2, 4, 3)])
+def test_resume_writes_the_same_logs_for_any_kill_point(tiny_chain, tmp_path, val_every, log_every, cut):
+    """The averaging window of the train rows is part of the checkpoint: a kill at a checkpoint
+    that is not a multiple of log_every resumes into byte-identical metric CSVs."""
+    cfg = tiny(tiny_chain["cache"], iterations=12, val_every=val_every, log_every=log_every)
+    train(cfg, tmp_path / "whole")
+
+    def crash(done, metrics):
+        if done == cut:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", on_step=crash)
+    train(cfg, tmp_path / "cut", resume=True)
+    for name in ("train_metrics.csv", "val_metrics.csv"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes(), name
+
+
 # --- end to end -----------------------------------------------------------------------------
 
 def test_fsar_train_then_fsar_eval_on_the_cache(tiny_chain, tmp_path):

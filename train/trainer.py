@@ -295,16 +295,17 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
     optimizer = make_optimizer(model, config)
     ckpt_dir = run_dir / "checkpoints"
     start, best, best_step, elapsed, best_test = 0, -1.0, -1, 0.0, -1.0
+    window: list[dict] = []  # metrics of the steps since the last train_metrics.csv row
     if resume and (ckpt_dir / "last.json").exists():
         info = load_checkpoint(ckpt_dir, "last", model, optimizer)
         start, best, best_step, elapsed = info["step"], info["best_val_accuracy"], info["best_step"], info["train_seconds"]
         best_test = info.get("best_test_accuracy", -1.0)
+        window = list(info.get("train_window", []))
     log = RunLog(run_dir, start)
     counts = parameter_counts(model)
     model.train()
     t0 = time.perf_counter()
     ep_config = lambda step: EpisodeConfig(config.way, config.shot, config.query, config.episodes_per_step, step_seed(config.seed, step))  # noqa: E731
-    window: list[dict] = []
     for step in range(start, config.iterations):
         for g in optimizer.param_groups:
             scale = config.learning_rate(step) / config.lr
@@ -347,7 +348,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
             if config.track_test and val["test_accuracy"] > best_test:
                 best_test = val["test_accuracy"]
                 save_checkpoint(ckpt_dir, "best-on-test", model, None, {**info, "selected_on": "test accuracy (as the official code selects)"})
-            save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step, "best_test_accuracy": best_test})
+            save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step, "best_test_accuracy": best_test,
+                                                                  "train_window": window})  # a resume averages the same steps into its next row
             log.plot()
             metrics = {**metrics, **{f"val_{k}": v for k, v in val.items()}}
         if on_step is not None:
