@@ -22,7 +22,7 @@ from typing import Iterator
 from fsar.pipeline.atomic import atomic_path
 
 
-class ShardReadError(Exception):
+class ShardReadError(ValueError):
     """A shard that cannot be read: a corrupt or truncated tar, a member that is not a sample's
     regular file (a link, a path), or a sample without its .json or .cls member."""
 
