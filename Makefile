@@ -14,13 +14,14 @@ RESULTS ?= results
 # Extra fsar-reproduce options, e.g. REPRODUCE_ARGS="--splits /path/to/splits --methods clip-fsar".
 REPRODUCE_ARGS ?=
 
-.PHONY: help setup test test-fast test-all reproduce report bench bench-decode bench-embed bench-evaluate bench-train clean
+.PHONY: help setup test test-fast test-all chaos reproduce report bench bench-decode bench-embed bench-evaluate bench-train clean
 
 help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark ($(RESULTS)/REPORT.md)"
 	@echo "                 a real dataset: make reproduce DATASET=ssv2 ROOT=/videos BACKBONE=ViT-B/16"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
 	@echo "make test-fast   the default suite without whole-chain and Ray-cluster tests (about 2 minutes)"
+	@echo "make chaos       SIGKILL every stage 5 times at random points, resume, compare (KILLS=5)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make report      regenerate $(RESULTS)/REPORT.md from the JSON outputs"
 	@echo "make bench       every benchmark below, one after the other, then docs/benchmarks.md"
@@ -48,6 +49,10 @@ test-fast: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -m 'not gpu'
+
+KILLS ?= 5
+chaos: setup
+	$(BIN)/python -m tools.chaos --kills $(KILLS) --work $(RESULTS)/chaos
 
 reproduce: setup
 	$(BIN)/fsar-reproduce --dataset $(DATASET) $(if $(ROOT),--root $(ROOT)) --data $(DATA) --shards $(SHARDS) --cache $(CACHE) \
