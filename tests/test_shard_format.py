@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 
+import numpy as np
 import pytest
 
 from fsar.pipeline.shard.format import ShardReadError, iter_sample_data, iter_samples, read_tar_samples, sample_members, tar_writer
@@ -75,3 +76,41 @@ def test_a_malformed_tar_is_refused_by_every_consumer(tmp_path, kind):
         with pytest.raises(ShardReadError, match=str(path)):
             read()
     assert not (tmp_path.parent / "evil.jpg").exists()
+
+
+def _shard_folder(tmp_path, samples, classes=1):
+    path = tmp_path / "train" / "shard-000000.tar"
+    path.parent.mkdir(parents=True)
+    write_shard(path, samples)
+    (tmp_path / "manifest.json").write_text(json.dumps({"splits": {"train": {"shards": [path.name], "classes": [{"index": i, "name": f"c{i}"} for i in range(classes)]}}}))
+    return path
+
+
+def _jpeg() -> bytes:
+    import numpy as np
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.zeros((16, 16, 3), np.uint8), colorspace="RGB")
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("label outside the split", "has class 3, outside the split's 2 classes"),
+    ("missing frames", r"holds 1\): re-run"),
+    ("undecodable jpeg", "holds a frame that is not a readable JPEG"),
+])
+def test_shards_read_for_finetune_and_peft_are_checked(tmp_path, kind, says):
+    from fsar.pipeline.views import build_view
+    from fsar.train.data import ShardSource
+
+    good = [_jpeg(), _jpeg()]
+    samples = {
+        "label outside the split": [("a", good, {}, 0), ("b", good, {}, 3)],
+        "missing frames": [("a", good, {}, 0), ("b", good[:1], {}, 1)],
+        "undecodable jpeg": [("a", good, {}, 0), ("b", [good[0], b"\xff\xd8 not a jpeg"], {}, 1)],
+    }[kind]
+    path = _shard_folder(tmp_path, samples, classes=2)
+    with pytest.raises(ShardReadError, match=says) as e:
+        source = ShardSource(tmp_path, "train", 2, build_view("clip-fsar", None))
+        source.batch(np.arange(len(source)))
+    assert str(tmp_path) in str(e.value) and "re-run `fsar-data shard`" in str(e.value)
+    assert isinstance(e.value, ValueError)  # a user error: exit 2 from any command

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fsar.pipeline.sampling import train_candidates
-from fsar.pipeline.shard.format import iter_samples, read_member
+from fsar.pipeline.shard.format import ShardReadError, iter_samples, read_member
 
 
 def frame_positions(stored: int, T: int, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -107,15 +107,25 @@ class ShardSource:
             with open(path, "rb") as f:
                 for sample in iter_samples(path):
                     self.members.append((len(self.tars) - 1, sample.frames))
-                    labels.append(int(read_member(f, sample.fields["cls"])))
+                    try:
+                        labels.append(int(read_member(f, sample.fields["cls"])))
+                    except ValueError:
+                        raise ShardReadError(f"{path}: sample {sample.key!r} has an unreadable .cls member: re-run `fsar-data shard`") from None
                     keys.append(sample.key)
         if not keys:
             raise ValueError(f"{self.root}: split {split!r} has no readable samples")
+        names = [c["name"] for c in sorted(info["classes"], key=lambda c: c["index"])]
+        outside = [(k, c) for k, c in zip(keys, labels) if not 0 <= c < len(names)]
+        if outside:
+            raise ShardReadError(f"{self.root}/{split}: sample {outside[0][0]!r} has class {outside[0][1]}, outside the split's {len(names)} classes "
+                                 f"(manifest.json): the shards and their manifest do not belong together; re-run `fsar-data shard`")
         stored = {len(m[1]) for m in self.members}
         if len(stored) != 1 or next(iter(stored)) % frames:
-            raise ValueError(f"{self.root}/{split}: frames per sample {sorted(stored)} are not one multiple of {frames}")
+            short = min(range(len(self.members)), key=lambda i: len(self.members[i][1]))
+            raise ShardReadError(f"{self.root}/{split}: frames per sample {sorted(stored)} are not one multiple of {frames} "
+                                 f"(sample {keys[short]!r} holds {len(self.members[short][1])}): re-run `fsar-data shard`")
         self.stored = stored.pop()
-        names = [c["name"] for c in sorted(info["classes"], key=lambda c: c["index"])]
+        self.keys = keys
         self.info = SplitInfo(np.asarray(labels, dtype=np.int64), names, keys)
         self._handles: dict[int, object] = {}
         self._pid = None
@@ -137,7 +147,10 @@ class ShardSource:
         import simplejpeg
 
         tar, jpgs = self.members[row]
-        return np.stack([simplejpeg.decode_jpeg(self._read(tar, *jpgs[p]), colorspace="RGB") for p in positions])
+        try:
+            return np.stack([simplejpeg.decode_jpeg(self._read(tar, *jpgs[p]), colorspace="RGB") for p in positions])
+        except ValueError as e:  # simplejpeg: not a JPEG, or a damaged one
+            raise ShardReadError(f"{self.tars[tar]}: sample {self.keys[row]!r} holds a frame that is not a readable JPEG ({e}): re-run `fsar-data shard`") from None
 
     def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None, queries: np.ndarray | None = None) -> torch.Tensor:
         """Prepared pixels [*rows.shape, T, 3, S, S] of the videos at `rows`; `queries` (a boolean
