@@ -31,6 +31,10 @@ from typing import Callable
 
 BIN = Path(sys.executable).parent
 TAG = "FSAR_CHAOS_TAG"
+# Ray's dashboard and runtime-env agents outlive their raylet by up to about a minute, after a
+# clean ray.shutdown() too, and then end on their own: only a process alive after this many
+# seconds counts as an orphan.
+GRACE = 150.0
 
 
 def _sha(path: Path) -> str:
@@ -166,14 +170,16 @@ def tagged(tag: str) -> list[int]:
     return found
 
 
-def reap(tag: str, grace: float) -> list[int]:
+def reap(tag: str, grace: float) -> list[str]:
     """Wait up to `grace` seconds for every tagged process to end; kill and return those that did not."""
     deadline = time.time() + grace
     while time.time() < deadline and tagged(tag):
         time.sleep(0.2)
-    left = tagged(tag)
-    for pid in left:
+    left = []
+    for pid in tagged(tag):
         try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120].strip()
+            left.append(f"{pid} {command}")
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
@@ -186,7 +192,7 @@ class Trial:
     killed: bool = False
     rerun_exit: int | None = None
     same: bool = False
-    orphans: list[int] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # "pid command" of processes that outlived the kill
     detail: str = ""
 
     @property
@@ -194,7 +200,7 @@ class Trial:
         return self.killed and self.rerun_exit == 0 and self.same and not self.orphans
 
 
-def chaos(name: str, work: Path, kills: int, rng: random.Random, grace: float = 30.0, log=print) -> dict:
+def chaos(name: str, work: Path, kills: int, rng: random.Random, grace: float = GRACE, log=print) -> dict:
     """Reference run, then `kills` kill-and-resume trials of stage `name`."""
     stage = STAGES[name]
     ref_out = work / f"{name}-reference"
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of: {', '.join(STAGES)}")
     ap.add_argument("--work", type=Path, default=Path("results/chaos"), help="where inputs and runs go")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill points")
-    ap.add_argument("--grace", type=float, default=30.0, help="seconds a killed stage's processes have to end")
+    ap.add_argument("--grace", type=float, default=GRACE, help="seconds a killed stage's processes have to end")
     args = ap.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
