@@ -20,7 +20,7 @@ from fsar.pipeline.backbones import BackboneSpec, create_backbone, default_pretr
 from fsar.pipeline.embed.cache import cache_writer, read_part
 from fsar.pipeline.embed.config import EmbedConfig
 from fsar.pipeline.embed.worker import EmbedWorker
-from fsar.pipeline.shard.format import ShardReadError
+from fsar.pipeline.shard.format import ShardReadError, UnsafeMember
 from fsar.pipeline.paths import absolute
 from fsar.pipeline.prompts import PROMPT_SETS, encode_prompts, ensemble
 from fsar.pipeline.views import build_view
@@ -88,8 +88,8 @@ def _run_ray(config: EmbedConfig, spec: BackboneSpec, device: str, precision: st
         set_up(actors)
         yield {"workers": n, "threads_per_worker": threads}  # up: the rate is timed from here, as the shard stage's
         for w, stats, error in run_on_actors(actors, work, lambda a, w: a.process.remote(w[1], w[2]), new_actor, again):
-            if error is not None and not isinstance(error, (ShardReadError, WorkerDied)):
-                raise error  # a fault in the stage, not in a shard: stop, as in-process
+            if error is not None and (isinstance(error, UnsafeMember) or not isinstance(error, (ShardReadError, WorkerDied))):
+                raise error  # a fault in the stage or a crafted tar, not a damaged shard: stop, as in-process
             if isinstance(error, WorkerDied):
                 error = f"{w[1]}: {error}"  # a read error names its shard itself
             yield w, stats, None if error is None else f"{error}"[:300]
@@ -102,7 +102,8 @@ def run_embed_stage(config: EmbedConfig, on_progress: Progress | None = None, wo
     their fraction stays within `config.max_failure_rate`, else the stage fails
     (RuntimeError) without writing the cache. Under Ray, a shard whose worker's process
     dies (the OOM killer, a crash in native code) goes once more to a fresh worker, and
-    then counts as failed, like an unreadable one.
+    then counts as failed, like an unreadable one. A tar holding a link or a path (`UnsafeMember`)
+    stops the stage: the folder is refused, not counted.
 
     Args:
         config: what to embed, and how.
@@ -166,6 +167,8 @@ def _embed(config: EmbedConfig, on_progress: Progress | None, worker_cls: type) 
             for w in work:
                 try:
                     yield w, worker.process(w[1], w[2]), None
+                except UnsafeMember:
+                    raise  # a crafted tar: the folder is refused (exit 2), not counted as a failed shard
                 except ShardReadError as e:
                     yield w, None, str(e)
 

@@ -27,6 +27,12 @@ class ShardReadError(ValueError):
     regular file (a link, a path), or a sample without its .json or .cls member."""
 
 
+class UnsafeMember(ShardReadError):
+    """A tar member that is a link, a folder or a path: no shard of ours holds one, so the tar was
+    made elsewhere, perhaps to reach outside its folder. Stages refuse the folder (exit 2) instead
+    of counting the tar as one failed shard."""
+
+
 def sample_members(key: str, jpegs: list[bytes], meta: dict, class_index: int) -> list[tuple[str, bytes]]:
     """The (name, bytes) members of one sample, in the order they are written."""
     members = [(f"{key}.{j:03d}.jpg", b) for j, b in enumerate(jpegs)]
@@ -115,8 +121,8 @@ def iter_samples(path: Path) -> Iterator[SampleIndex]:
     """Index every sample of the shard tar at `path` in one pass over its headers, reading no data.
 
     Raises:
-        ShardReadError: the tar cannot be read, a member is a link or has a path in its name,
-            or a sample lacks its .cls member.
+        UnsafeMember: a member is a link or a folder, or has a path in its name.
+        ShardReadError: the tar cannot be read, or a sample lacks its .cls member.
     """
     try:
         with tarfile.open(path) as tar:
@@ -124,7 +130,8 @@ def iter_samples(path: Path) -> Iterator[SampleIndex]:
             key = None
             for m in tar:
                 if not m.isfile() or "/" in m.name or "\\" in m.name or m.name.startswith("."):
-                    raise ShardReadError(f"{path}: member {m.name!r} is not a sample's file (a link, a folder or a path): not a shard of fsar-data shard")
+                    raise UnsafeMember(f"{path}: member {m.name!r} is not a sample's file (a link, a folder or a path): not a shard of fsar-data shard; "
+                                       "refused: remove the tar and re-run `fsar-data shard`")
                 k, _, field = m.name.partition(".")
                 if key is not None and k != key:
                     yield _checked(path, key, fields)
