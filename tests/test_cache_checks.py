@@ -5,9 +5,6 @@ and nothing is scored."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -39,11 +36,14 @@ def test_a_broken_cache_is_one_line_exit_2_and_scores_nothing(tiny_chain, tmp_pa
     with h5py.File(cache, "r+") as f:
         change(f["test"])
     out = tmp_path / "out"
-    done = subprocess.run([str(Path(sys.executable).parent / "fsar-eval"), str(out), "--cache", str(cache), "--method", method, "--episodes", "20", "--way", "3"],
-                          capture_output=True, text=True, timeout=300)
-    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
-    assert done.returncode == 2, done.stdout[-500:] + done.stderr[-500:]
-    assert "Traceback" not in done.stderr and len(errors) == 1
+    from typer.testing import CliRunner
+
+    from fsar.cli.eval import app
+
+    done = CliRunner().invoke(app, [str(out), "--cache", str(cache), "--method", method, "--episodes", "20", "--way", "3"])
+    errors = [line for line in done.output.splitlines() if line.startswith("error:")]
+    assert done.exit_code == 2, done.output[-1000:]
+    assert "Traceback" not in done.output and len(errors) == 1
     assert str(cache) in errors[0] and says in errors[0] and "re-run `fsar-data embed`" in errors[0], errors[0]
     assert not list(out.glob("eval-*")) if out.exists() else True
 

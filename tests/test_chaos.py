@@ -14,19 +14,30 @@ if str(ROOT) not in sys.path:  # tools/ lives beside the installed package, not 
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.mark.chain
-def test_every_stage_survives_a_kill(tmp_path, capsys):
+def _survives(tmp_path, capsys, kills: int, seed: int) -> None:
     from tools import chaos
 
-    code = chaos.main(["--kills", "1", "--work", str(tmp_path), "--seed", "1"])
+    code = chaos.main(["--kills", str(kills), "--work", str(tmp_path), "--seed", str(seed)])
     results = json.loads((tmp_path / "chaos.json").read_text())
     out = capsys.readouterr().out
     assert [r["stage"] for r in results] == list(chaos.STAGES)
     for r in results:
-        assert f"{r['stage']}: kills survived 1/1" in out, out
-        (trial,) = r["trials"]
-        assert trial["killed"] and not trial["orphans"], trial
+        assert f"{r['stage']}: kills survived {kills}/{kills}" in out, out
+        assert len(r["trials"]) == kills
+        for trial in r["trials"]:
+            assert trial["killed"] and not trial["orphans"], trial
     assert code == 0
+
+
+@pytest.mark.chain
+def test_every_stage_survives_a_kill(tmp_path, capsys):
+    _survives(tmp_path, capsys, kills=1, seed=1)
+
+
+@pytest.mark.slow
+def test_every_stage_survives_five_kills(tmp_path, capsys):
+    """What `make chaos` runs (about 15 minutes on 2 cores): the slow tier, `make test-all`."""
+    _survives(tmp_path, capsys, kills=5, seed=0)
 
 
 def test_the_comparison_sees_a_difference(tmp_path):
