@@ -198,9 +198,10 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
                 model.logit_scale.clamp_(0, math.log(100))
                 ok = _matches([captions[i] for i in idx])
                 acc = float(100 * ok[np.arange(len(idx)), (img @ txt.T).argmax(1).numpy()].mean())
-            rows.append([step + 1, float(loss.detach()), acc, lr_at(step, config), float(scale.detach())])
+            value = float(loss.detach())
+            rows.append([step + 1, value, acc, lr_at(step, config), float(scale.detach())])
             if on_step:
-                on_step(step + 1, {"loss": float(loss), "accuracy": acc})
+                on_step(step + 1, {"loss": value, "accuracy": acc})
             if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
                 with atomic_path(state_path) as tmp:
                     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
