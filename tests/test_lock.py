@@ -41,6 +41,8 @@ def commands(chain: dict, tmp: Path) -> dict[str, tuple[Path, list[str]]]:
         "fsar-eval": (tmp / "base", ["fsar-eval", str(tmp / "base"), "--cache", str(chain["cache"]), "--method", "protonet", "--episodes", "20", "--way", "3"]),
         "fsar-reproduce": (tmp / "results", ["fsar-reproduce", "--dataset", "synth", "--data", str(tmp / "data"), "--results", str(tmp / "results"), "--workers", "1"]),
         "fsar-report": (tmp / "results2", ["fsar-report", str(tmp / "results2")]),
+        "fsar-data captions": (tmp / "corpus", ["fsar-data", "captions", str(tmp / "corpus"), "--samples", "20", "--held-out", "4"]),
+        "fsar-data pretrain": (tmp / "pretrain", ["fsar-data", "pretrain", "--corpus", str(tmp / "corpus"), "--out", str(tmp / "pretrain")]),
     }
 
 

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from fsar.pipeline.atomic import atomic_path, write_text_atomic
+from fsar.pipeline.lock import hold
 from fsar.pipeline.synth.raster import Appearance, Track, rasterise
 from fsar.pipeline.synth.scene import Ctx, _hsv
 
@@ -149,7 +150,13 @@ def render_corpus(config: CorpusConfig, on_progress: Callable[[int, int], None] 
 
     Raises:
         ValueError: OUT holds a corpus made with other settings.
+        FolderBusy: another process is rendering into OUT.
     """
+    with hold(config.out, "fsar-data captions"):
+        return _render(config, on_progress)
+
+
+def _render(config: CorpusConfig, on_progress: Callable[[int, int], None] | None) -> dict:
     t0 = time.perf_counter()
     meta = config.out / "corpus.json"
     if meta.exists():
