@@ -78,6 +78,12 @@ def render_captioned(seed: int, index: int, width: int, height: int, frames: int
         motion=str(rng.choice(MOTIONS)),
         background=str(rng.choice(list(BACKGROUND_WORDS))),
     )
+    return render_truth(truth, rng, width, height, frames), truth
+
+
+def render_truth(truth: CaptionedClip, rng: np.random.Generator, width: int, height: int, frames: int) -> np.ndarray:
+    """A clip showing `truth`, its other details (exact hue, size, place, texture scale, noise)
+    drawn from `rng`: uint8 [T, H, W, 3]."""
     hue = COLOURS[truth.colour] + rng.uniform(-0.025, 0.025)
     aspect = width / height
     ctx = Ctx.make(rng, aspect, frames)
@@ -102,7 +108,7 @@ def render_captioned(seed: int, index: int, width: int, height: int, frames: int
         for ox, oy in offsets
     ]
     noise = rng.standard_normal((frames, height, width, 1), dtype=np.float32) * np.float32(rng.uniform(0.0, 0.02))
-    return rasterise(tracks, bg, width, height, np.zeros((frames, 2)), noise), truth
+    return rasterise(tracks, bg, width, height, np.zeros((frames, 2)), noise)
 
 
 @dataclass(frozen=True)
