@@ -61,6 +61,7 @@ def synth(
     codecs: str = typer.Option("vp9,h264,mpeg4", help="Codecs to mix: vp9 (WebM), vp8 (WebM), h264 (MP4), hevc (MP4), mpeg4 (AVI)."),
     splits: str = typer.Option("64,12,24", help="Relative numbers of train,val,test classes."),
     workers: Optional[int] = typer.Option(None, help="Rendering processes (default: all cores)."),
+    appearance: int = typer.Option(0, help="Also this many classes named by appearance (\"a red circle spinning\"), for CLIP pretrained with `fsar-data pretrain`."),
     debug: bool = debug_option(),
 ) -> None:
     """Render the procedural few-shot action benchmark (real video files, split lists, class names)."""
@@ -82,6 +83,7 @@ def synth(
             codecs=parse_list(codecs),
             split_proportions=props,
             workers=workers or os.cpu_count() or 1,
+            appearance=appearance,
         )
         check_output(config)
         check_writable(out, "OUT")

@@ -138,3 +138,84 @@ def test_weights_of_another_shape_are_refused(weights):
 
     with pytest.raises(ValueError, match="another architecture"):
         create_backbone(BackboneSpec("fsar-tiny-vit", str(weights)))
+
+
+def test_the_corpus_never_shows_a_benchmark_appearance_class():
+    from fsar.pipeline.synth.catalogue import APPEARANCE
+
+    names = {c.name for c in APPEARANCE}
+    assert len(names) == len(APPEARANCE) == 48
+    held = {tuple(dict(c.kwargs)[k] for k in ("colour", "shape", "motion")) for c in APPEARANCE}
+    seen = {(t.colour, t.shape, t.motion) for t in (render_captioned(0, i, 32, 32, 1)[1] for i in range(3000))}
+    assert not seen & held
+    assert len(seen) > 300  # the other combinations are shown: the words are all taught
+
+
+def test_appearance_classes_join_the_benchmark_in_every_split(tmp_path):
+    from fsar.pipeline.synth.generate import SynthConfig, plan
+
+    plain = SynthConfig(out=tmp_path, classes=24, workers=1)
+    assert "appearance" not in plain.content_key()  # folders made before keep their key
+    classes, jobs = plan(SynthConfig(out=tmp_path, classes=24, appearance=24, videos_per_class=2, workers=1))
+    assert len(classes) == 48 and len(jobs) == 96
+    for split in ("train", "val", "test"):
+        kinds = {c["family"] == "look" for c in classes if c["split"] == split}
+        assert kinds == {True, False}, split
+    # the motion classes keep the splits they have without appearance classes
+    alone, _ = plan(plain)
+    assert [(c["name"], c["split"]) for c in alone] == [(c["name"], c["split"]) for c in classes[:24]]
+
+
+def test_weights_recorded_as_gelu_refuse_quick_gelu(weights):
+    from fsar.pipeline.backbones import BackboneSpec, create_backbone
+
+    with pytest.raises(ValueError, match="contradicts the weights"):
+        create_backbone(BackboneSpec("fsar-micro-vit", str(weights), activation="quick_gelu"))
+
+
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory) -> dict:
+    """A short pretraining, then a small benchmark of appearance classes embedded with its weights."""
+    from fsar.pipeline.embed.config import EmbedConfig
+    from fsar.pipeline.embed.run import run_embed_stage
+    from fsar.pipeline.pretrain import PretrainConfig, run_pretrain
+    from fsar.pipeline.shard.config import ShardConfig
+    from fsar.pipeline.shard.run import run_shard_stage
+    from fsar.pipeline.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("transfer")
+    render_corpus(CorpusConfig(out=root / "corpus", samples=4000, held_out=100))
+    summary = run_pretrain(PretrainConfig(corpus=root / "corpus", out=root / "pretrain", steps=300, batch=64, warmup=20, threads=2))
+    generate(SynthConfig(out=root / "synth", classes=3, appearance=40, videos_per_class=4, size=(64, 48), frames=(8, 10), codecs=("vp9",), workers=2))
+    run_shard_stage(ShardConfig(dataset="synth", root=root / "synth", out=root / "shards", workers=1, short_side=48))
+    caches = {}
+    for name, weights in (("pretrained", summary["weights"]), ("random", "none")):
+        caches[name] = root / f"{name}.h5"
+        run_embed_stage(EmbedConfig(shards=root / "shards", cache=caches[name], backbone="fsar-micro-vit", pretrained=weights, threads=2))
+    return caches
+
+
+def _zero_shot(cache) -> tuple[float, float]:
+    from fsar.train.baselines import evaluate_frozen_classification
+
+    result, _ = evaluate_frozen_classification(cache, "test", prompts="raw")
+    return result["accuracy"], 100 / result["classes"]
+
+
+@pytest.mark.chain
+def test_pretrained_text_transfers_to_novel_classes_and_a_swap_of_class_names_falls_to_chance(transfer, tmp_path):
+    import shutil
+
+    import h5py
+
+    accuracy, chance = _zero_shot(transfer["pretrained"])
+    random_accuracy, _ = _zero_shot(transfer["random"])
+    assert accuracy >= 2.5 * chance and accuracy >= random_accuracy + 15, (accuracy, random_accuracy, chance)
+    swapped = tmp_path / "swapped.h5"
+    shutil.copy(transfer["pretrained"], swapped)
+    with h5py.File(swapped, "r+") as f:  # each class gets the next class's name embedding
+        raw = f["test/text/raw"]
+        raw[...] = np.roll(raw[()], 1, axis=0)
+    swapped_accuracy, _ = _zero_shot(swapped)
+    print(f"zero-shot top-1 {accuracy:.1f}% (random weights {random_accuracy:.1f}%, swapped names {swapped_accuracy:.1f}%, chance {chance:.1f}%)")
+    assert swapped_accuracy <= 1.5 * chance, (swapped_accuracy, chance)

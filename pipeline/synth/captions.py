@@ -9,7 +9,9 @@ region of the frame, on a background of one kind, doing one thing over the clip:
 The clips are not the benchmark's videos: they come from their own scene generator and their
 own seeds (`np.random.default_rng([seed, CORPUS_TAG, index])`, where the benchmark draws its
 scenes from `[seed, class, video]`), as CLIP never saw the test videos of the benchmarks it is
-evaluated on. Sample `i` depends on `(seed, i)` and the clip geometry only, so the corpus is
+evaluated on. Nor does any clip show a colour, shape and motion that name one of the benchmark's
+appearance classes (`catalogue.APPEARANCE`): those are new combinations of words the corpus
+taught, as a novel class is. Sample `i` depends on `(seed, i)` and the clip geometry only, so the corpus is
 deterministic at any part size and any number of runs.
 
 On disk, `OUT/corpus.json` (the settings) and `OUT/part-NNNNNN.npz` parts, each written
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -78,6 +80,8 @@ def render_captioned(seed: int, index: int, width: int, height: int, frames: int
         motion=str(rng.choice(MOTIONS)),
         background=str(rng.choice(list(BACKGROUND_WORDS))),
     )
+    while (truth.colour, truth.shape, truth.motion) in _HELD_BACK:  # a benchmark class's combination: draw another
+        truth = replace(truth, colour=str(rng.choice(list(COLOURS))), shape=str(rng.choice(list(SHAPE_WORDS))), motion=str(rng.choice(MOTIONS)))
     return render_truth(truth, rng, width, height, frames), truth
 
 
@@ -91,24 +95,39 @@ def render_truth(truth: CaptionedClip, rng: np.random.Generator, width: int, hei
     bg = ctx.background()
     if bg.kind != truth.background:
         bg = type(bg)(truth.background, bg.colour, bg.colour2, bg.angle, bg.freq, bg.blobs)
+    tracks = group_tracks(ctx, truth, hue)
+    noise = rng.standard_normal((frames, height, width, 1), dtype=np.float32) * np.float32(rng.uniform(0.0, 0.02))
+    return rasterise(tracks, bg, width, height, np.zeros((frames, 2)), noise)
+
+
+def group_tracks(ctx: Ctx, truth: CaptionedClip, hue: float) -> list[Track]:
+    """The objects `truth` describes (its count, shape, colour of hue `hue`, texture, region and
+    motion over clip time), their other details drawn from `ctx.rng`."""
+    rng = ctx.rng
     colour = _hsv(hue, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
     texture = _hsv(hue, rng.uniform(0.0, 0.3), rng.uniform(0.05, 0.3))  # a dark, same-hue texture
     size = float(rng.uniform(0.09, 0.13))
     app = Appearance(truth.shape, colour, texture, truth.pattern, float(rng.uniform(1.5, 3.0)), size)
     cx, cy = REGIONS[truth.region]
-    cx, cy = cx * aspect + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
+    cx, cy = cx * ctx.aspect + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
     offsets = {1: [(0.0, 0.0)], 2: [(-1.4, 0.0), (1.4, 0.0)], 3: [(-1.4, 0.8), (1.4, 0.8), (0.0, -1.2)]}[truth.count]
     u = ctx.u
     step = 0.2 * u - 0.1  # a path of 0.2 frame heights, centred on the group's place
     dx, dy = {"moving left": (-step, 0 * u), "moving right": (step, 0 * u), "moving up": (0 * u, -step), "moving down": (0 * u, step)}.get(truth.motion, (0 * u, 0 * u))
     scale = {"growing": 0.7 + 0.6 * u, "shrinking": 1.3 - 0.6 * u}.get(truth.motion, 1.0)
     spin = 2 * np.pi * u * float(rng.choice([-1, 1])) if truth.motion == "spinning" else float(rng.uniform(-0.2, 0.2))
-    tracks = [
-        Track(app, x=cx + ox * size + dx, y=cy + oy * size + dy, sx=scale, sy=scale, angle=spin, z=1)
-        for ox, oy in offsets
-    ]
-    noise = rng.standard_normal((frames, height, width, 1), dtype=np.float32) * np.float32(rng.uniform(0.0, 0.02))
-    return rasterise(tracks, bg, width, height, np.zeros((frames, 2)), noise)
+    return [Track(app, x=cx + ox * size + dx, y=cy + oy * size + dy, sx=scale, sy=scale, angle=spin, z=1) for ox, oy in offsets]
+
+
+def appearance_combos(n: int) -> list[tuple[str, str, str]]:
+    """The first `n` (colour, shape, motion) combinations the benchmark names classes after, in a
+    fixed shuffled order (see `catalogue.APPEARANCE`); the corpus never shows them."""
+    combos = [(c, s, m) for c in COLOURS for s in SHAPE_WORDS for m in MOTIONS]
+    return [combos[i] for i in np.random.default_rng(0xA77).permutation(len(combos))[:n]]
+
+
+APPEARANCE_SIZE = 48
+_HELD_BACK = frozenset(appearance_combos(APPEARANCE_SIZE))
 
 
 @dataclass(frozen=True)

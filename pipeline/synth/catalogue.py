@@ -104,4 +104,19 @@ CATALOGUE: tuple[ClassSpec, ...] = tuple(
 
 
 def catalogue_by_name() -> dict[str, ClassSpec]:
-    return {c.name: c for c in CATALOGUE}
+    return {c.name: c for c in CATALOGUE + APPEARANCE}
+
+
+def _appearance() -> tuple[ClassSpec, ...]:
+    from fsar.pipeline.synth.captions import APPEARANCE_SIZE, SHAPE_WORDS, appearance_combos
+
+    return tuple(
+        ClassSpec(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {SHAPE_WORDS[shape]} {motion}", "look", (("colour", colour), ("motion", motion), ("shape", shape)))
+        for colour, shape, motion in appearance_combos(APPEARANCE_SIZE)
+    )
+
+
+# Classes named by what a frame shows, as in Kinetics ("a red circle spinning"): a colour, a shape
+# and a motion in words the caption corpus (`fsar-data captions`) teaches, in combinations it never
+# shows. Added to a benchmark with `fsar-data synth --appearance N`.
+APPEARANCE: tuple[ClassSpec, ...] = _appearance()

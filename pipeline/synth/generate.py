@@ -27,7 +27,7 @@ import numpy as np
 
 from fsar.pipeline import __version__
 from fsar.pipeline.atomic import write_text_atomic
-from fsar.pipeline.synth.catalogue import CATALOGUE, ClassSpec
+from fsar.pipeline.synth.catalogue import APPEARANCE, CATALOGUE, ClassSpec
 from fsar.pipeline.synth.render import VideoParams, render_video
 from fsar.pipeline.video.encode import CODECS, check_frame_size, codec_spec, write_video
 
@@ -58,6 +58,9 @@ class SynthConfig:
     """Relative numbers of train/val/test classes."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Rendering processes (does not change the output)."""
+    appearance: int = 0
+    """Appearance-named classes (`catalogue.APPEARANCE`, "a red circle spinning") added to the
+    `classes` motion classes, split in the same proportions on their own."""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -67,6 +70,8 @@ class SynthConfig:
         self.split_proportions = tuple(int(v) for v in self.split_proportions)
         if not 1 <= self.classes <= len(CATALOGUE):
             raise ValueError(f"classes must be in [1, {len(CATALOGUE)}] (the catalogue's size), got {self.classes}")
+        if not 0 <= self.appearance <= len(APPEARANCE):
+            raise ValueError(f"appearance must be in [0, {len(APPEARANCE)}] (the appearance catalogue's size), got {self.appearance}")
         if not 1 <= self.videos_per_class <= 9999:
             raise ValueError(f"videos_per_class must be in [1, 9999], got {self.videos_per_class}")
         if not 0 <= self.seed < 2**32:
@@ -92,6 +97,8 @@ class SynthConfig:
         d = asdict(self)
         d.pop("out")
         d.pop("workers")
+        if not self.appearance:  # folders made before appearance classes existed keep their key
+            d.pop("appearance")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def frame_sizes(self) -> list[tuple[int, int]]:
@@ -174,6 +181,10 @@ def plan(config: SynthConfig) -> tuple[list[dict], list[VideoJob]]:
     """The classes (as written to classes.json) and every video job, in a fixed order."""
     specs = list(CATALOGUE[: config.classes])
     split_of = assign_splits(specs, config.split_proportions, config.seed)
+    if config.appearance:  # each split gets its share of both kinds
+        looks = list(APPEARANCE[: config.appearance])
+        split_of |= assign_splits(looks, config.split_proportions, config.seed)
+        specs += looks
     names = {s.name for s in specs}
     sizes = config.frame_sizes()
     classes, jobs = [], []

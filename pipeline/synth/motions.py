@@ -501,3 +501,15 @@ def wall_bounce(ctx: Ctx) -> list[Track]:
     far = ctx.aspect / 2 - side * 0.3 * ctx.aspect
     tri = 1 - np.abs(2 * ctx.p - 1)
     return [Track(a, far + (contact - far) * tri, ctx.still(y)), wall]
+
+
+@family
+def look(ctx: Ctx, colour: str, shape: str, motion: str) -> list[Track]:
+    """An appearance class: 1 to 3 objects of a named colour and shape doing one of the caption
+    corpus's motions; count, texture and place vary (see `captions.group_tracks`)."""
+    from fsar.pipeline.synth.captions import COLOURS, PATTERN_WORDS, REGIONS, CaptionedClip, group_tracks
+
+    rng = ctx.rng
+    truth = CaptionedClip(int(rng.integers(1, 4)), colour, str(rng.choice(list(PATTERN_WORDS))), shape,
+                          str(rng.choice(list(REGIONS))), motion, "flat")
+    return group_tracks(ctx, truth, COLOURS[colour] + rng.uniform(-0.025, 0.025))
