@@ -9,7 +9,8 @@ DATASET ?= synth
 ROOT   ?=
 SHARDS ?= $(DATA)/$(DATASET)-shards
 CACHE  ?= $(DATA)/$(DATASET)-cache.h5
-BACKBONE ?= fsar-tiny-vit
+BACKBONE ?= fsar-micro-vit
+BENCH_BACKBONE ?= fsar-tiny-vit
 RESULTS ?= results
 # Extra fsar-reproduce options, e.g. REPRODUCE_ARGS="--splits /path/to/splits --methods clip-fsar".
 REPRODUCE_ARGS ?=
@@ -81,7 +82,7 @@ bench-evaluate: setup
 
 bench-embed: setup
 	@test -f $(SHARDS)/manifest.json || $(MAKE) reproduce
-	$(BIN)/python -m tools.bench.embed --shards $(SHARDS) --backbone $(BACKBONE) --out $(RESULTS)/bench-embed
+	$(BIN)/python -m tools.bench.embed --shards $(SHARDS) --backbone $(BENCH_BACKBONE) --out $(RESULTS)/bench-embed
 
 bench-train: setup
 	@test -f $(CACHE) || $(MAKE) reproduce

@@ -29,8 +29,10 @@ def reproduce(
     shards: Optional[Path] = typer.Option(None, help="Shard folder (default DATA/<dataset>-shards)."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache (default DATA/<dataset>-cache.h5)."),
     results: Path = typer.Option(Path("results"), help="Evaluations, runs, timings and REPORT.md."),
-    backbone: str = typer.Option("fsar-tiny-vit", help="open_clip model of the cache (ViT-B/16 for real datasets)."),
-    pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, or none (default: none for fsar-* backbones, else the model's default tag)."),
+    backbone: str = typer.Option("fsar-micro-vit", help="open_clip model of the cache (ViT-B/16 for real datasets)."),
+    pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, none (random), or corpus (pretrained here on captioned synthetic clips; synth only) (default: corpus for synth with an fsar-* backbone, none for other datasets with one, else the model's default tag)."),
+    appearance: int = typer.Option(24, help="synth: classes named by appearance added to the 100 motion classes."),
+    pretrain_steps: int = typer.Option(1000, help="Steps of the pretraining (--pretrained corpus)."),
     activation: str = typer.Option("auto", help="The backbone's MLP activation: auto (what the weights were trained with), gelu, or quick_gelu (OpenAI's weights in a local file)."),
     short_side: Optional[int] = typer.Option(None, help="Stored frame short side (default: 144 for synth, 256 otherwise)."),
     methods: Optional[str] = typer.Option(None, help="Methods trained in adapter mode on the cache, comma-separated (default: each method whose head declares reproduce_mode adapter: clip-fsar, ma-clip, actionclip)."),
@@ -54,7 +56,10 @@ def reproduce(
         if pretrained is None:
             from fsar.pipeline.backbones import default_pretrained
 
-            pretrained = "none" if backbone.startswith("fsar-") else default_pretrained(backbone)
+            if backbone.startswith("fsar-"):
+                pretrained = "corpus" if dataset == "synth" else "none"
+            else:
+                pretrained = default_pretrained(backbone)
         cfg = ReproduceConfig(
             dataset=dataset,
             root=root,
@@ -66,6 +71,8 @@ def reproduce(
             backbone=backbone,
             pretrained=pretrained,
             activation=activation,
+            synth_appearance=appearance if dataset == "synth" else 0,
+            pretrain_steps=pretrain_steps,
             short_side=short_side or (144 if dataset == "synth" else 256),
             **({} if methods is None else {"methods": _names(methods)}),
             **({} if peft_methods is None else {"peft_methods": _names(peft_methods)}),

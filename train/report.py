@@ -300,6 +300,17 @@ def write_report(results: str | Path) -> Path:
         md += [f"One training run: `{results.resolve()}`.", ""]
     md.append(f"Backbone: {', '.join(sorted(map(str, backbones))) or 'unknown'}" + (" with **random (untrained) weights**: these numbers test the pipeline, not CLIP." if random_init else "."))
     md.append("")
+    pretrain = json.loads((results / "pretrain.json").read_text()) if (results / "pretrain.json").exists() else None
+    if pretrain and not random_init:
+        r, corpus = pretrain["held_out"], pretrain["corpus"]
+        md.append(
+            f"Its weights were pretrained here (`fsar-data pretrain`, `{pretrain['weights']}`, sha256 {pretrain['sha256'][:12]}…): "
+            f"{pretrain['config']['steps']} steps of open_clip's contrastive loss on {pretrain['train_clips']} captioned clips of the synthetic "
+            f"world (`fsar-data captions`, none of them a benchmark video, and no caption naming an appearance class). "
+            f"Held-out retrieval over {r['clips']} clips: {r['image_to_text_top1']:.1f}% clip→caption and {r['text_to_image_top1']:.1f}% "
+            f"caption→clip top-1 (chance {r['chance_top1']:.1f}%)."
+        )
+        md.append("")
     md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) or peft mode (the shards through the frozen backbone, the method's prompts or adapters training), and the checkpoint best on val.")
     md.append("")
     if timings or not single:

@@ -60,7 +60,8 @@ class ReproduceConfig:
     backbone: str = "fsar-tiny-vit"
     """open_clip model of the embedding cache."""
     pretrained: str = "none"
-    """Its weights: a tag, a checkpoint file or none (seeded random init)."""
+    """Its weights: a tag, a checkpoint file, none (seeded random init), or corpus (synth only:
+    pretrained here by `fsar-data pretrain` on a caption corpus rendered by `fsar-data captions`)."""
     activation: str = "auto"
     """The backbone's MLP activation: auto (what the weights were trained with), gelu or quick_gelu."""
     short_side: int = 144
@@ -73,6 +74,12 @@ class ReproduceConfig:
     """Largest frame size of the synthetic benchmark."""
     synth_frames: tuple[int, int] = (24, 40)
     """Frames per synthetic video (a range)."""
+    synth_appearance: int = 0
+    """Appearance-named classes added to the synthetic benchmark ("a red circle spinning")."""
+    corpus_samples: int = 20000
+    """Captioned clips of the pretraining corpus (`pretrained` corpus)."""
+    pretrain_steps: int = 1000
+    """Steps of the pretraining (`pretrained` corpus)."""
     methods: tuple[str, ...] = field(default_factory=_default_methods("adapter"))
     """Trained methods (adapter mode, on the cache)."""
     peft_methods: tuple[str, ...] = field(default_factory=_default_methods("peft"))
@@ -113,6 +120,8 @@ class ReproduceConfig:
 
         if self.dataset != "synth" and self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: synth, {', '.join(d for d in DATASETS if d != 'synth')}")
+        if self.pretrained == "corpus" and self.dataset != "synth":
+            raise ValueError(f"--pretrained corpus pretrains on the synthetic world, for the synthetic benchmark; for {self.dataset} pass a tag or a weights file")
         if self.dataset not in ("synth", "folder") and self.root is None:
             raise ValueError(f"dataset {self.dataset} needs the folder of its videos (ROOT=/path)")
         from fsar.train.heads import method_spec, methods_with
@@ -152,6 +161,32 @@ class ReproduceConfig:
             return run_dir(self.results, method, mode)
         trained = shot if self.per_shot_training else self.shots[0]
         return run_dir(self.results, method, mode, self.way, trained)
+
+
+def _pretrain(c: ReproduceConfig, timings, commands, progress, train_progress, log) -> Path:
+    """Render the caption corpus and pretrain `c.backbone` on it (both resumable); returns the
+    weights file, and copies the pretraining summary to RESULTS/pretrain.json for the report."""
+    from fsar.pipeline.pretrain import PretrainConfig, run_pretrain
+    from fsar.pipeline.synth.captions import CorpusConfig, render_corpus
+
+    corpus, out = c.data / "captions", c.data / "pretrain"
+    ccfg = CorpusConfig(out=corpus, samples=c.corpus_samples, held_out=max(1, c.corpus_samples // 20))
+    commands.add("fsar-data", "captions", corpus, "--samples", ccfg.samples, "--held-out", ccfg.held_out)
+    with progress("captions", "clips") as on_progress:
+        s = render_corpus(ccfg, on_progress=on_progress)
+    if s["rendered"]:
+        timings.record("captions", s["seconds"], clips=s["rendered"])
+    pcfg = PretrainConfig(corpus=corpus, out=out, backbone=c.backbone, steps=c.pretrain_steps, **({"threads": c.threads} if c.threads else {}))
+    commands.add("fsar-data", "pretrain", "--corpus", corpus, "--out", out, "--backbone", c.backbone, "--steps", c.pretrain_steps)
+    with train_progress(c.pretrain_steps) as on_step:
+        p = run_pretrain(pcfg, on_step=on_step)
+    if p["this_run"]["steps"]:
+        timings.record("pretrain", p["this_run"]["seconds"], steps=p["this_run"]["steps"])
+    write_json_atomic(c.results / "pretrain.json", p)
+    r = p["held_out"]
+    _say(log, f"pretrain: {p['backbone']} on {p['train_clips']} captioned clips; held-out retrieval {r['image_to_text_top1']:.1f}% "
+              f"clip->caption, {r['text_to_image_top1']:.1f}% caption->clip (chance {r['chance_top1']:.1f}%)")
+    return Path(p["weights"])
 
 
 class Timings:
@@ -217,13 +252,19 @@ def _reproduce(config: ReproduceConfig, progress, train_progress, log) -> Path:
     if c.dataset == "synth":
         from fsar.pipeline.synth.generate import SynthConfig, generate
 
-        scfg = SynthConfig(out=c.root, classes=c.synth_classes, videos_per_class=c.synth_videos_per_class, size=c.synth_size, frames=c.synth_frames, workers=c.workers)
-        commands.add("fsar-data", "synth", c.root, "--classes", c.synth_classes, "--videos-per-class", c.synth_videos_per_class, "--size", "%dx%d" % c.synth_size, "--frames", "%d-%d" % c.synth_frames)
+        scfg = SynthConfig(out=c.root, classes=c.synth_classes, videos_per_class=c.synth_videos_per_class, size=c.synth_size, frames=c.synth_frames, workers=c.workers,
+                           appearance=c.synth_appearance)
+        commands.add("fsar-data", "synth", c.root, "--classes", c.synth_classes, "--videos-per-class", c.synth_videos_per_class, "--size", "%dx%d" % c.synth_size, "--frames", "%d-%d" % c.synth_frames,
+                     *(["--appearance", c.synth_appearance] if c.synth_appearance else []))
         with progress("synth", "videos") as on_progress:
             s = generate(scfg, on_progress=on_progress)
         if s.rendered:
             timings.record("synth", s.seconds, videos=s.rendered)
         _say(log, f"synth: {s.videos} videos ({s.rendered} rendered) in {s.seconds:.1f} s")
+
+    # 1b. A CLIP pretrained here, on captioned clips of the same synthetic world (never its videos).
+    if c.pretrained == "corpus":
+        c = dataclasses.replace(c, pretrained=str(_pretrain(c, timings, commands, progress, train_progress, log)))
 
     # 2. Shards.
     from fsar.pipeline.shard.config import ShardConfig
