@@ -157,7 +157,7 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
             if held.get("config") != config.content_key():
                 raise ValueError(f"{out} holds a pretraining run with other settings ({held.get('config')}); choose another --out or remove it")
             if held.get("finished") and (out / WEIGHTS).is_file():
-                return held
+                return {**held, "this_run": {"steps": 0, "seconds": 0.0}}  # nothing to do
         corpus, frames, captions = load_corpus(config.corpus)
         n_train = corpus["samples"] - corpus["held_out"]
         if config.batch > n_train:

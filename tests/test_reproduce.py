@@ -62,3 +62,30 @@ def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     assert reproduce(cfg, log=None).read_text() == text
     assert {p: p.stat().st_mtime_ns for p in res.glob("runs/*/summary.json")} == summaries
     assert {p: p.stat().st_mtime_ns for p in res.glob("**/eval-*.json")} == evals
+
+
+@pytest.mark.chain
+def test_miniature_chain_pretrains_its_clip_and_says_so(tmp_path):
+    import h5py
+
+    cfg = ReproduceConfig(
+        data=tmp_path / "data", results=tmp_path / "results", backbone="fsar-micro-vit", pretrained="corpus",
+        corpus_samples=300, pretrain_steps=4, short_side=48, synth_classes=24, synth_appearance=24, synth_videos_per_class=3,
+        synth_size=(64, 48), synth_frames=(8, 10), way=3, shots=(1,), episodes=40, methods=("clip-fsar",), peft_methods=("vita-clip",),
+        train_config="tiny", train_overrides=("query=1", "iterations=4"), workers=1, threads=1,
+    )
+    text = reproduce(cfg, log=None).read_text()
+    res, weights = tmp_path / "results", (tmp_path / "data" / "pretrain" / "open_clip_model.safetensors").resolve()
+    assert "random (untrained) weights" not in text
+    assert f"Its weights were pretrained here (`fsar-data pretrain`, `{weights}`" in text and "4 steps" in text
+    timings = json.loads((res / "timings.json").read_text())["stages"]
+    assert timings["pretrain"]["steps"] == 4 and timings["captions"]["clips"] == 300
+    with h5py.File(tmp_path / "data" / "synth-cache.h5") as f:
+        assert f.attrs["pretrained"] == str(weights) and not f.attrs["random_init"]
+        assert sum(name.decode().startswith(("a ", "an ")) for name in f["test/class_names"][()]) > 0
+    backbone = json.loads((res / "runs" / "vita-clip-peft" / "backbone.json").read_text())
+    assert backbone["pretrained"] == str(weights)
+    commands = (res / "commands.sh").read_text()
+    assert "fsar-data captions" in commands and "fsar-data pretrain" in commands and "--appearance 24" in commands
+    assert reproduce(cfg, log=None).read_text() == text  # nothing redone, pretraining included
+    assert json.loads((res / "timings.json").read_text())["stages"]["pretrain"] == timings["pretrain"]

@@ -166,6 +166,6 @@ def test_the_debug_option_is_on_every_command():
     from fsar.cli.reproduce import report_app
     from fsar.cli.train import app as train_app
 
-    for app, args in ((data_app, ["shard"]), (data_app, ["embed"]), (data_app, ["synth"]), (eval_app, []), (train_app, []), (reproduce_app, []), (report_app, [])):
+    for app, args in ((data_app, ["shard"]), (data_app, ["embed"]), (data_app, ["synth"]), (data_app, ["captions"]), (data_app, ["pretrain"]), (eval_app, []), (train_app, []), (reproduce_app, []), (report_app, [])):
         result = invoke(app, *args, "--help")
         assert result.exit_code == 0 and "--debug" in result.output, (args, result.output)
