@@ -17,7 +17,9 @@ not use; see `resolve_activation` for how it is decided for tags and files.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,23 @@ def _open_clip():
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
     return open_clip
+
+
+@contextmanager
+def _no_random_init_warning():
+    """Silence open_clip's "No pretrained weights loaded ... initialized randomly" while a model is
+    built to have a file's weights loaded into it (or to be trained): that line would be wrong."""
+    quiet = _QuietRandomInit()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuietRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
 
 
 def known_backbones() -> list[str]:
@@ -294,7 +313,8 @@ def create_backbone(spec: BackboneSpec, device: str | torch.device = "cpu"):
             model = oc.create_model(name, pretrained=None, force_quick_gelu=quick)
         source = {"pretrained": "none", "random_init": True, "seed": spec.seed}
     elif is_file:
-        model = oc.create_model(name, pretrained=None, force_quick_gelu=quick)
+        with _no_random_init_warning():
+            model = oc.create_model(name, pretrained=None, force_quick_gelu=quick)
         _load_file(model, name, Path(spec.pretrained))
         meta = file_metadata(spec.pretrained)
         source = {"pretrained": str(Path(spec.pretrained).resolve()), "sha256": sha, "random_init": meta.get("random_init") == "true"}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from fsar.pipeline.atomic import atomic_path, write_text_atomic
-from fsar.pipeline.backbones import Preprocess, _open_clip, model_activation, resolve_name, save_weights
+from fsar.pipeline.backbones import Preprocess, _no_random_init_warning, _open_clip, model_activation, resolve_name, save_weights
 from fsar.pipeline.lock import hold
 from fsar.pipeline.synth.captions import load_corpus
 
@@ -55,6 +55,8 @@ class PretrainConfig:
         weight_decay: AdamW weight decay on weight matrices.
         seed: initial weights and batch order.
         save_every: steps between checkpoints of the training state.
+        caption_prefixes: each training caption is given one of these, drawn per clip and step, as
+            web captions often begin ("a photo of ..."); held-out retrieval uses the plain captions.
         threads: torch CPU threads (None: torch's default); results depend on it only in float rounding.
     """
 
@@ -68,6 +70,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     save_every: int = 100
+    caption_prefixes: tuple[str, ...] = ("", "a photo of ", "a video of ", "a picture of ")
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -80,6 +83,7 @@ class PretrainConfig:
         for k in ("out", "save_every", "threads"):
             d.pop(k)
         d["corpus"] = str(Path(self.corpus).resolve())
+        d["caption_prefixes"] = list(self.caption_prefixes)
         return d
 
 
@@ -167,11 +171,12 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
             torch.set_num_threads(config.threads)
         oc = _open_clip()
         name = resolve_name(config.backbone)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _no_random_init_warning():  # random at first, by design
             torch.manual_seed(config.seed)
             model = oc.create_model(name, pretrained=None)
         preprocess = Preprocess(model)
-        tokens = oc.get_tokenizer(name)(captions)
+        tokenize = oc.get_tokenizer(name)
+        tokens = tokenize(captions)
         loss_fn = oc.loss.ClipLoss()
         opt = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
         start, rows = 0, []
@@ -184,11 +189,13 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
         t0 = time.perf_counter()
         model.train()
         for step in range(start, config.steps):
-            idx = np.sort(np.random.default_rng([config.seed, step]).choice(n_train, config.batch, replace=False))
+            rng = np.random.default_rng([config.seed, step])
+            idx = np.sort(rng.choice(n_train, config.batch, replace=False))
+            prefixes = rng.integers(len(config.caption_prefixes), size=len(idx))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, config)
             img = encode_clips(model, preprocess, frames[idx])
-            txt = model.encode_text(tokens[idx], normalize=True)
+            txt = model.encode_text(tokenize([config.caption_prefixes[k] + captions[i] for k, i in zip(prefixes, idx)]), normalize=True)
             scale = model.logit_scale.exp()
             loss = loss_fn(img, txt, scale)
             opt.zero_grad(set_to_none=True)
