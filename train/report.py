@@ -302,7 +302,7 @@ def write_report(results: str | Path) -> Path:
     md.append("")
     pretrain = json.loads((results / "pretrain.json").read_text()) if (results / "pretrain.json").exists() else None
     if pretrain and not random_init:
-        r, corpus = pretrain["held_out"], pretrain["corpus"]
+        r = pretrain["held_out"]
         md.append(
             f"Its weights were pretrained here (`fsar-data pretrain`, `{pretrain['weights']}`, sha256 {pretrain['sha256'][:12]}…): "
             f"{pretrain['config']['steps']} steps of open_clip's contrastive loss on {pretrain['train_clips']} captioned clips of the synthetic "
