@@ -175,8 +175,7 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
             torch.manual_seed(config.seed)
             model = oc.create_model(name, pretrained=None)
         preprocess = Preprocess(model)
-        tokenize = oc.get_tokenizer(name)
-        tokens = tokenize(captions)
+        tokenize = oc.get_tokenizer(name)  # training captions are tokenized per step, with their prefixes
         loss_fn = oc.loss.ClipLoss()
         opt = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
         start, rows = 0, []
@@ -215,7 +214,7 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
                                 "rows": torch.tensor(rows, dtype=torch.float64)}, tmp)
                 write_text_atomic(out / "pretrain_metrics.csv", _csv(rows))
         seconds = time.perf_counter() - t0
-        held_out = retrieval(model, preprocess, tokens[n_train:], frames[n_train:], captions[n_train:])
+        held_out = retrieval(model, preprocess, tokenize(captions[n_train:]), frames[n_train:], captions[n_train:])
         activation = model_activation(name)
         sha = save_weights(model, out / WEIGHTS, {"backbone": name, "activation": activation, "random_init": False,
                                                  "source": "fsar-data pretrain", "steps": config.steps, "seed": config.seed})

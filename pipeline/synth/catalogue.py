@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fsar.pipeline.synth.captions import APPEARANCE_SIZE, SHAPE_WORDS, appearance_combos
+
 
 @dataclass(frozen=True)
 class ClassSpec:
@@ -108,8 +110,6 @@ def catalogue_by_name() -> dict[str, ClassSpec]:
 
 
 def _appearance() -> tuple[ClassSpec, ...]:
-    from fsar.pipeline.synth.captions import APPEARANCE_SIZE, SHAPE_WORDS, appearance_combos
-
     return tuple(
         ClassSpec(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {SHAPE_WORDS[shape]} {motion}", "look", (("colour", colour), ("motion", motion), ("shape", shape)))
         for colour, shape, motion in appearance_combos(APPEARANCE_SIZE)

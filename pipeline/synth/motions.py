@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from fsar.pipeline.synth.captions import COLOURS, PATTERN_WORDS, REGIONS, CaptionedClip, group_tracks
 from fsar.pipeline.synth.raster import Appearance, Track
 from fsar.pipeline.synth.scene import DIRECTIONS, Ctx
 
@@ -507,8 +508,6 @@ def wall_bounce(ctx: Ctx) -> list[Track]:
 def look(ctx: Ctx, colour: str, shape: str, motion: str) -> list[Track]:
     """An appearance class: 1 to 3 objects of a named colour and shape doing one of the caption
     corpus's motions; count, texture and place vary (see `captions.group_tracks`)."""
-    from fsar.pipeline.synth.captions import COLOURS, PATTERN_WORDS, REGIONS, CaptionedClip, group_tracks
-
     rng = ctx.rng
     truth = CaptionedClip(int(rng.integers(1, 4)), colour, str(rng.choice(list(PATTERN_WORDS))), shape,
                           str(rng.choice(list(REGIONS))), motion, "flat")
