@@ -12,14 +12,17 @@ from fsar.train.episodes import EpisodeConfig, Episodes, sample_pair_episodes
 
 def predict_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:
     """Predicted episode-level class [E, way * query] of every query, given
-    `logits_fn(episodes) -> [e, way * query, way]`, computed `chunk` episodes at a time."""
-    out = []
-    E = eps.support.shape[0]
+    `logits_fn(episodes) -> [e, way * query, way]`, computed `chunk` episodes at a time (in a
+    group of workers, each computes its chunks and every worker gets all predictions)."""
+    from fsar.train import parallel
+
+    group = parallel.current()
+    mine = {}
     with torch.no_grad():
-        for s in range(0, E, chunk):
-            part = Episodes(eps.classes[s : s + chunk], eps.support[s : s + chunk], eps.query[s : s + chunk])
-            out.append(logits_fn(part).argmax(-1).cpu().numpy())
-    return np.concatenate(out)
+        for s, e in parallel.my_chunks(eps.support.shape[0], chunk, group):  # in a group of workers: this one's chunks
+            part = Episodes(eps.classes[s:e], eps.support[s:e], eps.query[s:e])
+            mine[s] = logits_fn(part).argmax(-1).cpu().numpy()
+    return np.concatenate(parallel.gather_chunks(mine, group))
 
 
 def score_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:

@@ -8,6 +8,7 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,12 @@ import torch
 
 from fsar.pipeline.lock import hold
 from fsar.pipeline.atomic import check_writable, write_text_atomic
+from fsar.train import parallel
 from fsar.train.checkpoint import load_checkpoint, save_checkpoint
 from fsar.train.config import TrainConfig
 from fsar.train.episodes import EpisodeConfig, Episodes, sample_episodes
 from fsar.train.heads import EpisodeBatch
+from fsar.train.heads.dropout import episode_streams
 from fsar.train.model import FewShotModel, build_model, resolve_device
 from fsar.train.runlog import RunLog
 
@@ -31,13 +34,24 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-def episode_batch(model: FewShotModel, source, text: torch.Tensor, eps: Episodes, rng: np.random.Generator | None, device) -> EpisodeBatch:
-    """Embed the videos of a batch of episodes; supports and queries ordered class by class."""
+def episode_seeds(seed: int, step: int, episodes: np.ndarray) -> list[int]:
+    """A seed for each of a step's `episodes` (indices among the step's episodes), distinct for
+    every (seed, step, episode): what an episode draws depends on nothing else, so any worker
+    can train it."""
+    return [int(np.random.SeedSequence([seed, step, int(e)]).generate_state(1)[0]) for e in episodes]
+
+
+def episode_batch(model: FewShotModel, source, text: torch.Tensor, eps: Episodes, rngs: list[np.random.Generator] | None, device) -> EpisodeBatch:
+    """Embed the videos of a batch of episodes; supports and queries ordered class by class.
+    `rngs`: each episode's own generator for frame jitter and augmentation (None: test view)."""
     E, W, K = eps.support.shape
     Q = eps.query.shape[2]
     rows = np.concatenate([eps.support.reshape(E, W * K), eps.query.reshape(E, W * Q)], axis=1)  # (E, W*K + W*Q)
     queries = np.arange(rows.shape[1]) >= W * K  # (W*K + W*Q,): which columns are queries (their augmentation may differ)
-    x = source.batch(rows, rng, queries).to(device)
+    if rngs is None:
+        x = source.batch(rows, None, queries).to(device)
+    else:
+        x = torch.stack([source.batch(rows[e], rngs[e], queries) for e in range(E)]).to(device)  # (E, W*K + W*Q, ...)
     labels = torch.from_numpy(source.info.labels[rows]).to(device)
     text = text.to(device)
     support_text = text[labels[:, : W * K]]  # (E, W*K, D)
@@ -66,29 +80,32 @@ class EncodedSplit:
 def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk: int = 256, head: bool = True) -> EncodedSplit:
     """Encode all videos of `source` (middle frame of each segment) for evaluation; without
     `head`, only the raw frame embeddings (what the video-text protocols score), and
-    `support` / `query` are empty."""
+    `support` / `query` are empty. In a group of workers each encodes its `chunk`-video pieces
+    (`fsar.train.parallel.my_chunks`) and every worker gets the whole split's encodings."""
     was_training = model.training
     model.eval()
     head = head and model.head.spec.encodes_independently  # else episodes are encoded as they are scored
     labels = torch.from_numpy(source.info.labels)
-    raw, sup, qry = [], [], []
     text = text.to(device)
-    for s in range(0, len(source), chunk):
-        rows = np.arange(s, min(s + chunk, len(source)))
+    group = parallel.current()
+    mine = {}  # start row: (raw, support, query) of each chunk this worker encodes
+    for s, e in parallel.my_chunks(len(source), chunk, group):
+        rows = np.arange(s, e)
         pixels = source.batch(rows).to(device)
         t = text[labels[rows].to(device)]
         x = model.embed(pixels).float()  # (n, T, D): as a query
-        raw.append(x)
         if not head:
+            mine[s] = (x.cpu(), None, None)
             continue
         xs = model.embed(pixels, t).float() if model.text_conditioned else x  # as a support
-        sup.append(model.head.encode_support(xs, t))
-        qry.append(model.head.encode_query(x))
+        mine[s] = (x.cpu(), model.head.encode_support(xs, t).cpu(), model.head.encode_query(x).cpu())
     model.train(was_training)
+    parts = parallel.gather_chunks(mine, group)  # every worker's chunks, in row order
+    raw = torch.cat([p[0] for p in parts]).to(device)
     if not head:
         empty = torch.empty(0)
-        return EncodedSplit(torch.cat(raw), empty, empty, text)
-    return EncodedSplit(torch.cat(raw), torch.cat(sup), torch.cat(qry), text)
+        return EncodedSplit(raw, empty, empty, text)
+    return EncodedSplit(raw, torch.cat([p[1] for p in parts]).to(device), torch.cat([p[2] for p in parts]).to(device), text)
 
 
 def head_logits_fn(model: FewShotModel, enc: EncodedSplit, fusion_beta: float | None) -> Callable[[Episodes], torch.Tensor]:
@@ -284,13 +301,69 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, on_ste
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[int, dict], None] | None) -> dict:
     config = prepare_run(config, run_dir, resume)
-    device = resolve_device(config.device)
+    return train_loop(config, run_dir, resume, on_step)
+
+
+class TrainStep(torch.nn.Module):
+    """The forward pass of one training step on this worker's share of the step's episodes,
+    returning (loss, metrics). A module, so that DDP can wrap it: DDP averages gradients
+    over the workers of what this forward used."""
+
+    def __init__(self, model: FewShotModel, config: TrainConfig, source, frozen_text: torch.Tensor, device) -> None:
+        super().__init__()
+        self.model, self.config, self.source, self.frozen_text, self.device = model, config, source, frozen_text, device
+
+    def forward(self, eps: Episodes, local: np.ndarray, step: int, share: float) -> tuple[torch.Tensor, dict]:
+        """`eps`: the step's episodes, all workers' (`local`: indices of this worker's); `share`:
+        the factor that turns this worker's mean loss into its part of the step's mean (with
+        DDP's averaging over workers: local episodes x workers / step's episodes)."""
+        model, c = self.model, self.config
+        mine = Episodes(eps.classes[local], eps.support[local], eps.query[local])
+        rngs = [np.random.default_rng(s) for s in episode_seeds(c.seed + 2, step, local)]  # frame jitter, augmentation
+        # Learnt text (Vita-CLIP's context) changes every step; ActionCLIP's trained text tower scores
+        # accuracy against the frozen text and trains on per-video prompts below.
+        base_text = self.frozen_text if model.text_per_video else model.class_text(self.source.info.class_names, self.frozen_text)
+        with episode_streams(episode_seeds(c.seed + 1, step, local)):  # dropout
+            batch = episode_batch(model, self.source, base_text, mine, rngs, self.device)
+            if model.text_per_video:  # ActionCLIP in finetune mode: each video's class in a random template, the text tower training
+                labels = torch.cat([batch.support_labels, batch.query_labels], dim=1)  # (e, videos per episode)
+                every = np.random.default_rng(step_seed(c.seed + 3, step)).integers(len(model.text.prompts), size=(len(eps.classes), labels.shape[1]))
+                templates = torch.from_numpy(every[local].reshape(-1))  # the step's draw, this worker's episodes
+                loss, metrics = model.head.loss(batch, base_text, model.text.per_video(labels.reshape(-1), templates))
+            else:
+                loss, metrics = model.head.loss(batch, base_text)
+        return loss * share, metrics
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
+    scale = config.learning_rate(step) / config.lr
+    for g in optimizer.param_groups:
+        g["lr"] = (config.backbone_lr or config.lr) * scale if g.get("name", "").startswith("visual") else config.lr * scale
+
+
+def train_loop(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    on_step: Callable[[int, dict], None] | None = None,
+    device: torch.device | None = None,
+    worker_log: bool = False,
+) -> dict:
+    """The training loop of one worker of a run (one process: a group of one), on a RUN_DIR that
+    `prepare_run` prepared. Every worker trains its share of each step's episodes
+    (`fsar.train.parallel.block`); in a group of several, DDP averages the gradients, so
+    N workers take the step one worker takes. Validation is shared out the same way. Rank 0
+    writes the run's files and calls `on_step`; with `worker_log`, each worker appends a line
+    per step to RUN_DIR/workers/rank<r>.jsonl (its episodes, loss, seconds and pid)."""
+    group = parallel.current()
+    device = device or resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.episodes_per_step < group.world:
+        raise ValueError(f"{group.world} workers need at least as many episodes per step; this config has episodes_per_step {config.episodes_per_step}")
     model, data = build_model(config, run_dir)
     model.to(device)
     train_src = data.split("train")
-    train_names = train_src.info.class_names
     frozen_text = data.text["train"].to(device)  # the class text unless the model learns its own
     optimizer = make_optimizer(model, config)
     ckpt_dir = run_dir / "checkpoints"
@@ -301,60 +374,74 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
         start, best, best_step, elapsed = info["step"], info["best_val_accuracy"], info["best_step"], info["train_seconds"]
         best_test = info.get("best_test_accuracy", -1.0)
         window = list(info.get("train_window", []))
-    log = RunLog(run_dir, start)
+    log = RunLog(run_dir, start) if group.main else None
     counts = parameter_counts(model)
     model.train()
+    forward = TrainStep(model, config, train_src, frozen_text, device)
+    if group.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        forward = DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=True)  # rank 0's weights to all
+    E = config.episodes_per_step
+    local = parallel.block(E, group)
+    share = len(local) * group.world / E
+    wlog = None
+    if worker_log:
+        (run_dir / "workers").mkdir(exist_ok=True)
+        wlog = open(run_dir / "workers" / f"rank{group.rank}.jsonl", "a")
     t0 = time.perf_counter()
-    ep_config = lambda step: EpisodeConfig(config.way, config.shot, config.query, config.episodes_per_step, step_seed(config.seed, step))  # noqa: E731
     for step in range(start, config.iterations):
-        for g in optimizer.param_groups:
-            scale = config.learning_rate(step) / config.lr
-            g["lr"] = (config.backbone_lr or config.lr) * scale if g.get("name", "").startswith("visual") else config.lr * scale
-        torch.manual_seed(step_seed(config.seed + 1, step))  # dropout
-        rng = np.random.default_rng(step_seed(config.seed + 2, step))  # frame jitter
-        eps = sample_episodes(train_src.info.labels, ep_config(step))
-        # Learnt text (Vita-CLIP's context) changes every step; ActionCLIP's trained text tower scores
-        # accuracy against the frozen text and trains on per-video prompts below.
-        base_text = frozen_text if model.text_per_video else model.class_text(train_names, frozen_text)
-        batch = episode_batch(model, train_src, base_text, eps, rng, device)
-        if model.text_per_video:  # ActionCLIP in finetune mode: each video's class in a random template, the text tower training
-            labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)
-            templates = np.random.default_rng(step_seed(config.seed + 3, step)).integers(len(model.text.prompts), size=len(labels))
-            loss, metrics = model.head.loss(batch, base_text, model.text.per_video(labels, torch.from_numpy(templates)))
-        else:
-            loss, metrics = model.head.loss(batch, base_text)
+        ts = time.perf_counter()
+        set_learning_rates(optimizer, config, step)
+        torch.manual_seed(step_seed(config.seed + 1, step))  # any torch randomness outside the heads' per-episode dropout
+        eps = sample_episodes(train_src.info.labels, EpisodeConfig(config.way, config.shot, config.query, E, step_seed(config.seed, step)))
+        loss, metrics = forward(eps, local, step, share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        metrics = parallel.weighted_mean(metrics, len(local) / E, group)
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        if wlog is not None:
+            wlog.write(json.dumps({"step": step, "episodes": [int(local[0]), int(local[-1]) + 1], "of": E, "loss": loss.item() / share,
+                                   "seconds": round(time.perf_counter() - ts, 4), "pid": os.getpid()}) + "\n")
+            wlog.flush()
         window.append(metrics)
         done = step + 1
-        if done % config.log_every == 0 or done == config.iterations:
+        if log is not None and (done % config.log_every == 0 or done == config.iterations):
             log.write("train", done, {k: float(np.mean([m[k] for m in window])) for k in window[0]})
+        if done % config.log_every == 0 or done == config.iterations:
             window = []
         if done % config.val_every == 0 or done == config.iterations:
             val = validate(model, data, config, device)
             if config.track_test:  # for comparison with published numbers only: selection stays on val
                 val["test_accuracy"] = validate(model, data, config, device, "test")["accuracy"]
-            log.write("val", done, val)
             selected = val.get("accuracy_fused", val["accuracy"])
             train_seconds = elapsed + time.perf_counter() - t0
             info = {"step": done, "val": val, "train_seconds": train_seconds, "parameters": counts}
-            if selected > best:
+            improved = selected > best
+            if improved:
                 best, best_step = selected, done
-                save_checkpoint(ckpt_dir, "best", model, None, {**info, "selected_on": "accuracy_fused" if "accuracy_fused" in val else "accuracy"})
-            if config.track_test and val["test_accuracy"] > best_test:
+            improved_test = config.track_test and val["test_accuracy"] > best_test
+            if improved_test:
                 best_test = val["test_accuracy"]
-                save_checkpoint(ckpt_dir, "best-on-test", model, None, {**info, "selected_on": "test accuracy (as the official code selects)"})
-            save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step, "best_test_accuracy": best_test,
-                                                                  "train_window": window})  # a resume averages the same steps into its next row
-            log.plot()
+            if group.main:
+                log.write("val", done, val)
+                if improved:
+                    save_checkpoint(ckpt_dir, "best", model, None, {**info, "selected_on": "accuracy_fused" if "accuracy_fused" in val else "accuracy"})
+                if improved_test:
+                    save_checkpoint(ckpt_dir, "best-on-test", model, None, {**info, "selected_on": "test accuracy (as the official code selects)"})
+                save_checkpoint(ckpt_dir, "last", model, optimizer, {**info, "best_val_accuracy": best, "best_step": best_step, "best_test_accuracy": best_test,
+                                                                      "train_window": window})  # a resume averages the same steps into its next row
+                log.plot()
+            parallel.barrier(group)  # no worker runs ahead of the checkpoint it would resume from
             metrics = {**metrics, **{f"val_{k}": v for k, v in val.items()}}
-        if on_step is not None:
+        if on_step is not None and group.main:
             on_step(done, metrics)
-    log.close()
+    if wlog is not None:
+        wlog.close()
     summary = {
         "method": config.method,
         "mode": config.mode,
@@ -363,7 +450,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: Callable[[
         "best_step": best_step,
         "parameters": counts,
         "train_seconds": round(elapsed + time.perf_counter() - t0, 3),
-        "episodes_per_second": round(config.episodes_per_step * (config.iterations - start) / max(time.perf_counter() - t0, 1e-9), 2),
+        "episodes_per_second": round(E * (config.iterations - start) / max(time.perf_counter() - t0, 1e-9), 2),
+        "workers": group.world,
     }
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if group.main:
+        log.close()
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.dropout import EpisodeDropout
 from fsar.train.heads.spec import MethodSpec
 from fsar.train.metrics import otam_prototype_logits
 
@@ -42,7 +43,7 @@ class SelfAttention(nn.Module):
             raise ValueError(f"embedding width {dim} is not divisible by {heads} attention heads")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.out = nn.Sequential(nn.Linear(dim, dim), EpisodeDropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
@@ -60,7 +61,7 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, heads, attn_dropout)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(ffn_dropout), nn.Linear(ffn_dim, dim), nn.Dropout(ffn_dropout)
+            nn.Linear(dim, ffn_dim), nn.GELU(), EpisodeDropout(ffn_dropout), nn.Linear(ffn_dim, dim), EpisodeDropout(ffn_dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

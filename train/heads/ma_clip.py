@@ -16,11 +16,14 @@ ViT live in `train.peft`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fsar.train.heads.base import EpisodeBatch, Head
+from fsar.train.heads.dropout import EpisodeDropout
 from fsar.train.heads.spec import MethodSpec
 from fsar.train.losses import kl_to_target, multi_positive_target
 from fsar.train.metrics import otam_prototype_logits
@@ -32,13 +35,26 @@ class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm_x, self.norm_c = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)  # its projections; attention is computed in `attend`
+        self.attn_drop = EpisodeDropout(dropout)  # on the attention weights, as nn.MultiheadAttention's dropout
         self.norm_f = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), EpisodeDropout(dropout), nn.Linear(ffn_dim, dim))
+
+    def attend(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """nn.MultiheadAttention of queries `x` (N, Lx, D) over keys and values `c` (N, Lc, D),
+        written out so that its dropout draws per-episode masks (`EpisodeDropout`)."""
+        N, L, D = x.shape
+        h, w, b = self.attn.num_heads, self.attn.in_proj_weight, self.attn.in_proj_bias
+        heads = lambda t: t.view(N, t.shape[1], h, D // h).transpose(1, 2)  # noqa: E731  (N, h, L, D/h)
+        q = heads(F.linear(x, w[:D], b[:D]))
+        k, v = heads(F.linear(c, w[D : 2 * D], b[D : 2 * D])), heads(F.linear(c, w[2 * D :], b[2 * D :]))
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(D // h)).softmax(-1)  # (N, h, Lx, Lc)
+        y = self.attn_drop(weights) @ v  # (N, h, Lx, D/h)
+        return self.attn.out_proj(y.transpose(1, 2).reshape(N, L, D))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         c = self.norm_c(context)
-        x = x + self.attn(self.norm_x(x), c, c, need_weights=False)[0]
+        x = x + self.attend(self.norm_x(x), c)
         return x + self.ffn(self.norm_f(x))
 
 
