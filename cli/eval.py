@@ -31,6 +31,9 @@ def evaluate(
     fusion_beta: Optional[str] = typer.Option(None, help="A run's text/few-shot fusion weight in [0, 1], or 'none' for few-shot logits alone (default: the run's)."),
     checkpoint: str = typer.Option("best", help="A run's checkpoint: best (on val), last, or best-on-test (runs trained with --set track_test=true; for comparison with published numbers, which the official code selects on the test episodes)."),
     protocol: str = typer.Option("few-shot", help="few-shot (episodes), zero-shot (every video of --split among all its classes, by video-text similarity) or supervised (a run's held-out training videos among the training classes)."),
+    workers: int = typer.Option(1, help="A run's evaluation shared among Ray Train workers (videos to encode, episodes to score); the result is exactly one process's. 1 without --address: this process alone."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Run the workers on this existing Ray cluster (host:port of its head, ray://host:port, or auto); the run and its data must be on storage every node shares."),
+    gpus_per_worker: Optional[float] = typer.Option(None, help="GPUs per worker (default: 1 where the Ray cluster has GPUs, else 0)."),
     debug: bool = debug_option(),
 ) -> None:
     """Score a training run, or a frozen backbone's baselines on the embedding cache, on fixed seeded episodes."""
@@ -50,6 +53,8 @@ def evaluate(
         check_writable(run_dir, "RUN_DIR")  # before minutes of evaluation, not after
         held.enter_context(hold(run_dir, "fsar-eval"))  # a run still training there, or another fsar-eval, is refused
         if method is not None:
+            if workers > 1 or address:
+                raise ValueError("--workers and --address share a run's evaluation; the frozen baselines (--method) run in this process")
             if cache is None:
                 raise ValueError("--method evaluates a frozen backbone and needs --cache CACHE.h5")
             if shards is not None:
@@ -75,8 +80,15 @@ def evaluate(
                 suffix = "-nofusion" if beta is None else f"-beta{beta:g}"
             if checkpoint != "best":  # results of another checkpoint go beside those of the best, not over them
                 suffix += f"-{checkpoint}"
+            from fsar.train.workers import WorkersConfig, evaluate_on_workers
+
+            parallel = WorkersConfig(workers, address, gpus_per_worker)
             with phases() as on_progress:
-                result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol, cache=cache, shards=shards, on_progress=on_progress)
+                if parallel.on_ray:
+                    result, correct = evaluate_on_workers(run_dir, parallel, on_progress, split=split, config=config, fusion_beta=beta, checkpoint=checkpoint,
+                                                          protocol=protocol, cache=cache, shards=shards)
+                else:
+                    result, correct = evaluate_run(run_dir, split, config, beta, checkpoint, protocol=protocol, cache=cache, shards=shards, on_progress=on_progress)
         path = write_eval(run_dir, {**result, "seconds": round(time.perf_counter() - t0, 3)}, correct, suffix)
     note = " (RANDOM backbone weights)" if result["random_init_backbone"] else ""
     if result.get("protocol", "few-shot") != "few-shot":

@@ -27,7 +27,12 @@ def train(
     shot: Optional[int] = typer.Option(None, help="Support videos per class."),
     config: str = typer.Option("synth", help="Named config: " + ", ".join(CONFIGS) + "."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: --set key=value (repeatable)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (with any number of workers)."),
+    workers: int = typer.Option(1, help="Data-parallel workers on Ray Train (DDP: gloo on CPU, NCCL on GPU), each training its share of every step's episodes; 1 without --address: this process alone, no Ray."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Run the workers on this existing Ray cluster (host:port of its head, ray://host:port through Ray Client, or auto); RUN_DIR and the data must be on storage every node shares."),
+    gpus_per_worker: Optional[float] = typer.Option(None, help="GPUs per worker (default: 1 where the Ray cluster has GPUs, else 0)."),
+    cpus_per_worker: Optional[int] = typer.Option(None, help="CPU cores per worker, its torch threads (default: 1 with GPUs, else the cluster's cores / workers)."),
+    max_failures: int = typer.Option(3, help="Restarts of the workers after one dies, each from the last checkpoint."),
     debug: bool = debug_option(),
 ) -> None:
     """Train a few-shot head episodically; the best checkpoint on val is kept for `fsar-eval RUN_DIR`."""
@@ -45,10 +50,17 @@ def train(
             raise ValueError("adapter mode needs --cache CACHE.h5")
         if cfg.mode in ("finetune", "peft") and not cfg.shards:
             raise ValueError(f"{cfg.mode} mode needs --shards OUT")
-        console.print(f"training {cfg.method} ({cfg.mode}) {cfg.way}-way {cfg.shot}-shot, config {config}, {cfg.iterations} steps -> {out}")
+        from fsar.train.workers import WorkersConfig, train_on_workers
+
+        parallel = WorkersConfig(workers, address, gpus_per_worker, cpus_per_worker, max_failures)
+        where = f" on {workers} Ray Train workers" + (f" of the cluster at {address}" if address else "") if parallel.on_ray else ""
+        console.print(f"training {cfg.method} ({cfg.mode}) {cfg.way}-way {cfg.shot}-shot, config {config}, {cfg.iterations} steps{where} -> {out}")
         try:
             with train_bar(cfg.iterations) as on_step:
-                summary = run_training(cfg, out, resume=resume, on_step=on_step)
+                if parallel.on_ray:
+                    summary = train_on_workers(cfg, out, parallel, resume=resume, on_step=on_step)
+                else:
+                    summary = run_training(cfg, out, resume=resume, on_step=on_step)
         except KeyboardInterrupt:
             if debug:
                 raise

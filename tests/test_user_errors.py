@@ -169,3 +169,21 @@ def test_the_debug_option_is_on_every_command():
     for app, args in ((data_app, ["shard"]), (data_app, ["embed"]), (data_app, ["synth"]), (data_app, ["captions"]), (data_app, ["pretrain"]), (eval_app, []), (train_app, []), (reproduce_app, []), (report_app, [])):
         result = invoke(app, *args, "--help")
         assert result.exit_code == 0 and "--debug" in result.output, (args, result.output)
+
+
+def test_worker_options_that_cannot_work_are_one_line(tiny_chain, tmp_path):
+    """Settings --workers cannot honour stop before Ray starts: exit 2, one line, nothing left."""
+    from fsar.cli.eval import app as eval_app
+    from fsar.cli.train import app as train_app
+
+    base = ["--config", "tiny", "--mode", "adapter", "--cache", str(tiny_chain["cache"]), "--way", "3"]
+    for extra, message in (
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--workers", "3"], "--workers 3 needs at least as many episodes per step; this config has episodes_per_step 2 (--set episodes_per_step=N)"),
+        (["--workers", "2", "--max-failures", "-1"], "--max-failures must be >= 0, got -1"),
+    ):
+        result = invoke(train_app, "--out", str(tmp_path / "run"), *base, *extra, env={"RAY_ADDRESS": None})
+        assert result.exit_code == 2 and error_lines(result.output) == [f"error: {message}"], result.output
+        assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+    result = invoke(eval_app, str(tmp_path / "base"), "--cache", str(tiny_chain["cache"]), "--method", "otam", "--workers", "2", env={"RAY_ADDRESS": None})
+    assert result.exit_code == 2 and "the frozen baselines (--method) run in this process" in one_line(result.output)

@@ -10,7 +10,10 @@ import torch
 from fsar.train.episodes import EpisodeConfig, Episodes, sample_pair_episodes
 
 
-def predict_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:
+SCORE_CHUNK = 2000  # episodes scored at a time
+
+
+def predict_with(logits_fn, eps: Episodes, chunk: int = SCORE_CHUNK) -> np.ndarray:
     """Predicted episode-level class [E, way * query] of every query, given
     `logits_fn(episodes) -> [e, way * query, way]`, computed `chunk` episodes at a time (in a
     group of workers, each computes its chunks and every worker gets all predictions)."""
@@ -25,7 +28,7 @@ def predict_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:
     return np.concatenate(parallel.gather_chunks(mine, group))
 
 
-def score_with(logits_fn, eps: Episodes, chunk: int = 2000) -> np.ndarray:
+def score_with(logits_fn, eps: Episodes, chunk: int = SCORE_CHUNK) -> np.ndarray:
     """Correctness [E, way * query] (bool) of every query (see `predict_with`)."""
     W, Q = eps.support.shape[1], eps.query.shape[2]
     return predict_with(logits_fn, eps, chunk) == np.repeat(np.arange(W), Q)  # query order: class by class

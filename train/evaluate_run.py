@@ -13,9 +13,10 @@ import torch
 from fsar.train.checkpoint import load_checkpoint
 from fsar.train.config import TrainConfig
 from fsar.train.episodes import EpisodeConfig, sample_episodes
-from fsar.train.evaluate import classification_result, protocol_result
+from fsar.train.evaluate import SCORE_CHUNK, classification_result, protocol_result
 from fsar.train.model import build_model, resolve_device
-from fsar.train.trainer import encode_split, head_logits_fn
+from fsar.train import parallel
+from fsar.train.trainer import ENCODE_CHUNK, encode_split, head_logits_fn
 
 KEEP = object()  # fusion_beta default: the run's own setting
 
@@ -24,11 +25,13 @@ PROTOCOLS = ("few-shot", "zero-shot", "supervised")
 
 
 class Counting:
-    """A split's source that reports each batch it gives: ("videos", done, total)."""
+    """A split's source that reports each batch it gives: ("videos", done, total), `total` the
+    videos this worker encodes (all of them in one process)."""
 
-    def __init__(self, source, on_progress: Callable[[str, int, int], None]) -> None:
+    def __init__(self, source, on_progress: Callable[[str, int, int], None], total: int | None = None) -> None:
         self.source, self.on_progress, self.info, self.done = source, on_progress, source.info, 0
-        on_progress("videos", 0, len(source))
+        self.total = len(source) if total is None else total
+        on_progress("videos", 0, self.total)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -36,7 +39,7 @@ class Counting:
     def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         x = self.source.batch(rows, rng)
         self.done += int(np.size(rows))
-        self.on_progress("videos", self.done, len(self.source))
+        self.on_progress("videos", self.done, self.total)
         return x
 
 
@@ -143,13 +146,16 @@ def evaluate_run(
     source = data.split(split)
     with torch.no_grad():
         text = model.class_text(source.info.class_names, data.text[split])
-    counted = Counting(source, on_progress) if on_progress else source
+    group = parallel.current()
+    share = lambda n, chunk: sum(e - s for s, e in parallel.my_chunks(n, chunk, group))  # noqa: E731  what this worker computes of n
+    counted = Counting(source, on_progress, share(len(source), ENCODE_CHUNK)) if on_progress else source
     enc = encode_split(model, counted, text, dev, head=protocol == "few-shot")
     if protocol == "few-shot":
         eps = sample_episodes(source.info.labels, config)
         logits_fn = head_logits_fn(model, enc, beta)
         if on_progress:
-            logits_fn = counting_episodes(logits_fn, on_progress, episodes_total(config, source.info.class_names, source.dataset))
+            total = episodes_total(config, source.info.class_names, source.dataset)
+            logits_fn = counting_episodes(logits_fn, on_progress, share(config.episodes, SCORE_CHUNK) + share(total - config.episodes, SCORE_CHUNK))
         result, correct = protocol_result(logits_fn, eps, config, source.info.labels, source.info.class_names, source.dataset)
     else:
         with torch.no_grad():

@@ -66,6 +66,9 @@ def episode_batch(model: FewShotModel, source, text: torch.Tensor, eps: Episodes
     )
 
 
+ENCODE_CHUNK = 256  # videos encoded at a time for evaluation
+
+
 @dataclass
 class EncodedSplit:
     """Every video of a split encoded once: raw frame embeddings and the head's support and query encodings."""
@@ -77,7 +80,7 @@ class EncodedSplit:
 
 
 @torch.no_grad()
-def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk: int = 256, head: bool = True) -> EncodedSplit:
+def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk: int = ENCODE_CHUNK, head: bool = True) -> EncodedSplit:
     """Encode all videos of `source` (middle frame of each segment) for evaluation; without
     `head`, only the raw frame embeddings (what the video-text protocols score), and
     `support` / `query` are empty. In a group of workers each encodes its `chunk`-video pieces
@@ -180,7 +183,7 @@ def parameter_counts(model: FewShotModel) -> dict[str, int]:
 
 
 RUN_FILES = ("config.json", "data.json", "backbone.json", "summary.json", "train_metrics.csv", "val_metrics.csv", "curves.png", "text.safetensors")
-RUN_FOLDERS = ("checkpoints", "tensorboard")
+RUN_FOLDERS = ("checkpoints", "tensorboard", "workers")
 
 
 def holds_run(run_dir: Path) -> bool:

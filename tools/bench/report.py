@@ -66,6 +66,18 @@ def _train(r: dict) -> list[str]:
         f"{r['episode']}; {r['backbone']}; {r['threads']} threads; median of the timed steps after a warm-up.", "",
         "| adapter (ms/episode) | finetune (ms/episode) | of which reading frames | finetune / adapter | trainable: adapter | trainable: finetune |", "|---:|---:|---:|---:|---:|---:|",
         f"| {r['adapter_ms_per_episode']:.1f} | {r['finetune_ms_per_episode']:.1f} | {r['finetune_data_ms_per_episode']:.1f} | {r['finetune_over_adapter']}x | {r['adapter_trainable_parameters']:,} | {r['finetune_trainable_parameters']:,} |",
+        *(_workers(r["workers"]) if "workers" in r else []),
+    ]
+
+
+def _workers(w: dict) -> list[str]:
+    n = w["workers"]
+    return [
+        "",
+        f"Finetune steps on Ray Train workers (DDP over gloo), one CPU thread per worker: {w['episode']}, {w['episodes_per_step']} episodes a step, "
+        f"{w['backbone']}; steps/s from rank 0's median step time over {w['steps_timed']} steps. This process alone with {w['here_threads']} threads, no Ray, for reference.", "",
+        f"| 1 worker (steps/s) | {n} workers (steps/s) | speedup | this process, {w['here_threads']} threads (steps/s) |", "|---:|---:|---:|---:|",
+        f"| {w['workers_1_steps_per_second']:.3f} | {w[f'workers_{n}_steps_per_second']:.3f} | {w['speedup']}x | {w['here_steps_per_second']:.3f} |",
     ]
 
 

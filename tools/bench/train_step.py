@@ -1,8 +1,9 @@
 """Train-step benchmark: time per training episode in adapter mode vs finetune mode, same episode,
-same head, same tiny backbone.
+same head, same tiny backbone; then finetune steps on 2 Ray Train workers against 1
+(`tools.bench.train_workers`).
 
     python -m tools.bench.train_step --shards data/synth-shards --cache data/synth-cache.h5
-        [--config synth] [--shot 1] [--repeats 5] [--threads 0] [--out DIR]
+        [--config synth] [--shot 1] [--repeats 5] [--threads 0] [--workers 2] [--out DIR]
 
 Adapter mode reads the episode's cached embeddings; finetune mode reads the same videos'
 JPEG frames from the shards, preprocesses them and runs the visual encoder forward and
@@ -41,7 +42,7 @@ def _time_steps(model, source, text, eps, config, repeats: int) -> tuple[float, 
             info = source.info
 
             @staticmethod
-            def batch(rows, rng):
+            def batch(rows, rng, queries=None):
                 return x
 
         batch = episode_batch(model, Preloaded, text, eps, None, "cpu")
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--workers", type=int, default=2, help="also finetune steps on this many Ray Train workers against 1 (tools.bench.train_workers); 0: not")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['finetune_data_ms_per_episode']:.1f} ms of it reading and preprocessing frames)"
     )
     print(f"  finetune / adapter: {result['finetune_over_adapter']}x")
+    if args.workers:
+        from tools.bench.train_workers import measure, print_result
+
+        result["workers"] = measure(args.shards, backbone, pretrained, args.workers, config=args.config)
+        print_result(result["workers"])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "train_step.json").write_text(json.dumps(result, indent=1) + "\n")

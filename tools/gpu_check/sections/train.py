@@ -30,7 +30,7 @@ def step_config(cfg: CheckConfig, method: str, mode: str, shards: str):
 
 class Stepper:
     """One optimiser step as `train.trainer` takes it (seeded episodes, the method's class text,
-    `episode_batch`, the head's loss, Adam), for any number of episodes."""
+    `TrainStep`: its episodes, the head's loss; then Adam), for any number of episodes."""
 
     def __init__(self, config) -> None:
         import torch
@@ -53,15 +53,12 @@ class Stepper:
         import torch
 
         from fsar.train.episodes import EpisodeConfig, sample_episodes
-        from fsar.train.trainer import episode_batch, step_seed
+        from fsar.train.trainer import TrainStep, step_seed
 
         c, model = self.config, self.model
-        torch.manual_seed(step_seed(c.seed + 1, k))  # dropout
-        rng = np.random.default_rng(step_seed(c.seed + 2, k))  # frame jitter
+        torch.manual_seed(step_seed(c.seed + 1, k))
         eps = sample_episodes(self.source.info.labels, EpisodeConfig(c.way, c.shot, c.query, episodes, step_seed(c.seed, k)))
-        text = self.frozen if model.text_per_video else model.class_text(self.source.info.class_names, self.frozen)
-        batch = episode_batch(model, self.source, text, eps, rng, self.device)
-        loss, _ = model.head.loss(batch, text)
+        loss, _ = TrainStep(model, c, self.source, self.frozen, self.device)(eps, np.arange(episodes), k, 1.0)  # the trainer's forward
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
