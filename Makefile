@@ -29,7 +29,7 @@ help:
 	@echo "make bench-decode  shard stage vs raw decoders (installs the [bench] extras)"
 	@echo "make bench-embed   embed stage vs a bare encode_image loop (after make reproduce)"
 	@echo "make bench-evaluate  batched OTAM episodes vs per-episode loops"
-	@echo "make bench-train   time per training episode, adapter vs finetune mode (after make reproduce)"
+	@echo "make bench-train   time per training episode, adapter vs finetune mode; finetune steps on 2 Ray Train workers vs 1 (after make reproduce)"
 	@echo "make gpu-check   every GPU path once, measured, on one CUDA GPU: $(RESULTS)/GPU.md (DRY_RUN=1: the same on a CPU, tiny)"
 	@echo "make setup       create $(VENV) and install fsar with its dependencies"
 	@echo "make clean       remove $(VENV), generated data and caches"

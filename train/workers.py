@@ -84,7 +84,7 @@ def train_on_workers(config: TrainConfig, run_dir: str | Path, workers: WorkersC
                                  f"{config.episodes_per_step} (--set episodes_per_step=N)")
             build_model(config, run_dir)  # checks the settings and data; finetune: computes the class text once, for every worker
             payload = {"config": config.to_json(), "run_dir": str(run_dir)}
-            messages = _fit(_train_worker, payload, workers, run_dir, f"fsar-train-{run_dir.name}")
+            messages = _fit(_train_worker, payload, workers, run_dir, f"fsar-train-{run_dir.name}", config.device)
             summary = None
             for kind, *rest in messages:
                 if kind == "step" and on_step is not None:
@@ -120,8 +120,9 @@ def evaluate_on_workers(run_dir: str | Path, workers: WorkersConfig, on_progress
     return result[0], result[1]
 
 
-def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str):
-    """Run `loop(payload)` on `workers` under Ray Train; yield rank 0's messages as they come."""
+def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str, device: str = "auto"):
+    """Run `loop(payload)` on `workers` under Ray Train; yield rank 0's messages as they come.
+    `device` (the run's setting): auto takes GPUs where the cluster has them, cpu none, cuda needs them."""
     from fsar.pipeline.actors import ray_session
 
     with ray_session(workers.address):
@@ -131,7 +132,11 @@ def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str):
         from ray.util.queue import Queue
 
         total = ray.cluster_resources()
-        gpus = workers.gpus_per_worker if workers.gpus_per_worker is not None else (1.0 if total.get("GPU", 0) >= 1 else 0.0)
+        gpus = workers.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if total.get("GPU", 0) >= 1 and device != "cpu" else 0.0
+        if device == "cuda" and not gpus:
+            raise RuntimeError("device cuda requested but the Ray cluster has no GPU (or --gpus-per-worker is 0): use --set device=cpu or join a cluster with GPUs")
         cpus = workers.cpus_per_worker or (1 if gpus else max(1, int(total.get("CPU", 1)) // workers.workers))
         if gpus and total.get("GPU", 0) < gpus * workers.workers:
             raise RuntimeError(f"{workers.workers} workers of {gpus:g} GPU need {gpus * workers.workers:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}")
@@ -164,17 +169,18 @@ def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str):
         while not messages.empty():
             yield messages.get()
         if "error" in outcome:
-            raise RuntimeError(_worker_error(outcome["error"])) from None
+            raise RuntimeError(_worker_error(outcome["error"], workers.max_failures, run_dir)) from None
 
 
-def _worker_error(e: BaseException) -> str:
+def _worker_error(e: BaseException, restarts: int, run_dir: Path) -> str:
     """What failed in a worker, in a line: its own exception, not Ray's wrappers."""
     failures = getattr(e, "worker_failures", None) or {}
     inner = next(iter(failures.values()), None) if isinstance(failures, dict) else None
     cause = inner or getattr(e, "__cause__", None) or e
     cause = getattr(cause, "cause", None) or cause
     text = str(cause).strip().splitlines()
-    return f"a training worker failed: {type(cause).__name__}: {text[-1] if text else ''}"
+    return (f"the workers failed after {restarts} restart(s) (--max-failures), the last time with {type(cause).__name__}: {text[-1] if text else ''}; "
+            f"what each worker did is in {run_dir / 'workers'}, and a run keeps its last checkpoint (continue it with --resume)")
 
 
 def _setup_worker(payload: dict) -> torch.device:
