@@ -56,16 +56,24 @@ def test_ma_clip_attention_written_out_is_multihead_attention():
     torch.testing.assert_close(block.attend(x, c), ref(x, c, c, need_weights=False)[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["clip-fsar", "ma-clip"])
-def test_worker_shares_of_a_step_give_its_gradient(tiny_chain, method):
+EVERY_METHOD_AND_MODE = [("clip-fsar", "adapter"), ("ma-clip", "adapter"), ("actionclip", "adapter"), ("clip-fsar", "finetune"),
+                         ("actionclip", "finetune"), ("ma-clip", "peft"), ("vita-clip", "peft")]
+
+
+@pytest.mark.parametrize("method, mode", EVERY_METHOD_AND_MODE)
+def test_worker_shares_of_a_step_give_its_gradient(tiny_chain, method, mode):
     """Two halves of a step's episodes, each scaled as a worker scales its loss, sum (DDP averages
     them) to the gradient of the whole step: the same dropout masks, frame jitter and loss."""
-    config = dataclasses.replace(get_config("tiny", method), cache=str(tiny_chain["cache"]), way=3, shot=1, query=2, episodes_per_step=4, threads=1)
+    data = {"cache": str(tiny_chain["cache"])} if mode == "adapter" else {"shards": str(tiny_chain["shards"]), "backbone": "fsar-micro-vit", "pretrained": "none"}
+    config = dataclasses.replace(get_config("tiny", method), mode=mode, **data, way=3, shot=1, query=1, episodes_per_step=4, threads=1)
     model, data = build_model(config)
+    if model.head.spec.batch_loss:  # its loss is over the step's videos together: the workers gather them (test_workers.py)
+        assert method == "actionclip"
+        return
     model.train()
     source = data.split("train")
     step = TrainStep(model, config, source, data.text["train"], torch.device("cpu"))
-    eps = sample_episodes(source.info.labels, EpisodeConfig(3, 1, 2, 4, step_seed(config.seed, 5)))
+    eps = sample_episodes(source.info.labels, EpisodeConfig(3, 1, 1, 4, step_seed(config.seed, 5)))
 
     def grads(local, share):
         model.zero_grad()
@@ -78,7 +86,7 @@ def test_worker_shares_of_a_step_give_its_gradient(tiny_chain, method):
     assert len(whole) == len(halves[0]) > 0
     for w, a, b in zip(whole, *halves):  # up to the order of float sums
         assert ((a + b) / 2 - w).norm() <= 1e-5 * w.norm() + 1e-9
-    if method == "clip-fsar":  # dropout is on: another step's masks give another gradient
+    if (method, mode) == ("clip-fsar", "adapter"):  # dropout is on: another step's masks give another gradient
         model.zero_grad()
         step(eps, np.arange(4), 6, 1.0)[0].backward()
         assert not all(torch.allclose(w, p.grad) for w, p in zip(whole, (p for p in model.parameters() if p.grad is not None)))

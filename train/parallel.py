@@ -64,6 +64,22 @@ def gather_chunks(mine: dict[int, Any], group: Group) -> list[Any]:
     return [merged[s] for s in sorted(merged)]
 
 
+def gather_rows(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """Every worker's rows of `x` [n_r, ...], concatenated in rank order (the workers' blocks of
+    episodes in order: the rows one process would have). This worker's rows keep their
+    gradient; the others' are constants here (their worker computes their gradient), so a
+    loss on the result, computed alike by every worker, gets from DDP's average 1 / world of
+    its gradient: multiply it by `world`."""
+    if group.world == 1:
+        return x
+    import torch.distributed as dist
+
+    everyone: list = [None] * group.world
+    dist.all_gather_object(everyone, x.detach().cpu())
+    everyone[group.rank] = x
+    return torch.cat([t.to(x.device) for t in everyone])
+
+
 def weighted_mean(values: dict[str, float], weight: float, group: Group) -> dict[str, float]:
     """The mean over workers of each value, worker r weighing `weight` (the weights sum to 1)."""
     if group.world == 1:

@@ -318,8 +318,9 @@ class TrainStep(torch.nn.Module):
 
     def forward(self, eps: Episodes, local: np.ndarray, step: int, share: float) -> tuple[torch.Tensor, dict]:
         """`eps`: the step's episodes, all workers' (`local`: indices of this worker's); `share`:
-        the factor that turns this worker's mean loss into its part of the step's mean (with
-        DDP's averaging over workers: local episodes x workers / step's episodes)."""
+        the factor that turns this worker's loss into its part of the step's, given DDP's
+        average over workers (local episodes x workers / step's episodes; a `batch_loss`
+        method's: workers)."""
         model, c = self.model, self.config
         mine = Episodes(eps.classes[local], eps.support[local], eps.query[local])
         rngs = [np.random.default_rng(s) for s in episode_seeds(c.seed + 2, step, local)]  # frame jitter, augmentation
@@ -388,7 +389,9 @@ def train_loop(
         forward = DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=True)  # rank 0's weights to all
     E = config.episodes_per_step
     local = parallel.block(E, group)
-    share = len(local) * group.world / E
+    # Each worker's loss is its episodes' mean; weighted by its share of the step, DDP's average is the step's mean.
+    # A batch loss is the step's already, on every worker, and each worker's gradient flows through its own rows only.
+    share = group.world if model.head.spec.batch_loss else len(local) * group.world / E
     wlog = None
     if worker_log:
         (run_dir / "workers").mkdir(exist_ok=True)

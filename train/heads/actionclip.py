@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsar.train import parallel
 from fsar.train.heads.base import EpisodeBatch, Head
 from fsar.train.losses import symmetric_video_text_kl
 from fsar.train.heads.spec import MethodSpec
@@ -87,6 +88,7 @@ class ActionCLIP(Head):
         defaults={"prompts": "actionclip", "fusion_beta": None, "temporal_fusion": "transformer", "temporal_layers": 6, "holdout": 0.2},
         paper={"mode": "finetune", "temporal_fusion": "transformer", "temporal_layers": 6, "prompts": "actionclip", "text_trains": True},
         shot_free=True,
+        batch_loss=True,
         template_zero_shot=True,
     )
 
@@ -156,6 +158,9 @@ class ActionCLIP(Head):
         labels = torch.cat([batch.support_labels, batch.query_labels], dim=1).reshape(-1)  # (B,)
         v = F.normalize(self.video(videos.reshape(-1, *videos.shape[2:])), dim=-1)  # (B, D)
         t = F.normalize((base_text[labels] if video_text is None else video_text).to(v.dtype), dim=-1)  # (B, D)
+        group = parallel.current()
+        if group.world > 1:  # the step's videos, every worker's, in episode order (this worker's own keep their gradient)
+            v, t, labels = (parallel.gather_rows(x, group) for x in (v, t, labels))
         logits = self.logit_scale.exp() * v @ t.T  # (B, B)
         loss = symmetric_video_text_kl(logits, labels, labels)
         with torch.no_grad():

@@ -46,6 +46,10 @@ class MethodSpec:
     fused_row: bool = False
     """Its few-shot scores fuse with the zero-shot text scores (`fusion_beta`): the report gives
     the fused score a row of its own."""
+    batch_loss: bool = False
+    """Its training loss compares every video of a step with every other (not episode by
+    episode): on several workers the head gathers the step's embeddings
+    (`fsar.train.parallel.gather_rows`) so that every worker computes the step's whole loss."""
     template_zero_shot: bool = False
     """Zero-shot scores every prompt template apart and averages the probabilities, instead of
     scoring the mean prompt embedding."""
