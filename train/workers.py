@@ -187,7 +187,11 @@ def _setup_worker(payload: dict) -> torch.device:
     import ray.train.torch
 
     torch.set_num_threads(payload["threads"])
-    return ray.train.torch.get_device() if payload["gpu"] else torch.device("cpu")
+    if not payload["gpu"]:
+        return torch.device("cpu")
+    device = ray.train.torch.get_device()
+    torch.cuda.set_device(device)  # NCCL's collectives (all_gather_object too) use the current device
+    return device
 
 
 def _train_worker(payload: dict) -> None:
