@@ -181,6 +181,8 @@ def test_worker_options_that_cannot_work_are_one_line(tiny_chain, tmp_path):
         (["--workers", "0"], "--workers must be >= 1, got 0"),
         (["--workers", "3"], "--workers 3 needs at least as many episodes per step; this config has episodes_per_step 2 (--set episodes_per_step=N)"),
         (["--workers", "2", "--max-failures", "-1"], "--max-failures must be >= 0, got -1"),
+        (["--workers", "2", "--cpus-per-worker", "64", "--set", "episodes_per_step=2"],
+         f"2 workers of 64 CPU core(s) need 128; this machine has {os.cpu_count()}: use fewer --workers (or --cpus-per-worker), or join a cluster with --address"),
     ):
         result = invoke(train_app, "--out", str(tmp_path / "run"), *base, *extra, env={"RAY_ADDRESS": None})
         assert result.exit_code == 2 and error_lines(result.output) == [f"error: {message}"], result.output

@@ -18,6 +18,7 @@ import queue as queue_module
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -140,6 +141,11 @@ def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str, 
         cpus = workers.cpus_per_worker or (1 if gpus else max(1, int(total.get("CPU", 1)) // workers.workers))
         if gpus and total.get("GPU", 0) < gpus * workers.workers:
             raise RuntimeError(f"{workers.workers} workers of {gpus:g} GPU need {gpus * workers.workers:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}")
+        if total.get("CPU", 0) < cpus * workers.workers:  # Ray Train would wait for them without a word
+            need = f"{workers.workers} workers of {cpus} CPU core(s) need {cpus * workers.workers}; "
+            if workers.address is None:
+                raise RuntimeError(need + f"this machine has {int(total.get('CPU', 0))}: use fewer --workers (or --cpus-per-worker), or join a cluster with --address")
+            warnings.warn(need + f"the Ray cluster at {workers.address} has {int(total.get('CPU', 0))} now: training starts once nodes join")
         messages = Queue()
         trainer = TorchTrainer(
             loop,
