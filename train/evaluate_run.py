@@ -82,6 +82,35 @@ def zero_shot_text(model, source, cfg: TrainConfig, text: torch.Tensor) -> torch
     return text if templates is None else templates.to(text.device)
 
 
+def checked_run(run_dir: Path, checkpoint: str, protocol: str, fusion_beta, cache, shards) -> tuple[TrainConfig, float | None]:
+    """What `evaluate_run` checks before it loads anything: the run's config (with its data where
+    it is now) and the fusion weight to use.
+
+    Raises:
+        FileNotFoundError: not a run, no such checkpoint, or its data is not where it was.
+        ValueError: an unknown protocol, a fusion weight outside [0, 1], or other data than the run's.
+    """
+    from fsar.train import rundata
+
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no config.json); for a frozen backbone pass --method protonet|otam|zero-shot and --cache")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    cfg = TrainConfig.from_json(cfg_path.read_text())
+    if not (run_dir / "checkpoints" / f"{checkpoint}.json").exists():
+        raise FileNotFoundError(f"{run_dir} has no {checkpoint!r} checkpoint yet (checkpoints/{checkpoint}.json): a run writes its first at its first validation ({cfg.val_every} steps)")
+    beta = cfg.fusion_beta if fusion_beta is KEEP else fusion_beta
+    if beta is not None and not 0 <= beta <= 1:
+        raise ValueError(f"fusion beta must be in [0, 1], got {beta}")
+    kind = rundata.data_kind(cfg)
+    given = {"cache": cache, "shards": shards}
+    other = "shards" if kind == "cache" else "cache"
+    if given[other] is not None:
+        raise ValueError(f"{run_dir} trained in {cfg.mode} mode on {'an embedding cache' if kind == 'cache' else 'shards'}: pass --{kind}, not --{other}")
+    return dataclasses.replace(cfg, **{kind: rundata.locate(run_dir, cfg, given[kind])}), beta
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -120,23 +149,7 @@ def evaluate_run(
     from fsar.train import rundata
 
     run_dir = Path(run_dir).resolve()
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a training run (no config.json); for a frozen backbone pass --method protonet|otam|zero-shot and --cache")
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    cfg = TrainConfig.from_json(cfg_path.read_text())
-    if not (run_dir / "checkpoints" / f"{checkpoint}.json").exists():
-        raise FileNotFoundError(f"{run_dir} has no {checkpoint!r} checkpoint yet (checkpoints/{checkpoint}.json): a run writes its first at its first validation ({cfg.val_every} steps)")
-    beta = cfg.fusion_beta if fusion_beta is KEEP else fusion_beta
-    if beta is not None and not 0 <= beta <= 1:
-        raise ValueError(f"fusion beta must be in [0, 1], got {beta}")
-    kind = rundata.data_kind(cfg)
-    given = {"cache": cache, "shards": shards}
-    other = "shards" if kind == "cache" else "cache"
-    if given[other] is not None:
-        raise ValueError(f"{run_dir} trained in {cfg.mode} mode on {'an embedding cache' if kind == 'cache' else 'shards'}: pass --{kind}, not --{other}")
-    cfg = dataclasses.replace(cfg, **{kind: rundata.locate(run_dir, cfg, given[kind])})
+    cfg, beta = checked_run(run_dir, checkpoint, protocol, fusion_beta, cache, shards)
     model, data = build_model(cfg, run_dir, for_eval=True)
     info = load_checkpoint(run_dir / "checkpoints", checkpoint, model)
     dev = resolve_device(device or cfg.device)
@@ -174,7 +187,7 @@ def evaluate_run(
         "fusion_beta": beta,
         **result,
         "run_dir": str(run_dir),
-        kind: getattr(cfg, kind),
+        rundata.data_kind(cfg): getattr(cfg, rundata.data_kind(cfg)),
         "checkpoint": checkpoint,
         "checkpoint_step": info["step"],
         "val_at_checkpoint": info.get("val"),

@@ -103,15 +103,17 @@ def train_on_workers(config: TrainConfig, run_dir: str | Path, workers: WorkersC
 def evaluate_on_workers(run_dir: str | Path, workers: WorkersConfig, on_progress: Callable[[str, int, int], None] | None = None, **kwargs) -> tuple[dict, np.ndarray]:
     """`fsar.train.evaluate_run.evaluate_run(run_dir, **kwargs)` with the videos to encode and the
     episodes to score shared among workers: exactly the result of one process."""
-    from fsar.train.evaluate_run import KEEP
+    from fsar.train.evaluate_run import KEEP, checked_run
 
     run_dir = Path(run_dir).resolve()
+    checked_run(run_dir, kwargs.get("checkpoint", "best"), kwargs.get("protocol", "few-shot"), kwargs.get("fusion_beta", KEEP),
+                kwargs.get("cache"), kwargs.get("shards"))  # a wrong setting stops here, not in every worker
     kwargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if not (k == "fusion_beta" and v is KEEP)}  # KEEP: the workers' own default
     if "config" in kwargs:
         kwargs["config"] = dataclasses.asdict(kwargs["config"])
     payload = {"run_dir": str(run_dir), "kwargs": kwargs, "progress": on_progress is not None}
     result = None
-    for kind, *rest in _fit(_evaluate_worker, payload, workers, run_dir, f"fsar-eval-{run_dir.name}"):
+    for kind, *rest in _fit(_evaluate_worker, payload, workers, run_dir, f"fsar-eval-{run_dir.name}", what="evaluation"):
         if kind == "progress" and on_progress is not None:
             on_progress(*rest)
         elif kind == "result":
@@ -121,7 +123,7 @@ def evaluate_on_workers(run_dir: str | Path, workers: WorkersConfig, on_progress
     return result[0], result[1]
 
 
-def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str, device: str = "auto"):
+def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str, device: str = "auto", what: str = "training"):
     """Run `loop(payload)` on `workers` under Ray Train; yield rank 0's messages as they come.
     `device` (the run's setting): auto takes GPUs where the cluster has them, cpu none, cuda needs them."""
     from fsar.pipeline.actors import ray_session
@@ -175,18 +177,20 @@ def _fit(loop, payload: dict, workers: WorkersConfig, run_dir: Path, name: str, 
         while not messages.empty():
             yield messages.get()
         if "error" in outcome:
-            raise RuntimeError(_worker_error(outcome["error"], workers.max_failures, run_dir)) from None
+            raise RuntimeError(_worker_error(outcome["error"], workers.max_failures, run_dir, what)) from None
 
 
-def _worker_error(e: BaseException, restarts: int, run_dir: Path) -> str:
+def _worker_error(e: BaseException, restarts: int, run_dir: Path, what: str) -> str:
     """What failed in a worker, in a line: its own exception, not Ray's wrappers."""
     failures = getattr(e, "worker_failures", None) or {}
     inner = next(iter(failures.values()), None) if isinstance(failures, dict) else None
     cause = inner or getattr(e, "__cause__", None) or e
     cause = getattr(cause, "cause", None) or cause
     text = str(cause).strip().splitlines()
-    return (f"the workers failed after {restarts} restart(s) (--max-failures), the last time with {type(cause).__name__}: {text[-1] if text else ''}; "
-            f"what each worker did is in {run_dir / 'workers'}, and a run keeps its last checkpoint (continue it with --resume)")
+    failed = f"the {what} workers failed after {restarts} restart(s) (--max-failures), the last time with {type(cause).__name__}: {text[-1] if text else ''}"
+    if what != "training":
+        return failed + " (Ray's logs have each worker's output)"
+    return failed + f"; what each worker did is in {run_dir / 'workers'}, and a run keeps its last checkpoint (continue it with --resume)"
 
 
 def _setup_worker(payload: dict) -> torch.device:
