@@ -72,7 +72,7 @@ def train_on_workers(config: TrainConfig, run_dir: str | Path, workers: WorkersC
     from fsar.pipeline.atomic import check_writable
     from fsar.pipeline.lock import hold
     from fsar.train.model import build_model
-    from fsar.train.trainer import clear_unstarted, prepare_run
+    from fsar.train.rundir import clear_unstarted, prepare_run
 
     run_dir = Path(run_dir).resolve()
     check_writable(run_dir, "--out")

@@ -37,7 +37,8 @@ def measure(shards: Path, backbone: str, pretrained: str, workers: int = 2, step
 
     from fsar.pipeline.actors import init_ray
     from fsar.train.configs import get_config
-    from fsar.train.trainer import prepare_run, train_loop
+    from fsar.train.rundir import prepare_run
+    from fsar.train.trainer import train_loop
     from fsar.train.workers import WorkersConfig, train_on_workers
 
     cfg = dataclasses.replace(get_config(config, "clip-fsar"), mode="finetune", shards=str(shards), backbone=backbone, pretrained=pretrained,
