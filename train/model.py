@@ -76,13 +76,14 @@ def resolve_device(name: str) -> torch.device:
 class RunData:
     """The splits and class-name embeddings a run trains and validates on."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None, visual_model=None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, visual_model=None, write: bool = True) -> None:
         self.config = config
         self.sources: dict[str, CacheSource | ShardSource] = {}
         self.text: dict[str, torch.Tensor] = {}
         self._visual_model = visual_model  # finetune: the full open_clip model, whose text encoder embeds class names
         self.preprocess_model = visual_model  # finetune: the model whose eval transform prepares frames
         self._text_file = run_dir / "text.safetensors" if run_dir is not None else None
+        self._write = write  # whether text computed here is kept in _text_file
 
     def split(self, name: str):
         """The source of split `name` (opened on first use)."""
@@ -132,7 +133,7 @@ class RunData:
         tok = tokenizer(self.config.backbone)
         per = encode_prompts(self._visual_model, tok, names, PROMPT_SETS[self.config.prompts], "cpu")
         text = torch.from_numpy(ensemble(per).astype(np.float32))
-        if self._text_file is not None:
+        if self._text_file is not None and self._write:
             stored[split] = text
             with atomic_path(self._text_file) as tmp:
                 save_file(stored, str(tmp))
@@ -149,12 +150,13 @@ def peft_visual(config: TrainConfig, clip_model) -> nn.Module:
         return head_class(config.method).peft_visual(config, clip_model)
 
 
-def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False) -> tuple[FewShotModel, RunData]:
+def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool = False, write: bool = True) -> tuple[FewShotModel, RunData]:
     """The model (head; the visual encoder in finetune and peft modes; Vita-CLIP's text prompt) and its data, on CPU.
 
     Parameters are initialised from `config.seed`. In finetune mode the class-name
     embeddings of every split are computed with the frozen text encoder and kept in
-    RUN_DIR/text.safetensors; with `for_eval` the backbone is only built (its weights
+    RUN_DIR/text.safetensors (read, not written, without `write`: a worker other than rank 0,
+    after the driver wrote it); with `for_eval` the backbone is only built (its weights
     come from the checkpoint) and the text is read from that file.
     """
     visual, full, text = None, None, None
@@ -172,7 +174,7 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
         if for_eval:  # the weights come from the checkpoint: build the activation the run trained with
             activation = recorded_backbone(run_dir).get("activation", activation) if run_dir is not None else activation
         full, source = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed, activation))
-        if not for_eval and run_dir is not None:
+        if not for_eval and run_dir is not None and write:
             record_backbone(run_dir, source)
         if config.mode == "finetune":
             visual = full.visual
@@ -180,7 +182,7 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
         else:
             visual = peft_visual(config, full)
         dim = full.visual.output_dim
-    data = RunData(config, run_dir, None if for_eval else full)
+    data = RunData(config, run_dir, None if for_eval else full, write)
     if full is not None:
         data.preprocess_model = full
         if not for_eval:
@@ -189,7 +191,7 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
     if config.mode == "adapter":
         train_split = data.split("train")
         dim = train_split.dim
-        if not for_eval and run_dir is not None:
+        if not for_eval and run_dir is not None and write:
             a = train_split.attrs
             record_backbone(run_dir, {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items() if k in BACKBONE_ATTRS} | {"from_cache": str(config.cache)})
     with torch.random.fork_rng(devices=[]):

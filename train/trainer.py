@@ -276,7 +276,7 @@ def train_loop(
         torch.set_num_threads(config.threads)
     if config.episodes_per_step < group.world:
         raise ValueError(f"{group.world} workers need at least as many episodes per step; this config has episodes_per_step {config.episodes_per_step}")
-    model, data = build_model(config, run_dir)
+    model, data = build_model(config, run_dir, write=group.main)  # one writer of RUN_DIR's files (their temporary names are fixed)
     model.to(device)
     train_src = data.split("train")
     frozen_text = data.text["train"].to(device)  # the class text unless the model learns its own
