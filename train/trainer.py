@@ -93,16 +93,17 @@ def encode_split(model: FewShotModel, source, text: torch.Tensor, device, chunk:
     text = text.to(device)
     group = parallel.current()
     mine = {}  # start row: (raw, support, query) of each chunk this worker encodes
+    shared = (lambda t: t.cpu()) if group.world > 1 else (lambda t: t)  # noqa: E731  the gather pickles: send host tensors
     for s, e in parallel.my_chunks(len(source), chunk, group):
         rows = np.arange(s, e)
         pixels = source.batch(rows).to(device)
         t = text[labels[rows].to(device)]
         x = model.embed(pixels).float()  # (n, T, D): as a query
         if not head:
-            mine[s] = (x.cpu(), None, None)
+            mine[s] = (shared(x), None, None)
             continue
         xs = model.embed(pixels, t).float() if model.text_conditioned else x  # as a support
-        mine[s] = (x.cpu(), model.head.encode_support(xs, t).cpu(), model.head.encode_query(x).cpu())
+        mine[s] = (shared(x), shared(model.head.encode_support(xs, t)), shared(model.head.encode_query(x)))
     model.train(was_training)
     parts = parallel.gather_chunks(mine, group)  # every worker's chunks, in row order
     raw = torch.cat([p[0] for p in parts]).to(device)
