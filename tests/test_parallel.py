@@ -83,6 +83,7 @@ def test_worker_shares_of_a_step_give_its_gradient(tiny_chain, method, mode):
     whole = grads([0, 1, 2, 3], 1.0)
     halves = [grads([0, 1], 1.0), grads([2, 3], 1.0)]  # each worker: 2 of 4 episodes x 2 workers / 4
     assert len(whole) == len(halves[0]) > 0
+    assert any((a - w).norm() > 1e-3 * w.norm() for w, a in zip(whole, halves[0]))  # a share is not the whole step
     for w, a, b in zip(whole, *halves):  # up to the order of float sums
         assert ((a + b) / 2 - w).norm() <= 1e-5 * w.norm() + 1e-9
     if (method, mode) == ("clip-fsar", "adapter"):  # dropout is on: another step's masks give another gradient
