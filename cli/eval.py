@@ -97,6 +97,8 @@ def evaluate(
             f"{result['method']} {result['protocol']} on {result['split']}: {result['videos']} videos among {result['classes']} classes, "
             f"top-1 {result['accuracy']:.2f} +- {result['ci95']:.2f}%, top-{k} {result[f'top{k}_accuracy']:.2f} +- {result[f'top{k}_ci95']:.2f}%{note}"
         )
+        if "accuracy_by_regime" in result:
+            console.print(_regimes(result["accuracy_by_regime"]))
         typer.echo(f"results written to {path.resolve()}")
         return
     label = result["method"] + (f" ({result['mode']}, fusion beta {result['fusion_beta']})" if "mode" in result else "")
@@ -104,6 +106,8 @@ def evaluate(
         f"{label} on {split}, {way}-way {shot}-shot, {episodes} episodes (seed {seed}): "
         f"{result['accuracy']:.2f} +- {result['ci95']:.2f}%{note}"
     )
+    if "accuracy_by_regime" in result:
+        console.print(_regimes(result["accuracy_by_regime"]))
     if "reversal_pair_2way" in result:
         p = result["reversal_pair_2way"]
         other = result["accuracy_other_classes"]
@@ -113,6 +117,10 @@ def evaluate(
             f"2-way pair episodes {p['accuracy']:.2f} +- {p['ci95']:.2f}%"
         )
     typer.echo(f"results written to {path.resolve()}")
+
+
+def _regimes(r: dict) -> str:
+    return f"classes named by appearance: {r['appearance']:.2f}%; named by motion: {r['motion']:.2f}%"
 
 
 @contextmanager

@@ -48,7 +48,11 @@ def test_miniature_chain_end_to_end_then_rerun_reuses(tmp_path):
     assert {"synth", "shard", "embed"} <= set(timings) and any(k.startswith("train ") for k in timings)
     assert timings["embed"]["frames"] > 0 and timings["embed"]["frames_per_second"] > 0
     commands = (res / "commands.sh").read_text()
-    assert commands.count("fsar-train") == 4  # every method once, scored at every shot from that run (as the paper)
+    assert commands.count("fsar-train") == 5  # every method once, scored at every shot from that run (as the paper), and CLIP-FSAR's ablation
+    ablation = res / "runs" / "clip-fsar-adapter-3w1s-without-prototype-modulation"
+    assert json.loads((ablation / "config.json").read_text())["text_modulation"] is False and "--set text_modulation=false" in commands
+    assert (ablation / "eval-test-3w1s.json").exists() and not (ablation / "eval-test-3w2s.json").exists()  # scored at the first shot
+    assert re.search(r"\| clip-fsar, without prototype modulation \| adapter \|[^\n]*\d+\.\d\d ± ", text.split("## 3-way 1-shot")[1].split("\n## ")[0])
     assert not (res / "runs" / "clip-fsar-adapter-3w2s").exists() and (res / "runs" / "clip-fsar-adapter-3w1s" / "eval-test-3w2s.json").exists()
     # Beside the main rows (selected on val), the checkpoint best on test, labelled, and the settings section.
     assert "clip-fsar (checkpoint best on test, as the official code selects)" in text and (res / "runs" / "clip-fsar-adapter-3w1s" / "eval-test-3w1s-best-on-test.json").exists()
@@ -87,5 +91,10 @@ def test_miniature_chain_pretrains_its_clip_and_says_so(tmp_path):
     assert backbone["pretrained"] == str(weights)
     commands = (res / "commands.sh").read_text()
     assert "fsar-data captions" in commands and "fsar-data pretrain" in commands and "--appearance 24" in commands
+    # Both naming regimes, side by side, for the baselines, the run and its ablation.
+    regimes = text.split("## Classes named by appearance and by motion")[1].split("\n## ")[0]
+    for label in ("otam (frozen backbone) | frozen | 3-way 1-shot", "clip-fsar | adapter | 3-way 1-shot", "clip-fsar, without prototype modulation | adapter | 3-way 1-shot",
+                  "zero-shot (frozen backbone) | frozen | zero-shot, all test classes"):
+        assert re.search(rf"\| {re.escape(label)} \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", regimes), label
     assert reproduce(cfg, log=None).read_text() == text  # nothing redone, pretraining included
     assert json.loads((res / "timings.json").read_text())["stages"]["pretrain"] == timings["pretrain"]

@@ -90,7 +90,7 @@ def evaluate_frozen_classification(cache: str | Path, split: str = "test", promp
         raise ValueError(f"{cache} has no {prompts!r} text embeddings; it has: {', '.join(data.text)}")
     frames = eval_frames(data)
     scores = torch.nn.functional.normalize(frames.mean(dim=1), dim=-1) @ torch.nn.functional.normalize(torch.from_numpy(data.text[prompts]).float(), dim=-1).T
-    result, correct = classification_result(scores, data.labels, data.class_names, "zero-shot")
+    result, correct = classification_result(scores, data.labels, data.class_names, "zero-shot", json.loads(data.attrs["shard_manifest"]).get("dataset"))
     return {
         "method": "zero-shot",
         "split": split,

@@ -49,9 +49,32 @@ def reversal_pairs(class_names: list[str]) -> list[tuple[int, int]]:
     return sorted({tuple(sorted((i, idx[cat[n].partner]))) for n, i in idx.items() if n in cat and cat[n].partner in idx})
 
 
+def appearance_classes(class_names: list[str], dataset: str | None) -> np.ndarray | None:
+    """[C] bool: which of a split's classes are named by appearance ("a red circle spinning", as
+    in Kinetics) rather than by motion (as in SSv2), on the synthetic benchmark when its split
+    has both; else None."""
+    if dataset != "synth":
+        return None
+    from fsar.pipeline.synth import catalogue_by_name
+
+    cat = catalogue_by_name()
+    look = np.array([n in cat and cat[n].family == "look" for n in class_names])
+    return look if look.any() and not look.all() else None
+
+
+def by_regime(correct: np.ndarray, truth: np.ndarray, look: np.ndarray | None) -> dict | None:
+    """Accuracy (%) over the queries (or videos) of the appearance-named and of the motion-named
+    classes, given each one's correctness and true split-level class (same shapes)."""
+    if look is None:
+        return None
+    on = look[truth]
+    return {"appearance": float(correct[on].mean() * 100), "motion": float(correct[~on].mean() * 100)}
+
+
 def protocol_result(logits_fn, eps: Episodes, config: EpisodeConfig, labels: np.ndarray, class_names: list[str], dataset: str | None) -> tuple[dict, np.ndarray]:
     """Score seeded episodes with `logits_fn`: accuracy, CI, per-class accuracy and, on the synthetic
-    benchmark, accuracy on time-reversal-pair classes, on the rest, and on 2-way pair episodes."""
+    benchmark, accuracy on time-reversal-pair classes, on the rest, and on 2-way pair episodes, and
+    on the appearance-named and the motion-named classes (`by_regime`)."""
     pred = predict_with(logits_fn, eps)  # [E, W*Q] episode-level
     correct = pred == np.repeat(np.arange(config.way), config.query)
     acc, ci = summarise(correct)
@@ -71,6 +94,8 @@ def protocol_result(logits_fn, eps: Episodes, config: EpisodeConfig, labels: np.
         "per_class_accuracy": per_class,
         "confusion": confusion(truth.ravel(), predicted.ravel(), class_names),
     }
+    if (regimes := by_regime(correct, truth, appearance_classes(class_names, dataset))) is not None:
+        result["accuracy_by_regime"] = regimes
     pairs = reversal_pairs(class_names) if dataset == "synth" else []
     if pairs:
         in_pair = np.isin(truth, np.asarray(pairs).ravel())
@@ -89,10 +114,11 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, class_names: list[str]) 
     return {"classes": list(class_names), "counts": counts.tolist()}
 
 
-def classification_result(scores: torch.Tensor, labels: np.ndarray, class_names: list[str], protocol: str) -> tuple[dict, np.ndarray]:
+def classification_result(scores: torch.Tensor, labels: np.ndarray, class_names: list[str], protocol: str, dataset: str | None = None) -> tuple[dict, np.ndarray]:
     """Classify every video among all of a split's classes by its scores [N, C] (the zero-shot
     and supervised protocols): top-1 and top-5 accuracy with 95% CIs (1.96 x std of per-video
-    correctness / sqrt(N)), per-class top-1 and the confusion matrix.
+    correctness / sqrt(N)), per-class top-1, the confusion matrix and, on the synthetic benchmark,
+    top-1 over the appearance-named and the motion-named classes.
 
     Returns:
         (result, top-1 correctness [N, 1]).
@@ -115,4 +141,6 @@ def classification_result(scores: torch.Tensor, labels: np.ndarray, class_names:
         "per_class_accuracy": {class_names[c]: float(top1[labels == c].mean() * 100) for c in np.unique(labels)},
         "confusion": confusion(labels, top[:, 0], class_names),
     }
+    if (regimes := by_regime(top1, labels, appearance_classes(class_names, dataset))) is not None:
+        result["accuracy_by_regime"] = regimes
     return result, top1[:, None]

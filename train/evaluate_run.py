@@ -173,7 +173,7 @@ def evaluate_run(
     else:
         with torch.no_grad():
             scores = model.head.video_text_scores(enc.raw, zero_shot_text(model, source, cfg, enc.text))
-        result, correct = classification_result(scores, source.info.labels, source.info.class_names, protocol)
+        result, correct = classification_result(scores, source.info.labels, source.info.class_names, protocol, source.dataset)
         beta = None
     random_init = source.random_init if cfg.mode == "adapter" else cfg.pretrained == "none"
     shard_source = getattr(source, "source", source)  # the whole split behind held-out videos

@@ -56,6 +56,21 @@ def _variant(path: Path) -> str:
     return (" (no text fusion)" if m.group(1) == "nofusion" else f" (text fusion, beta {m.group(1)[4:]})") + label
 
 
+def _ablation(run: Path, method: str) -> str:
+    """", <label>" when the run's config holds one of its method's paper ablations (`MethodSpec.ablations`)."""
+    from fsar.train.heads import HEADS
+
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    head = HEADS.get(method)
+    for label, values in (head.spec.ablations if head else {}).items():
+        if all(cfg.get(k) == v for k, v in values.items()):
+            return f", {label}"
+    return ""
+
+
 def load_rows(results: Path) -> list[Row]:
     """Every evaluation JSON under RESULTS/baselines and RESULTS/runs/*, or of one run (RESULTS is a run's folder)."""
     single = is_run_dir(results)
@@ -64,7 +79,7 @@ def load_rows(results: Path) -> list[Row]:
         r = json.loads(path.read_text())
         run_dir = path.parent if single or path.parent.parent.name == RUNS_DIR else None
         mode = r.get("mode", "frozen")
-        label = r["method"] + _variant(path) if run_dir else f"{r['method']} (frozen backbone)"
+        label = r["method"] + _ablation(run_dir, r["method"]) + _variant(path) if run_dir else f"{r['method']} (frozen backbone)"
         rows.append(Row(label, r["method"], mode, r, path, run_dir))
     return rows
 
@@ -263,6 +278,24 @@ def _settings_section(rows: list[Row]) -> list[str]:
     return md
 
 
+def _regimes_section(rows: list[Row], setting: tuple[int, int] | None) -> list[str]:
+    """Accuracy on the classes named by appearance and on those named by motion (the synthetic
+    benchmark), in the first few-shot setting and in zero-shot classification."""
+    few = _few_shot(rows, *setting) if setting else []
+    cls = sorted((r for r in rows if r.result.get("protocol") == "zero-shot"), key=lambda r: (r.mode != "frozen", r.label))
+    sel = [(r, f"{setting[0]}-way {setting[1]}-shot") for r in few] + [(r, "zero-shot, all test classes") for r in cls] if setting else [(r, "zero-shot, all test classes") for r in cls]
+    sel = [(r, how) for r, how in sel if "accuracy_by_regime" in r.result]
+    if not sel:
+        return []
+    md = ["## Classes named by appearance and by motion", "",
+          "The test classes named by what a frame shows (\"a red circle spinning\", as in Kinetics) and those named only by how things move (as in SSv2, time-reversal pairs included): accuracy over the test queries (few-shot) or videos (zero-shot) of each. The paper's ablations show here: prototype modulation against a run without it, text fusion against none.", "",
+          "| method | mode | protocol | all (%) | named by appearance (%) | named by motion (%) |", "|---|---|---|---:|---:|---:|"]
+    for r, how in sel:
+        g = r.result["accuracy_by_regime"]
+        md.append(f"| {r.label} | {r.mode} | {how} | {r.result['accuracy']:.2f} | {g['appearance']:.2f} | {g['motion']:.2f} |")
+    return md + [""]
+
+
 def paper_number(method: str, dataset: str, shot: int) -> float | None:
     """The published 5-way accuracy of `method` on `dataset` at `shot` (`MethodSpec.paper_numbers`), or None."""
     from fsar.train.heads import HEADS
@@ -340,6 +373,7 @@ def write_report(results: str | Path) -> Path:
         md.append("")
 
     md += _settings_section(rows)
+    md += _regimes_section(rows, settings[0] if settings else None)
 
     cls = [r for r in rows if r.result.get("protocol") in ("zero-shot", "supervised")]
     if cls:

@@ -108,6 +108,9 @@ class ReproduceConfig:
     one, as for synth, whose CPU budget is smaller in peft mode; else `train_config`)."""
     train_overrides: tuple[str, ...] = ()
     """`key=value` overrides of every training config."""
+    ablations: bool = True
+    """Also train each method's paper ablations (`MethodSpec.ablations`, e.g. CLIP-FSAR without
+    prototype modulation) once at the first shot, scored at that shot."""
     fused_beta: float | None = 0.9
     """Also evaluate the methods that fuse with text (`MethodSpec.fused_row`: CLIP-FSAR) at this beta (None: skip)."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -154,13 +157,13 @@ class ReproduceConfig:
         """The shots `method` trains at: the first only, unless `per_shot_training` (episodic methods)."""
         return list(self.shots) if self.per_shot_training and not _shot_free(method) else [self.shots[0]]
 
-    def run_dir(self, method: str, shot: int, mode: str = "adapter") -> Path:
+    def run_dir(self, method: str, shot: int, mode: str = "adapter", ablation: str | None = None) -> Path:
         """The run that scores `method` at `shot` (shot-free methods train once; the others
-        once at the first shot, unless trained per shot)."""
+        once at the first shot, unless trained per shot), or its ablation labelled `ablation`."""
         if _shot_free(method):
-            return run_dir(self.results, method, mode)
+            return run_dir(self.results, method, mode, ablation=ablation)
         trained = shot if self.per_shot_training else self.shots[0]
-        return run_dir(self.results, method, mode, self.way, trained)
+        return run_dir(self.results, method, mode, self.way, trained, ablation)
 
 
 def _pretrain(c: ReproduceConfig, timings, commands, progress, train_progress, log) -> Path:
@@ -320,57 +323,14 @@ def _reproduce(config: ReproduceConfig, progress, train_progress, log) -> Path:
             write_eval(base_dir, result, correct)
 
     # 5. Trained methods, then their evaluation.
-    from fsar.train.configs import get_config
-    from fsar.train.config import apply_overrides
     from fsar.train.evaluate_run import evaluate_run
     from fsar.train.heads import method_spec
-    from fsar.train.trainer import train
 
     for method, mode in [(m, "adapter") for m in c.methods] + [(m, "peft") for m in c.peft_methods]:
         for shot in c.train_shots(method):
-            run = c.run_dir(method, shot, mode)
-            if mode == "adapter":
-                named, data_args = c.train_config, {"cache": str(c.cache)}
-                argv = ["--mode", "adapter", "--cache", c.cache]
-            else:
-                named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained, "activation": c.activation}
-                argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}", *(["--set", f"activation={c.activation}"] if act else [])]
-            cfg = dataclasses.replace(get_config(named, method), mode=mode, way=c.way, shot=shot, track_test=c.track_test, **data_args)
-            cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
-            track = ["--set", "track_test=true"] if c.track_test else []
-            commands.add("fsar-train", *argv, "--method", method, "--config", named, "--way", c.way, "--shot", shot, "--out", run, *track, *[a for o in c.train_overrides for a in ("--set", o)])
-            if (run / "summary.json").exists():
-                _say(log, f"{run} is trained already")
-                continue
-            resume = (run / "config.json").exists()
-            with train_progress(cfg.iterations) as on_step:
-                summary = train(cfg, run, resume=resume, on_step=on_step)
-            timings.record(f"train {run.name}", summary["train_seconds"], episodes=cfg.episodes_per_step * cfg.iterations)
-            _say(log, f"{run.name}: best val {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}, {summary['train_seconds']:.0f} s")
+            _train_run(c, method, mode, shot, c.run_dir(method, shot, mode), {}, commands, timings, train_progress, log)
         for shot in c.shots:
-            run = c.run_dir(method, shot, mode)
-            ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
-            from fsar.train.evaluate_run import KEEP
-
-            variants = [(KEEP, "", "best")]
-            if method_spec(method).fused_row and c.fused_beta is not None:
-                # The run's own setting, and the other of (no fusion, fusion at fused_beta).
-                own = json.loads((run / "config.json").read_text())["fusion_beta"]
-                variants.append((None, "-nofusion", "best") if own is not None else (c.fused_beta, f"-beta{c.fused_beta:g}", "best"))
-            if (run / "checkpoints" / "best-on-test.json").exists():
-                variants.append((KEEP, "-best-on-test", "best-on-test"))
-            for beta, suffix, checkpoint in variants:
-                flag = [] if beta is KEEP else ["--fusion-beta", "none" if beta is None else beta]
-                flag += [] if checkpoint == "best" else ["--checkpoint", checkpoint]
-                commands.add("fsar-eval", run, "--shot", shot, "--way", c.way, "--episodes", c.episodes, *flag)
-                if eval_path(run, "test", way=c.way, shot=shot, suffix=suffix).exists():
-                    continue
-                t0 = time.perf_counter()
-                result, correct = evaluate_run(run, "test", ep, beta, checkpoint)
-                seconds = time.perf_counter() - t0
-                write_eval(run, {**result, "seconds": round(seconds, 3)}, correct, suffix)
-                timings.record(f"eval {run.name} {c.way}w{shot}s{suffix}", seconds, episodes=c.episodes)
-                _say(log, f"{method}{suffix} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")
+            _score_run(c, method, c.run_dir(method, shot, mode), shot, commands, timings, log)
         run = c.run_dir(method, c.shots[0], mode)
         protocols = ["zero-shot"] + (["supervised"] if json.loads((run / "config.json").read_text()).get("holdout", 0) > 0 else [])
         for protocol in protocols:
@@ -379,6 +339,11 @@ def _reproduce(config: ReproduceConfig, progress, train_progress, log) -> Path:
             if not eval_path(run, split, protocol).exists():
                 result, correct = evaluate_run(run, "test", protocol=protocol)
                 write_eval(run, result, correct)
+        if c.ablations:  # the paper's ablations: one run each, at the first shot
+            for label, values in method_spec(method).ablations.items():
+                run = c.run_dir(method, c.shots[0], mode, ablation=label)
+                _train_run(c, method, mode, c.shots[0], run, values, commands, timings, train_progress, log)
+                _score_run(c, method, run, c.shots[0], commands, timings, log)
 
     # 6. The report.
     from fsar.train.report import write_report
@@ -388,3 +353,66 @@ def _reproduce(config: ReproduceConfig, progress, train_progress, log) -> Path:
     _say(log, f"report written to {path}")
     return path
 
+
+def _set_value(v: object) -> str:
+    """A config value as `--set key=value` writes it."""
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _train_run(c: ReproduceConfig, method: str, mode: str, shot: int, run: Path, values: dict, commands, timings, train_progress, log) -> None:
+    """Train `method` in `mode` on `shot`-shot episodes into `run` (resumed if begun, skipped if
+    done), its named config with `values` set last (an ablation's settings)."""
+    from fsar.train.config import apply_overrides
+    from fsar.train.configs import get_config
+    from fsar.train.trainer import train
+
+    if mode == "adapter":
+        named, data_args = c.train_config, {"cache": str(c.cache)}
+        argv = ["--mode", "adapter", "--cache", c.cache]
+    else:
+        named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained, "activation": c.activation}
+        argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}", *(["--set", f"activation={c.activation}"] if c.activation != "auto" else [])]
+    cfg = dataclasses.replace(get_config(named, method), mode=mode, way=c.way, shot=shot, track_test=c.track_test, **data_args)
+    cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
+    cfg = dataclasses.replace(cfg, **values)
+    track = ["--set", "track_test=true"] if c.track_test else []
+    sets = [a for o in [*c.train_overrides, *(f"{k}={_set_value(v)}" for k, v in values.items())] for a in ("--set", o)]
+    commands.add("fsar-train", *argv, "--method", method, "--config", named, "--way", c.way, "--shot", shot, "--out", run, *track, *sets)
+    if (run / "summary.json").exists():
+        _say(log, f"{run} is trained already")
+        return
+    resume = (run / "config.json").exists()
+    with train_progress(cfg.iterations) as on_step:
+        summary = train(cfg, run, resume=resume, on_step=on_step)
+    timings.record(f"train {run.name}", summary["train_seconds"], episodes=cfg.episodes_per_step * cfg.iterations)
+    _say(log, f"{run.name}: best val {summary['best_val_accuracy']:.2f}% at step {summary['best_step']}, {summary['train_seconds']:.0f} s")
+
+
+def _score_run(c: ReproduceConfig, method: str, run: Path, shot: int, commands, timings, log) -> None:
+    """Score `run` on the fixed `shot`-shot test episodes: its best checkpoint, the other of (no
+    fusion, fusion at `fused_beta`) for methods with a fused row, and its checkpoint best on test
+    where it kept one. Evaluations already written are skipped."""
+    from fsar.train.episodes import EpisodeConfig
+    from fsar.train.evaluate_run import KEEP, evaluate_run
+    from fsar.train.heads import method_spec
+
+    ep = EpisodeConfig(way=c.way, shot=shot, query=1, episodes=c.episodes, seed=0)
+    variants = [(KEEP, "", "best")]
+    if method_spec(method).fused_row and c.fused_beta is not None:
+        # The run's own setting, and the other of (no fusion, fusion at fused_beta).
+        own = json.loads((run / "config.json").read_text())["fusion_beta"]
+        variants.append((None, "-nofusion", "best") if own is not None else (c.fused_beta, f"-beta{c.fused_beta:g}", "best"))
+    if (run / "checkpoints" / "best-on-test.json").exists():
+        variants.append((KEEP, "-best-on-test", "best-on-test"))
+    for beta, suffix, checkpoint in variants:
+        flag = [] if beta is KEEP else ["--fusion-beta", "none" if beta is None else beta]
+        flag += [] if checkpoint == "best" else ["--checkpoint", checkpoint]
+        commands.add("fsar-eval", run, "--shot", shot, "--way", c.way, "--episodes", c.episodes, *flag)
+        if eval_path(run, "test", way=c.way, shot=shot, suffix=suffix).exists():
+            continue
+        t0 = time.perf_counter()
+        result, correct = evaluate_run(run, "test", ep, beta, checkpoint)
+        seconds = time.perf_counter() - t0
+        write_eval(run, {**result, "seconds": round(seconds, 3)}, correct, suffix)
+        timings.record(f"eval {run.name} {c.way}w{shot}s{suffix}", seconds, episodes=c.episodes)
+        _say(log, f"{run.name}{suffix} {c.way}-way {shot}-shot: {result['accuracy']:.2f} +- {result['ci95']:.2f}%")

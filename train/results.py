@@ -13,6 +13,7 @@ read and write through this module only.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -71,8 +72,11 @@ def iter_eval_files(results: Path) -> Iterator[Path]:
     yield from sorted(results.glob(f"{RUNS_DIR}/*/eval-*.json"))
 
 
-def run_dir(results: Path, method: str, mode: str, way: int | None = None, trained_shot: int | None = None) -> Path:
-    """RESULTS/runs/<method>-<mode>[-<way>w<shot>s]: where `fsar-reproduce` keeps a run (shot-free
-    methods train once, so their name has no shot)."""
+def run_dir(results: Path, method: str, mode: str, way: int | None = None, trained_shot: int | None = None, ablation: str | None = None) -> Path:
+    """RESULTS/runs/<method>-<mode>[-<way>w<shot>s][-<ablation>]: where `fsar-reproduce` keeps a run
+    (shot-free methods train once, so their name has no shot; an ablation's label, e.g. "without
+    prototype modulation", becomes words joined by hyphens)."""
     name = f"{method}-{mode}" if trained_shot is None else f"{method}-{mode}-{way}w{trained_shot}s"
+    if ablation:
+        name += "-" + re.sub(r"[^a-z0-9]+", "-", ablation.lower()).strip("-")
     return Path(results) / RUNS_DIR / name

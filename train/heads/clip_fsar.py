@@ -91,6 +91,8 @@ class CLIPFSAR(Head):
             "episodes_per_step": 16,
             "query": 5,
         },
+        # The paper's ablation of prototype modulation: support prototypes without the class-text token.
+        ablations={"without prototype modulation": {"text_modulation": False}},
         # ViT-B/16, 5-way, as reported in the paper (Wang et al., IJCV 2023, Tables 1 and 2): the
         # rows without text fusion (OTAM alone, the official configs' test).
         paper_numbers={

@@ -53,6 +53,10 @@ class MethodSpec:
     template_zero_shot: bool = False
     """Zero-shot scores every prompt template apart and averages the probabilities, instead of
     scoring the mean prompt embedding."""
+    ablations: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """The paper's ablations, {label: {TrainConfig field: value}}: `fsar-reproduce` also trains
+    each (at the first shot, scored at that shot) and the report labels a run whose config holds
+    those values with `label`, e.g. CLIP-FSAR "without prototype modulation"."""
     paper_numbers: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
     """Published 5-way accuracy {dataset: {shot: %}} of the rows its official test computes,
     shown beside ours in the report."""
@@ -67,4 +71,5 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: reproduce_mode {self.reproduce_mode!r} is not one of its modes {self.modes}")
         object.__setattr__(self, "defaults", _frozen(self.defaults))
         object.__setattr__(self, "paper", _frozen(self.paper))
+        object.__setattr__(self, "ablations", _frozen({k: _frozen(v) for k, v in (self.ablations or {}).items()}))
         object.__setattr__(self, "paper_numbers", _frozen({k: _frozen(v) for k, v in (self.paper_numbers or {}).items()}))
