@@ -157,7 +157,7 @@ def test_ma_clip_text_guides_supports_only():
 def test_ma_clip_alpha_endpoints():
     b = _batch()
     for alpha in (0.0, 1.0):
-        h = _head("ma-clip", alpha=alpha)
+        h = _head("ma-clip", alpha=alpha, fewshot_scale=50.0)
         s = h.encode_support(b.support.flatten(0, 1), b.support_text.flatten(0, 1)).view(*b.support.shape)
         q = h.encode_query(b.query.flatten(0, 1)).view(*b.query.shape)
         pred = h.predict(b, q, s, None).argmax(-1)
@@ -166,7 +166,7 @@ def test_ma_clip_alpha_endpoints():
             assert torch.equal(pred, few.argmax(-1))
             loss, m = h.loss(b, None)
             assert loss.item() == pytest.approx(m["q2s_loss"], rel=1e-5)
-            assert h.fewshot_scale == 50  # the synth temperature, in the loss and in p_Q2S
+            assert h.fewshot_scale == 50  # a temperature, in the loss and in p_Q2S
             assert m["q2s_loss"] == pytest.approx(F.cross_entropy(50 * few.flatten(0, 1), b.target.repeat(b.support.shape[0])).item(), rel=1e-4)
         else:
             text = h._text_logits(b.query, b.class_text)

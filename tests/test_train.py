@@ -282,9 +282,11 @@ def test_clip_fsar_video_text_loss_reaches_the_transformer_only_on_adapted_featu
         grads = [p.grad for p in head.temporal.parameters()]
         assert (any(g is not None and g.abs().sum() > 0 for g in grads)) == reaches, features
         assert head.text_scale.grad is not None
-    # auto: the backbone's features where the backbone trains, the adapted ones where it is frozen.
-    assert not build_head(TrainConfig(mode="finetune", ffn_dim=32, heads=2), 16).text_on_adapted
-    assert build_head(TrainConfig(mode="adapter", ffn_dim=32, heads=2), 16).text_on_adapted
+    # The default is the paper's in every mode; auto (the default before): the backbone's features
+    # where the backbone trains, the adapted ones where it is frozen.
+    assert not build_head(TrainConfig(mode="adapter", ffn_dim=32, heads=2), 16).text_on_adapted
+    assert not build_head(TrainConfig(mode="finetune", ffn_dim=32, heads=2, text_loss_features="auto"), 16).text_on_adapted
+    assert build_head(TrainConfig(mode="adapter", ffn_dim=32, heads=2, text_loss_features="auto"), 16).text_on_adapted
     # A run saved before the setting existed keeps the behaviour it was trained with.
     old = json.loads(TrainConfig().to_json())
     del old["text_loss_features"]

@@ -86,10 +86,13 @@ class TrainConfig:
     """Dropout in the feed-forward block."""
     text_scale_init: float = 1.0
     """Initial value of the learnable video-text logit scale (CLIP-FSAR, MA-CLIP)."""
-    text_loss_features: str = "auto"
+    text_loss_features: str = "backbone"
     """CLIP-FSAR: the video features of its video-text loss (and zero-shot scores and fusion):
-    `backbone` (frame embeddings, as the paper, whose backbone trains), `adapted` (the temporal
-    transformer's output on the query path) or `auto` (backbone in finetune mode, else adapted)."""
+    `backbone` (the frame embeddings, as the paper; where the backbone is frozen the loss trains
+    only its scale, and the text side is CLIP's own zero-shot), `adapted` (ours: the temporal
+    transformer's output on the query path; on the synthetic benchmark the few-shot loss
+    collapses those features, see docs/findings.md) or `auto` (backbone in finetune mode, else
+    adapted: the default before, kept so that runs saved with it score as they trained)."""
     fewshot_scale: float = 1.0
     """CLIP-FSAR and MA-CLIP: factor (a temperature) on the few-shot (negative OTAM distance)
     logits; 1 as in the papers. CLIP-FSAR applies it in the training loss only (its prediction,

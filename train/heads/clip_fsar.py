@@ -3,9 +3,10 @@ prototypes matched with OTAM.
 
 - A video-text loss: frame-averaged video embeddings against the class-name embeddings of
   every training class, scaled by a learnable logit scale. The paper applies it to the
-  backbone's frame embeddings, which it fine-tunes; where the backbone is frozen (adapter and
-  peft modes) that loss could train nothing but the scale, so by default it is applied to
-  the temporal transformer's output on the query path instead (`text_loss_features`).
+  backbone's frame embeddings, which it fine-tunes; so do we in every mode. Where the backbone
+  is frozen (adapter mode) it trains only the scale, and the text side is CLIP's own
+  zero-shot. `text_loss_features=adapted` (ours) applies it to the temporal transformer's
+  output on the query path instead, which the few-shot loss can collapse (docs/findings.md).
 - Prototype modulation: a class's support frames, with its class-text token appended, pass a
   one-layer pre-norm temporal transformer; queries pass the same transformer without text.
   With several shots the support frame embeddings are averaged per class *before* the
