@@ -32,7 +32,7 @@ def reproduce(
     backbone: str = typer.Option("fsar-micro-vit", help="open_clip model of the cache (ViT-B/16 for real datasets)."),
     pretrained: Optional[str] = typer.Option(None, help="Weights: a tag, a checkpoint file, none (random), or corpus (pretrained here on captioned synthetic clips; synth only) (default: corpus for synth with an fsar-* backbone, none for other datasets with one, else the model's default tag)."),
     appearance: int = typer.Option(24, help="synth: classes named by appearance added to the 100 motion classes."),
-    pretrain_steps: int = typer.Option(1000, help="Steps of the pretraining (--pretrained corpus)."),
+    pretrain_steps: int = typer.Option(2000, help="Steps of the pretraining (--pretrained corpus)."),
     activation: str = typer.Option("auto", help="The backbone's MLP activation: auto (what the weights were trained with), gelu, or quick_gelu (OpenAI's weights in a local file)."),
     short_side: Optional[int] = typer.Option(None, help="Stored frame short side (default: 144 for synth, 256 otherwise)."),
     methods: Optional[str] = typer.Option(None, help="Methods trained in adapter mode on the cache, comma-separated (default: each method whose head declares reproduce_mode adapter: clip-fsar, ma-clip, actionclip)."),

@@ -78,7 +78,7 @@ class ReproduceConfig:
     """Appearance-named classes added to the synthetic benchmark ("a red circle spinning")."""
     corpus_samples: int = 20000
     """Captioned clips of the pretraining corpus (`pretrained` corpus)."""
-    pretrain_steps: int = 1000
+    pretrain_steps: int = 2000
     """Steps of the pretraining (`pretrained` corpus)."""
     methods: tuple[str, ...] = field(default_factory=_default_methods("adapter"))
     """Trained methods (adapter mode, on the cache)."""
