@@ -21,7 +21,7 @@ help:
 	@echo "make reproduce   set up, then run the main job on the built-in synthetic benchmark ($(RESULTS)/REPORT.md)"
 	@echo "                 a real dataset: make reproduce DATASET=ssv2 ROOT=/videos BACKBONE=ViT-B/16"
 	@echo "make test        set up, then run the default test suite (CPU, no network)"
-	@echo "make test-fast   the default suite without whole-chain and Ray-cluster tests (under 2 minutes on 2 cores)"
+	@echo "make test-fast   the default suite without whole-chain and Ray-cluster tests (about 2 minutes on 2 cores)"
 	@echo "make chaos       SIGKILL every stage 5 times at random points, resume, compare (KILLS=5)"
 	@echo "make test-all    also the slow tests (gpu tests: $(BIN)/pytest -m gpu)"
 	@echo "make report      regenerate $(RESULTS)/REPORT.md from the JSON outputs"
