@@ -31,6 +31,7 @@ def test_by_regime_averages_each_regimes_queries():
     r = by_regime(correct, truth, appearance_classes(NAMES, "synth"))
     # appearance queries: class 1, 3, 1 -> right, wrong, wrong; motion: 0, 2, 4 -> right, wrong, right
     assert r == pytest.approx({"appearance": 100 / 3, "motion": 200 / 3})
+    assert by_regime(correct[:, ::2], np.array([[0, 2], [4, 0]]), appearance_classes(NAMES, "synth")) is None  # no appearance query: no mean of nothing
 
 
 def test_zero_shot_right_on_appearance_wrong_on_motion_reads_100_and_0():

@@ -64,10 +64,13 @@ def appearance_classes(class_names: list[str], dataset: str | None) -> np.ndarra
 
 def by_regime(correct: np.ndarray, truth: np.ndarray, look: np.ndarray | None) -> dict | None:
     """Accuracy (%) over the queries (or videos) of the appearance-named and of the motion-named
-    classes, given each one's correctness and true split-level class (same shapes)."""
+    classes, given each one's correctness and true split-level class (same shapes); None where
+    the split has one regime, or the queries only one (a few small episodes)."""
     if look is None:
         return None
     on = look[truth]
+    if on.all() or not on.any():
+        return None
     return {"appearance": float(correct[on].mean() * 100), "motion": float(correct[~on].mean() * 100)}
 
 
