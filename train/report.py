@@ -281,10 +281,9 @@ def _settings_section(rows: list[Row]) -> list[str]:
 def _regimes_section(rows: list[Row], setting: tuple[int, int] | None) -> list[str]:
     """Accuracy on the classes named by appearance and on those named by motion (the synthetic
     benchmark), in the first few-shot setting and in zero-shot classification."""
-    few = _few_shot(rows, *setting) if setting else []
-    cls = sorted((r for r in rows if r.result.get("protocol") == "zero-shot"), key=lambda r: (r.mode != "frozen", r.label))
-    sel = [(r, f"{setting[0]}-way {setting[1]}-shot") for r in few] + [(r, "zero-shot, all test classes") for r in cls] if setting else [(r, "zero-shot, all test classes") for r in cls]
-    sel = [(r, how) for r, how in sel if "accuracy_by_regime" in r.result]
+    few = [(r, f"{setting[0]}-way {setting[1]}-shot") for r in _few_shot(rows, *setting)] if setting else []
+    cls = [(r, "zero-shot, all test classes") for r in sorted((r for r in rows if r.result.get("protocol") == "zero-shot"), key=lambda r: (r.mode != "frozen", r.label))]
+    sel = [(r, how) for r, how in few + cls if "accuracy_by_regime" in r.result]
     if not sel:
         return []
     md = ["## Classes named by appearance and by motion", "",

@@ -361,7 +361,7 @@ def _set_value(v: object) -> str:
 
 def _train_run(c: ReproduceConfig, method: str, mode: str, shot: int, run: Path, values: dict, commands, timings, train_progress, log) -> None:
     """Train `method` in `mode` on `shot`-shot episodes into `run` (resumed if begun, skipped if
-    done), its named config with `values` set last (an ablation's settings)."""
+    done), its named config with `values` (an ablation's settings) set last, through `--set`."""
     from fsar.train.config import apply_overrides
     from fsar.train.configs import get_config
     from fsar.train.trainer import train
@@ -372,11 +372,11 @@ def _train_run(c: ReproduceConfig, method: str, mode: str, shot: int, run: Path,
     else:
         named, data_args = c.peft_config, {"shards": str(c.shards), "backbone": c.backbone, "pretrained": c.pretrained, "activation": c.activation}
         argv = ["--mode", "peft", "--shards", c.shards, "--set", f"backbone={c.backbone}", "--set", f"pretrained={c.pretrained}", *(["--set", f"activation={c.activation}"] if c.activation != "auto" else [])]
+    ablation = [f"{k}={_set_value(v)}" for k, v in values.items()]  # as --set writes them, so commands.sh gives this run
     cfg = dataclasses.replace(get_config(named, method), mode=mode, way=c.way, shot=shot, track_test=c.track_test, **data_args)
-    cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else [])])
-    cfg = dataclasses.replace(cfg, **values)
+    cfg = apply_overrides(cfg, [*c.train_overrides, *([f"threads={c.threads}"] if c.threads else []), *ablation])
     track = ["--set", "track_test=true"] if c.track_test else []
-    sets = [a for o in [*c.train_overrides, *(f"{k}={_set_value(v)}" for k, v in values.items())] for a in ("--set", o)]
+    sets = [a for o in [*c.train_overrides, *ablation] for a in ("--set", o)]
     commands.add("fsar-train", *argv, "--method", method, "--config", named, "--way", c.way, "--shot", shot, "--out", run, *track, *sets)
     if (run / "summary.json").exists():
         _say(log, f"{run} is trained already")
