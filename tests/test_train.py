@@ -332,6 +332,21 @@ def test_probe_scores_raw_features_as_the_frozen_baselines(tiny_chain, tmp_path)
     for metric in ("protonet", "otam"):
         assert out["raw"][metric][0] == pytest.approx(evaluate_frozen(tiny_chain["cache"], metric, "test", ep)[0]["accuracy"])
     assert set(out["query-path"]) == {"protonet", "otam"}
+    # the spread of the videos, against a plain computation over the cache's test embeddings
+    from fsar.pipeline.embed.cache import load_split
+
+    from fsar.train.data import frame_positions
+
+    frames = load_split(tiny_chain["cache"], "test", verbose=False).frames.astype(np.float64)  # (N, F, D)
+    v = frames[:, frame_positions(frames.shape[1], cfg.frames, 1, None)[0]].mean(axis=1)  # the test frames, pooled
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = [v[i] @ v[j] for i in range(len(v)) for j in range(len(v)) if i != j]
+    assert out["mean cosine between videos"] == pytest.approx(np.mean(pairs), abs=1e-3)
+    # as training started: the raw features are the cache's still, and nothing is written to the run
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    start = probe(tmp_path / "run", "init", "test", ep)
+    assert start["raw"] == out["raw"] and start["query-path"] != out["query-path"]
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
 def test_clip_fsar_frame_positions_make_the_transformer_see_frame_order():
