@@ -293,7 +293,7 @@ def test_peft_ma_clip_trains_adapters_only_and_starts_from_frozen_clip(tiny_chai
         build_model(dataclasses.replace(cfg, method="clip-fsar"))
 
 
-def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_path):
+def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_path, caplog):
     from safetensors import safe_open
 
     from fsar.pipeline.backbones import BackboneSpec, create_backbone
@@ -335,9 +335,11 @@ def test_peft_vita_clip_trains_prompts_and_text_context_only(tiny_chain, tmp_pat
         assert torch.equal(f.get_tensor("text.token_embedding.weight"), frozen.token_embedding.weight)
         assert not torch.allclose(f.get_tensor("text.context"), context0)  # the class context learnt
         assert f.get_tensor("head.logit_scale").item() != pytest.approx(frozen.logit_scale.item())  # it trains
+    caplog.clear()
     for protocol in ("few-shot", "zero-shot", "supervised"):
         result, correct = evaluate_run(tmp_path / "vita", "test", EpisodeConfig(3, 1, 1, 30, 0), protocol=protocol)
         assert result["method"] == "vita-clip" and result["mode"] == "peft" and result["protocol"] == protocol
+    assert "initialized randomly" not in caplog.text  # the weights come from the checkpoint
     assert result["classes"] == len(train_names)  # supervised: among the training classes
     with pytest.raises(ValueError, match="peft mode only"):
         build_model(dataclasses.replace(cfg, mode="adapter", cache=str(tiny_chain["cache"])))

@@ -3,6 +3,7 @@ frozen one with the method's trainable adapters (peft mode)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -168,12 +169,15 @@ def build_model(config: TrainConfig, run_dir: Path | None = None, for_eval: bool
             raise ValueError(f"peft mode wraps the frozen backbone with a method's own adapters; {config.method!r} has none (peft methods: {', '.join(methods_with('peft'))})")
         raise ValueError(f"{config.method} trains in {' or '.join(spec.modes)} mode, not {config.mode}")
     if config.mode in ("finetune", "peft"):
-        from fsar.pipeline.backbones import BackboneSpec, create_backbone
+        from fsar.pipeline.backbones import BackboneSpec, _no_random_init_warning, create_backbone
 
         activation = config.activation
         if for_eval:  # the weights come from the checkpoint: build the activation the run trained with
             activation = recorded_backbone(run_dir).get("activation", activation) if run_dir is not None else activation
-        full, source = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed, activation))
+        # with for_eval the model is built only to take the checkpoint's weights: open_clip's
+        # "initialized randomly" would be wrong there
+        with _no_random_init_warning() if for_eval else contextlib.nullcontext():
+            full, source = create_backbone(BackboneSpec(config.backbone, "none" if for_eval else config.pretrained, config.seed, activation))
         if not for_eval and run_dir is not None and write:
             record_backbone(run_dir, source)
         if config.mode == "finetune":
