@@ -334,7 +334,6 @@ def test_probe_scores_raw_features_as_the_frozen_baselines(tiny_chain, tmp_path)
     assert set(out["query-path"]) == {"protonet", "otam"}
     # the spread of the videos, against a plain computation over the cache's test embeddings
     from fsar.pipeline.embed.cache import load_split
-
     from fsar.train.data import frame_positions
 
     frames = load_split(tiny_chain["cache"], "test", verbose=False).frames.astype(np.float64)  # (N, F, D)
