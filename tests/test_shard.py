@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -634,11 +635,23 @@ def test_killed_run_resumes_to_the_uninterrupted_output(synth_root, shards, tmp_
     cmd = [sys.executable, "-m", "fsar.cli.data", "shard", "synth", "--root", str(synth_root), "--out", str(out),
            "--workers", "1", "--shard-size", "5", "--short-side", "48"]
     for kill_after in (1, 3):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # The run (driver and worker, one process group) goes on in slices of a few milliseconds
+        # and is stopped while its finished shards are counted, so it cannot finish between the
+        # count and the kill, however loaded the machine (under pytest -n auto it once did).
         deadline = time.time() + 60
-        while time.time() < deadline and len(list(out.glob("_status/*/*.json"))) < kill_after:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
+        try:
+            while time.time() < deadline:
+                os.killpg(proc.pid, signal.SIGSTOP)
+                if len(list(out.glob("_status/*/*.json"))) >= kill_after:
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the run ended on its own: the assertion below says so
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)  # nothing of the group may stay stopped
         proc.wait()
     total_shards = len(list(shards.glob("_status/*/*.json")))
     assert len(list(out.glob("_status/*/*.json"))) < total_shards, "the run finished before it was killed"
