@@ -16,6 +16,12 @@ import torch
 import torch.nn.functional as F
 
 
+def video_cosines(frames: torch.Tensor) -> torch.Tensor:
+    """Cosine [N, N] between the frame-averaged embeddings of videos `frames` [N, T, D]."""
+    m = F.normalize(frames.float().mean(dim=1), dim=-1)  # (N, D)
+    return m @ m.T
+
+
 def frame_cosines(frames: torch.Tensor, labels: np.ndarray | None = None) -> dict[str, float]:
     """Mean cosine between frames of the same video, between frames of different videos, and the
     spread (std over a video's frames) relative to the embedding norm. `frames`: [N, T, D].
@@ -30,8 +36,7 @@ def frame_cosines(frames: torch.Tensor, labels: np.ndarray | None = None) -> dic
     rel = (frames.float().std(dim=1).norm(dim=-1) / frames.float().mean(dim=1).norm(dim=-1)).mean()
     out = {"within_video": float(within[:, off].mean()), "between_videos": float(between), "temporal_spread": float(rel)}
     if labels is not None:
-        m = F.normalize(frames.float().mean(dim=1), dim=-1)
-        cos = m @ m.T
+        cos = video_cosines(frames)
         lab = torch.as_tensor(labels)
         same = (lab[:, None] == lab[None]) & ~torch.eye(N, dtype=torch.bool)
         out["same_class_videos"] = float(cos[same].mean())

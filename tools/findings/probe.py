@@ -28,6 +28,7 @@ from fsar.train.evaluate import score_with, summarise
 from fsar.train.metrics import otam_logits, prototype_logits
 from fsar.train.model import build_model
 from fsar.train.trainer import encode_split
+from tools.findings.feature_stats import video_cosines
 
 
 def probe(run_dir: str | Path, checkpoint: str = "best", split: str = "test", config: EpisodeConfig = EpisodeConfig(), overrides: tuple[str, ...] = ()) -> dict:
@@ -63,9 +64,8 @@ def probe(run_dir: str | Path, checkpoint: str = "best", split: str = "test", co
 def mean_cosine(frames: torch.Tensor) -> float:
     """Mean cosine between the mean-pooled embeddings of different videos, frames (N, T, D):
     near 1 when an encoder maps every video to one point."""
-    v = torch.nn.functional.normalize(frames.float().mean(dim=1), dim=-1)  # (N, D)
-    n = len(v)
-    return float(((v @ v.T).sum() - n) / (n * (n - 1)))
+    cos, n = video_cosines(frames), len(frames)
+    return float((cos.sum() - cos.diagonal().sum()) / (n * (n - 1)))
 
 
 def main(argv: list[str] | None = None) -> None:
