@@ -137,7 +137,7 @@ def pretrain(
 ) -> None:
     """Pretrain an open_clip model with the CLIP objective on a caption corpus (CPU is enough for a tiny one)."""
     from fsar.cli.progress import train_bar
-    from fsar.pipeline.pretrain import PretrainConfig, run_pretrain
+    from fsar.pipeline.pretrain import PretrainConfig, describe_attributes, run_pretrain
 
     with reported(debug, kept="the last checkpoint is kept"):
         config = PretrainConfig(corpus=corpus, out=out, backbone=backbone, steps=steps, batch=batch, lr=lr, warmup=warmup,
@@ -147,6 +147,8 @@ def pretrain(
     r = summary["held_out"]
     console.print(f"{summary['backbone']} pretrained for {config.steps} steps; held-out retrieval over {r['clips']} clips: "
                   f"clip->caption {r['image_to_text_top1']:.1f}%, caption->clip {r['text_to_image_top1']:.1f}% (chance {r['chance_top1']:.1f}%)")
+    if attributes := describe_attributes(r):
+        console.print(f"told apart one attribute at a time: {attributes}")
     typer.echo(f"weights written to {summary['weights']}")
 
 

@@ -14,7 +14,7 @@ with `weights_only=True`) is written every `save_every` steps.
 Outputs in OUT: `open_clip_model.safetensors` (the weights, with the backbone and activation
 recorded for `--pretrained OUT/open_clip_model.safetensors`; plain open_clip loads it too,
 see `docs/pretraining.md`), `pretrain_metrics.csv` (one row per step) and `pretrain.json`
-(settings, held-out retrieval accuracy, timings).
+(settings, held-out retrieval accuracy, per-attribute accuracy, timings).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,7 @@ import torch
 from fsar.pipeline.atomic import atomic_path, write_text_atomic
 from fsar.pipeline.backbones import Preprocess, _no_random_init_warning, _open_clip, model_activation, resolve_name, save_weights
 from fsar.pipeline.lock import hold
-from fsar.pipeline.synth.captions import load_corpus
+from fsar.pipeline.synth.captions import ATTRIBUTES, CaptionedClip, load_corpus, vocabulary
 
 WEIGHTS = "open_clip_model.safetensors"
 METRICS = ("step", "loss", "accuracy", "lr", "logit_scale")
@@ -121,20 +121,62 @@ def _matches(captions: list[str]) -> np.ndarray:
 
 
 @torch.no_grad()
-def retrieval(model, preprocess: Preprocess, tokens: torch.Tensor, frames: np.ndarray, captions: list[str], batch: int = 256) -> dict:
-    """Held-out retrieval top-1 (%): each clip's nearest caption, and each caption's nearest clip."""
+def retrieval(model, preprocess: Preprocess, tokenize, frames: np.ndarray, captions: list[str], batch: int = 256) -> dict:
+    """Held-out retrieval top-1 (%): each clip's nearest caption, and each caption's nearest clip;
+    and `attribute_accuracy`."""
     model.eval()
+    tokens = tokenize(captions)
     img = torch.cat([encode_clips(model, preprocess, frames[i:i + batch]) for i in range(0, len(frames), batch)])
     txt = torch.cat([model.encode_text(tokens[i:i + batch], normalize=True) for i in range(0, len(tokens), batch)])
     sim = (img @ txt.T).numpy()
     ok = _matches(captions)
     n = len(captions)
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return torch.cat([model.encode_text(tokenize(texts[i:i + 4 * batch]), normalize=True) for i in range(0, len(texts), 4 * batch)])
+
     return {
         "clips": n,
         "image_to_text_top1": float(100 * ok[np.arange(n), sim.argmax(1)].mean()),
         "text_to_image_top1": float(100 * ok[sim.argmax(0), np.arange(n)].mean()),
         "chance_top1": float(100 * ok.sum(1).mean() / n),
+        "attributes": attribute_accuracy(img, captions, encode_text),
     }
+
+
+def attribute_accuracy(img: torch.Tensor, captions: list[str], encode_text: Callable[[list[str]], torch.Tensor]) -> dict:
+    """What the model tells apart, one attribute at a time: for each clip and attribute, is its
+    caption nearer than every caption that differs from it in that attribute alone ("one red
+    circle ..." against "one blue circle ...")? Held-out retrieval cannot show this, as most
+    captions of a batch already differ in an easy attribute.
+
+    Args:
+        img: normalised clip features [N, D].
+        captions: the clips' full captions.
+        encode_text: texts -> normalised features [len(texts), D].
+
+    Returns:
+        {attribute: {"top1": %, "chance": %}} for each of `captions.ATTRIBUTES`.
+    """
+    truths = [CaptionedClip.from_caption(c) for c in captions]
+    out = {}
+    for attr in ATTRIBUTES:
+        values = vocabulary(attr)
+        texts = [replace(t, **{attr: v}).caption for t in truths for v in values]
+        txt = encode_text(texts).view(len(truths), len(values), -1)  # (N, V, D)
+        sim = torch.einsum("nd,nvd->nv", img, txt)
+        right = torch.tensor([values.index(getattr(t, attr)) for t in truths])
+        out[attr] = {"top1": float(100 * (sim.argmax(1) == right).float().mean()), "chance": 100 / len(values)}
+    return out
+
+
+def describe_attributes(held_out: dict) -> str | None:
+    """`attribute_accuracy`'s figures in one line ("count 85.4% (chance 33.3%), ..."), or None for a
+    run from before they were measured."""
+    attrs = held_out.get("attributes")
+    if not attrs:
+        return None
+    return ", ".join(f"{a} {v['top1']:.1f}% (chance {v['chance']:.1f}%)" for a, v in attrs.items())
 
 
 def _csv(rows: list[list[float]]) -> str:
@@ -214,7 +256,7 @@ def run_pretrain(config: PretrainConfig, on_step: Callable[[int, dict], None] | 
                                 "rows": torch.tensor(rows, dtype=torch.float64)}, tmp)
                 write_text_atomic(out / "pretrain_metrics.csv", _csv(rows))
         seconds = time.perf_counter() - t0
-        held_out = retrieval(model, preprocess, tokenize(captions[n_train:]), frames[n_train:], captions[n_train:])
+        held_out = retrieval(model, preprocess, tokenize, frames[n_train:], captions[n_train:])
         activation = model_activation(name)
         sha = save_weights(model, out / WEIGHTS, {"backbone": name, "activation": activation, "random_init": False,
                                                  "source": "fsar-data pretrain", "steps": config.steps, "seed": config.seed})

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,44 @@ def test_a_caption_says_what_the_clip_shows():
                 near = (np.abs((h[:, 0] - COLOURS[truth.colour] + 0.5) % 1.0 - 0.5) < 0.05) & (h[:, 1] > 0.5) & (h[:, 2] > 0.5)
                 xs.append((np.nonzero(near)[0] % 64).mean())
             assert (xs[1] - xs[0]) * (1 if truth.motion == "moving right" else -1) > 3, (truth, xs)
+
+
+def test_a_caption_reads_back_to_its_ground_truth():
+    from fsar.pipeline.synth.captions import CaptionedClip
+
+    seen = set()
+    for i in range(300):
+        _, truth = render_captioned(0, i, 16, 16, 1)
+        assert CaptionedClip.from_caption(truth.caption) == truth
+        seen.add(truth.count)
+    assert seen == {1, 2, 3}  # plural nouns ("boxes" is not a shape word: "squares") read back too
+    for bad in ("one red plain circle", "a red circle spinning", truth.caption + " today"):
+        with pytest.raises(ValueError, match="not a caption"):
+            CaptionedClip.from_caption(bad)
+
+
+def test_attribute_accuracy_finds_the_one_attribute_the_features_get_wrong():
+    """With bag-of-words features and each clip's feature made from its caption with the colour
+    changed, every attribute is told apart but the colour, which never is."""
+    from dataclasses import replace
+
+    from fsar.pipeline.pretrain import attribute_accuracy
+    from fsar.pipeline.synth.captions import ATTRIBUTES, vocabulary
+
+    def bag(texts: list[str]) -> torch.Tensor:  # word counts, hashed
+        x = torch.zeros(len(texts), 4096)
+        for row, t in zip(x, texts):
+            for w in t.split():
+                row[zlib.crc32(w.encode()) % 4096] += 1
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    truths = [render_captioned(0, i, 16, 16, 1)[1] for i in range(40)]
+    colours = vocabulary("colour")
+    wrong = [replace(t, colour=colours[(colours.index(t.colour) + 1) % len(colours)]).caption for t in truths]
+    acc = attribute_accuracy(bag(wrong), [t.caption for t in truths], bag)
+    assert list(acc) == list(ATTRIBUTES)
+    assert acc["colour"]["top1"] == 0.0 and acc["colour"]["chance"] == 100 / 8
+    assert all(acc[a]["top1"] == 100.0 for a in ATTRIBUTES if a != "colour"), acc
 
 
 def test_the_corpus_is_deterministic_and_a_rerun_keeps_finished_parts(tmp_path):
@@ -85,6 +124,7 @@ def _pretrain(corpus, out, *extra) -> subprocess.Popen:
 def test_a_killed_pretraining_resumes_to_the_same_weights(corpus, tmp_path):
     whole = _pretrain(corpus, tmp_path / "whole")
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
+    assert "told apart one attribute at a time: count" in whole.stdout.read()
     killed = _pretrain(corpus, tmp_path / "killed")
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "killed" / "state.pt").exists():
@@ -98,6 +138,9 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(corpus, tmp_path):
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
     summary = json.loads((tmp_path / "whole" / "pretrain.json").read_text())
     assert summary["finished"] and summary["held_out"]["clips"] == 12
+    attributes = summary["held_out"]["attributes"]
+    assert list(attributes) == ["count", "colour", "pattern", "shape", "region", "motion", "background"]
+    assert all(0 <= v["top1"] <= 100 for v in attributes.values()) and attributes["count"]["chance"] == 100 / 3
     assert len((tmp_path / "whole" / "pretrain_metrics.csv").read_text().splitlines()) == 13
 
 

@@ -82,6 +82,7 @@ def test_miniature_chain_pretrains_its_clip_and_says_so(tmp_path):
     res, weights = tmp_path / "results", (tmp_path / "data" / "pretrain" / "open_clip_model.safetensors").resolve()
     assert "random (untrained) weights" not in text
     assert f"Its weights were pretrained here (`fsar-data pretrain`, `{weights}`" in text and "4 steps" in text
+    assert re.search(r"One attribute at a time .*: count \d+\.\d% \(chance 33\.3%\), colour .* background \d+\.\d% \(chance 20\.0%\)\.", text)
     timings = json.loads((res / "timings.json").read_text())["stages"]
     assert timings["pretrain"]["steps"] == 4 and timings["captions"]["clips"] == 300
     with h5py.File(tmp_path / "data" / "synth-cache.h5") as f:

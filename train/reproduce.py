@@ -169,7 +169,7 @@ class ReproduceConfig:
 def _pretrain(c: ReproduceConfig, timings, commands, progress, train_progress, log) -> Path:
     """Render the caption corpus and pretrain `c.backbone` on it (both resumable); returns the
     weights file, and copies the pretraining summary to RESULTS/pretrain.json for the report."""
-    from fsar.pipeline.pretrain import PretrainConfig, run_pretrain
+    from fsar.pipeline.pretrain import PretrainConfig, describe_attributes, run_pretrain
     from fsar.pipeline.synth.captions import CorpusConfig, render_corpus
 
     corpus, out = c.data / "captions", c.data / "pretrain"
@@ -189,6 +189,8 @@ def _pretrain(c: ReproduceConfig, timings, commands, progress, train_progress, l
     r = p["held_out"]
     _say(log, f"pretrain: {p['backbone']} on {p['train_clips']} captioned clips; held-out retrieval {r['image_to_text_top1']:.1f}% "
               f"clip->caption, {r['text_to_image_top1']:.1f}% caption->clip (chance {r['chance_top1']:.1f}%)")
+    if attributes := describe_attributes(r):
+        _say(log, f"pretrain: told apart one attribute at a time: {attributes}")
     return Path(p["weights"])
 
 

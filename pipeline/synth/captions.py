@@ -22,6 +22,7 @@ finished parts and renders the rest.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -66,6 +67,45 @@ class CaptionedClip:
             noun += "es" if noun.endswith("s") else "s"
         return (f"{COUNTS[self.count]} {self.colour} {PATTERN_WORDS[self.pattern]} {noun} {self.region} "
                 f"{self.motion} on a {BACKGROUND_WORDS[self.background]} background")
+
+    @classmethod
+    def from_caption(cls, caption: str) -> "CaptionedClip":
+        """The ground truth a full caption (`.caption`) states.
+
+        Raises:
+            ValueError: the text is not a caption of this corpus.
+        """
+        m = _CAPTION.fullmatch(caption)
+        if m is None:
+            raise ValueError(f"not a caption of the corpus: {caption!r}")
+        g = m.groupdict()
+        return cls(count=_COUNT_OF[g["count"]], colour=g["colour"], pattern=_PATTERN_OF[g["pattern"]],
+                   shape=_SHAPE_OF[g["noun"]], region=g["region"], motion=g["motion"], background=_BACKGROUND_OF[g["background"]])
+
+
+# The ground truth's fields, in caption order; `vocabulary` gives each one's values.
+ATTRIBUTES = ("count", "colour", "pattern", "shape", "region", "motion", "background")
+
+
+def vocabulary(attribute: str) -> list:
+    """The values the corpus draws `attribute` (one of `ATTRIBUTES`) from."""
+    return list({"count": COUNTS, "colour": COLOURS, "pattern": PATTERN_WORDS, "shape": SHAPE_WORDS, "region": REGIONS,
+                 "motion": MOTIONS, "background": BACKGROUND_WORDS}[attribute])
+
+
+def _alternatives(words) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+_COUNT_OF = {v: k for k, v in COUNTS.items()}
+_PATTERN_OF = {v: k for k, v in PATTERN_WORDS.items()}
+_BACKGROUND_OF = {v: k for k, v in BACKGROUND_WORDS.items()}
+_SHAPE_OF = {**{v: k for k, v in SHAPE_WORDS.items()}, **{v + ("es" if v.endswith("s") else "s"): k for k, v in SHAPE_WORDS.items()}}
+_CAPTION = re.compile(
+    f"(?P<count>{_alternatives(_COUNT_OF)}) (?P<colour>{_alternatives(COLOURS)}) (?P<pattern>{_alternatives(_PATTERN_OF)}) "
+    f"(?P<noun>{_alternatives(_SHAPE_OF)}) (?P<region>{_alternatives(REGIONS)}) (?P<motion>{_alternatives(MOTIONS)}) "
+    f"on a (?P<background>{_alternatives(_BACKGROUND_OF)}) background"
+)
 
 
 def render_captioned(seed: int, index: int, width: int, height: int, frames: int) -> tuple[np.ndarray, CaptionedClip]:
