@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -263,3 +264,17 @@ def test_pretrained_text_transfers_to_novel_classes_and_a_swap_of_class_names_fa
     swapped_accuracy, _ = _zero_shot(swapped)
     print(f"zero-shot top-1 {accuracy:.1f}% (random weights {random_accuracy:.1f}%, swapped names {swapped_accuracy:.1f}%, chance {chance:.1f}%)")
     assert swapped_accuracy <= 1.5 * chance, (swapped_accuracy, chance)
+
+
+def test_the_combination_probe_scores_held_back_and_shown_names(weights, capsys):
+    from fsar.pipeline.synth.captions import appearance_combos
+    from tools.findings.combos import combo_sets, main
+
+    sets = combo_sets()
+    assert sets["held back"] == appearance_combos(48) and len(sets["shown"]) == 48
+    assert not set(sets["held back"]) & set(sets["shown"])
+    main([str(weights), "--clips", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" combinations:")[0].strip() for line in lines] == ["held back", "shown"]
+    for line in lines:
+        assert re.findall(r"(names|colour|shape|motion) (\d+\.\d)% \(chance (\d+\.\d)%\)", line) and line.count("chance") == 4
