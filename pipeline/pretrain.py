@@ -121,7 +121,7 @@ def _matches(captions: list[str]) -> np.ndarray:
 
 
 @torch.no_grad()
-def retrieval(model, preprocess: Preprocess, tokenize, frames: np.ndarray, captions: list[str], batch: int = 256) -> dict:
+def retrieval(model, preprocess: Preprocess, tokenize: Callable[[list[str]], torch.Tensor], frames: np.ndarray, captions: list[str], batch: int = 256) -> dict:
     """Held-out retrieval top-1 (%): each clip's nearest caption, and each caption's nearest clip;
     and `attribute_accuracy`."""
     model.eval()
@@ -144,7 +144,7 @@ def retrieval(model, preprocess: Preprocess, tokenize, frames: np.ndarray, capti
     }
 
 
-def attribute_accuracy(img: torch.Tensor, captions: list[str], encode_text: Callable[[list[str]], torch.Tensor]) -> dict:
+def attribute_accuracy(img: torch.Tensor, captions: list[str], encode_text: Callable[[list[str]], torch.Tensor]) -> dict | None:
     """What the model tells apart, one attribute at a time: for each clip and attribute, is its
     caption nearer than every caption that differs from it in that attribute alone ("one red
     circle ..." against "one blue circle ...")? Held-out retrieval cannot show this, as most
@@ -156,9 +156,13 @@ def attribute_accuracy(img: torch.Tensor, captions: list[str], encode_text: Call
         encode_text: texts -> normalised features [len(texts), D].
 
     Returns:
-        {attribute: {"top1": %, "chance": %}} for each of `captions.ATTRIBUTES`.
+        {attribute: {"top1": %, "chance": %}} for each of `captions.ATTRIBUTES`, or None when a
+        caption is not in the grammar of `fsar-data captions` (a corpus written by other means).
     """
-    truths = [CaptionedClip.from_caption(c) for c in captions]
+    try:
+        truths = [CaptionedClip.from_caption(c) for c in captions]
+    except ValueError:
+        return None
     out = {}
     for attr in ATTRIBUTES:
         values = vocabulary(attr)
@@ -171,8 +175,8 @@ def attribute_accuracy(img: torch.Tensor, captions: list[str], encode_text: Call
 
 
 def describe_attributes(held_out: dict) -> str | None:
-    """`attribute_accuracy`'s figures in one line ("count 85.4% (chance 33.3%), ..."), or None for a
-    run from before they were measured."""
+    """`attribute_accuracy`'s figures in one line ("count 85.4% (chance 33.3%), ..."), or None where
+    they were not measured (a run from before them, or captions not of `fsar-data captions`)."""
     attrs = held_out.get("attributes")
     if not attrs:
         return None

@@ -77,6 +77,8 @@ def test_attribute_accuracy_finds_the_one_attribute_the_features_get_wrong():
     assert list(acc) == list(ATTRIBUTES)
     assert acc["colour"]["top1"] == 0.0 and acc["colour"]["chance"] == 100 / 8
     assert all(acc[a]["top1"] == 100.0 for a in ATTRIBUTES if a != "colour"), acc
+    # a corpus whose captions are not ours is scored by retrieval alone
+    assert attribute_accuracy(bag(wrong[:1]), ["a dog on a sofa"], bag) is None
 
 
 def test_the_corpus_is_deterministic_and_a_rerun_keeps_finished_parts(tmp_path):
