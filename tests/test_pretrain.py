@@ -49,7 +49,7 @@ def test_a_caption_reads_back_to_its_ground_truth():
         _, truth = render_captioned(0, i, 16, 16, 1)
         assert CaptionedClip.from_caption(truth.caption) == truth
         seen.add(truth.count)
-    assert seen == {1, 2, 3}  # plural nouns ("boxes" is not a shape word: "squares") read back too
+    assert seen == {1, 2, 3}  # plural nouns read back too
     for bad in ("one red plain circle", "a red circle spinning", truth.caption + " today"):
         with pytest.raises(ValueError, match="not a caption"):
             CaptionedClip.from_caption(bad)
