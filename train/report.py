@@ -345,8 +345,7 @@ def write_report(results: str | Path) -> Path:
         from fsar.pipeline.pretrain import describe_attributes
 
         if attributes := describe_attributes(r):
-            md[-1] += (f" One attribute at a time (a held-out clip's caption against those that differ from it in that attribute alone): {attributes}."
-                       " The appearance classes' names need colour, shape and motion.")
+            md[-1] += f" One attribute at a time (a held-out clip's caption against those that differ from it in that attribute alone): {attributes}."
         md.append("")
     md.append("All methods are scored on the same fixed test episodes (seed 0, 1 query per class); ± is the 95% confidence interval (1.96 × std of per-episode accuracy / √episodes). Frozen baselines have no trained parameters; trained methods use adapter mode (the cached frozen embeddings) or peft mode (the shards through the frozen backbone, the method's prompts or adapters training), and the checkpoint best on val.")
     md.append("")
