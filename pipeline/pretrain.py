@@ -125,16 +125,14 @@ def retrieval(model, preprocess: Preprocess, tokenize: Callable[[list[str]], tor
     """Held-out retrieval top-1 (%): each clip's nearest caption, and each caption's nearest clip;
     and `attribute_accuracy`."""
     model.eval()
-    tokens = tokenize(captions)
-    img = torch.cat([encode_clips(model, preprocess, frames[i:i + batch]) for i in range(0, len(frames), batch)])
-    txt = torch.cat([model.encode_text(tokens[i:i + batch], normalize=True) for i in range(0, len(tokens), batch)])
-    sim = (img @ txt.T).numpy()
-    ok = _matches(captions)
-    n = len(captions)
 
     def encode_text(texts: list[str]) -> torch.Tensor:
-        return torch.cat([model.encode_text(tokenize(texts[i:i + 4 * batch]), normalize=True) for i in range(0, len(texts), 4 * batch)])
+        return torch.cat([model.encode_text(tokenize(texts[i:i + batch]), normalize=True) for i in range(0, len(texts), batch)])
 
+    img = torch.cat([encode_clips(model, preprocess, frames[i:i + batch]) for i in range(0, len(frames), batch)])
+    sim = (img @ encode_text(captions).T).numpy()
+    ok = _matches(captions)
+    n = len(captions)
     return {
         "clips": n,
         "image_to_text_top1": float(100 * ok[np.arange(n), sim.argmax(1)].mean()),

@@ -279,4 +279,6 @@ def test_the_combination_probe_scores_held_back_and_shown_names(weights, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" combinations:")[0].strip() for line in lines] == ["held back", "shown"]
     for line in lines:
-        assert re.findall(r"(names|colour|shape|motion) (\d+\.\d)% \(chance (\d+\.\d)%\)", line) and line.count("chance") == 4
+        figures = re.findall(r"(names|colour|shape|motion) (\d+\.\d)% \(chance (\d+\.\d)%\)", line)
+        assert [f[0] for f in figures] == ["names", "colour", "shape", "motion"] and all(0 <= float(f[1]) <= 100 for f in figures)
+        assert [f[2] for f in figures] == ["2.1", "12.5", "14.3", "12.5"]

@@ -27,10 +27,10 @@ SINGLE = {"colour": "a photo of a {} object", "shape": "a photo of a {}", "motio
 
 def combo_sets(n: int = APPEARANCE_SIZE, seed: int = 5) -> dict[str, list[tuple[str, str, str]]]:
     """The `n` held-back combinations, and `n` others drawn from those the corpus shows."""
-    held = appearance_combos(n)
-    shown = [(c, s, m) for c in COLOURS for s in SHAPE_WORDS for m in MOTIONS if (c, s, m) not in set(appearance_combos(APPEARANCE_SIZE))]
+    never_shown = set(appearance_combos(APPEARANCE_SIZE))
+    shown = [(c, s, m) for c in COLOURS for s in SHAPE_WORDS for m in MOTIONS if (c, s, m) not in never_shown]
     rng = np.random.default_rng(seed)
-    return {"held back": held, "shown": [shown[i] for i in rng.choice(len(shown), n, replace=False)]}
+    return {"held back": appearance_combos(n), "shown": [shown[i] for i in rng.choice(len(shown), n, replace=False)]}
 
 
 def render(combos: list[tuple[str, str, str]], clips: int, seed: int = 11) -> tuple[np.ndarray, list[CaptionedClip]]:
